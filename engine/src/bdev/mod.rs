@@ -1,0 +1,481 @@
+//! Block devices (SPDK's bdev layer).
+//!
+//! A [`Bdev`] has a name, a UUID, a block size and a block count, and a backend module
+//! ([`null`], [`malloc`], [`uring`]). Each thread that does I/O opens the bdev's channel
+//! ([`Bdev::channel`], an [`IoChannel`]); the channel registers one poller that reaps the
+//! backend's completions. A [`BdevIo`] is read, write, flush, write-zeroes or unmap with a
+//! scatter list of [`DmaBuf`]s; it is created by the caller (usually once, and reused),
+//! moved into [`IoChannel::submit`], and handed back to the caller's callback, on the
+//! submitting thread, when it completes. An I/O in flight owns its buffers.
+//!
+//! Bad input (an LBA beyond the end, a data length that is not the block count times the
+//! block size, a zero-length I/O, an unsupported kind) is refused at submission with a
+//! status, never a panic; a backend error fails that I/O alone. Statuses map one-to-one
+//! onto NVMe statuses ([`IoStatus::nvme_status`]).
+
+mod deferred;
+pub mod malloc;
+pub mod null;
+pub mod uring;
+
+use crate::Error;
+use crate::dma::DmaBuf;
+use crate::thread::{IoChannel, IoDevice, PollStatus, Poller, Thread};
+use arrayvec::ArrayVec;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+/// Buffers one [`BdevIo`] carries at most.
+pub const SGL_SEGMENTS_MAX: usize = 16;
+
+/// What an I/O does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoKind {
+    /// Read blocks into the buffers.
+    Read,
+    /// Write the buffers to blocks.
+    Write,
+    /// Make completed writes durable.
+    Flush,
+    /// Set blocks to zero.
+    WriteZeroes,
+    /// Deallocate blocks (they read back as zeroes on every module here).
+    Unmap,
+}
+
+/// How an I/O ended. Each maps to one NVMe status (see [`IoStatus::nvme_status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoStatus {
+    /// Done.
+    Success,
+    /// The bdev does not do this kind of I/O.
+    InvalidOpcode,
+    /// A field is wrong: zero blocks, or data length not blocks times block size.
+    InvalidField,
+    /// The range runs past the last block.
+    LbaOutOfRange,
+    /// The backing store is full.
+    CapacityExceeded,
+    /// The write failed in the backend.
+    WriteFault,
+    /// The read failed in the backend.
+    UnrecoveredReadError,
+    /// The I/O was aborted or cancelled.
+    Aborted,
+    /// The bdev's queue is full: retry later.
+    NoMemory,
+    /// Anything else that went wrong in the backend.
+    InternalError,
+}
+
+impl IoStatus {
+    /// The NVMe status this maps to, as (Status Code Type, Status Code, Do Not Retry):
+    /// NVMe base specification 2.0, section 4.1.3 (Generic Command Status, SCT 0) and
+    /// 4.1.3.3 (Media and Data Integrity Errors, SCT 2).
+    pub fn nvme_status(self) -> (u8, u8, bool) {
+        match self {
+            IoStatus::Success => (0, 0x00, false),
+            IoStatus::InvalidOpcode => (0, 0x01, true),
+            IoStatus::InvalidField => (0, 0x02, true),
+            IoStatus::InternalError => (0, 0x06, false),
+            IoStatus::Aborted => (0, 0x07, false),
+            IoStatus::NoMemory => (0, 0x21, false), // Command Interrupted: retry
+            IoStatus::LbaOutOfRange => (0, 0x80, true),
+            IoStatus::CapacityExceeded => (0, 0x81, true),
+            IoStatus::WriteFault => (2, 0x80, false),
+            IoStatus::UnrecoveredReadError => (2, 0x81, false),
+        }
+    }
+
+    /// Whether this is `Success`.
+    pub fn is_success(self) -> bool {
+        self == IoStatus::Success
+    }
+
+    /// The status for a kernel errno from an I/O of `kind`.
+    pub fn from_errno(kind: IoKind, errno: i32) -> IoStatus {
+        match errno {
+            libc::EIO | libc::ENODATA | libc::EILSEQ => match kind {
+                IoKind::Read => IoStatus::UnrecoveredReadError,
+                _ => IoStatus::WriteFault,
+            },
+            libc::ENOSPC | libc::EDQUOT | libc::EFBIG => IoStatus::CapacityExceeded,
+            libc::EINVAL => IoStatus::InvalidField,
+            libc::EOPNOTSUPP | libc::ENOTTY => IoStatus::InvalidOpcode,
+            libc::ECANCELED | libc::EINTR => IoStatus::Aborted,
+            libc::ENOMEM | libc::EAGAIN | libc::EBUSY => IoStatus::NoMemory,
+            _ => IoStatus::InternalError,
+        }
+    }
+}
+
+/// The callback an I/O is handed back to.
+pub type IoCallback = Rc<dyn Fn(Box<BdevIo>)>;
+
+/// One block I/O. Allocate it once ([`BdevIo::new`]) and reuse it.
+pub struct BdevIo {
+    kind: IoKind,
+    offset_blocks: u64,
+    num_blocks: u64,
+    bufs: ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>,
+    status: IoStatus,
+    cb: Option<IoCallback>,
+    /// The caller's own tag, untouched by the bdev layer.
+    pub ctx: u64,
+}
+
+impl fmt::Debug for BdevIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BdevIo")
+            .field("kind", &self.kind)
+            .field("offset_blocks", &self.offset_blocks)
+            .field("num_blocks", &self.num_blocks)
+            .field("bufs", &self.bufs.len())
+            .field("status", &self.status)
+            .field("ctx", &self.ctx)
+            .finish()
+    }
+}
+
+impl BdevIo {
+    /// A new, empty read of zero blocks.
+    pub fn new() -> Box<BdevIo> {
+        Box::new(BdevIo {
+            kind: IoKind::Read,
+            offset_blocks: 0,
+            num_blocks: 0,
+            bufs: ArrayVec::new(),
+            status: IoStatus::Success,
+            cb: None,
+            ctx: 0,
+        })
+    }
+
+    /// Sets what the I/O does; keeps its buffers.
+    pub fn prepare(&mut self, kind: IoKind, offset_blocks: u64, num_blocks: u64) {
+        self.kind = kind;
+        self.offset_blocks = offset_blocks;
+        self.num_blocks = num_blocks;
+        self.status = IoStatus::Success;
+    }
+
+    /// Appends a buffer; hands it back when the list is full.
+    pub fn push_buf(&mut self, buf: DmaBuf) -> Result<(), DmaBuf> {
+        self.bufs.try_push(buf).map_err(|e| e.element())
+    }
+
+    /// Drops every buffer (back to its pool).
+    pub fn clear_bufs(&mut self) {
+        self.bufs.clear();
+    }
+
+    /// Takes the buffers out.
+    pub fn take_bufs(&mut self) -> impl Iterator<Item = DmaBuf> + '_ {
+        self.bufs.drain(..)
+    }
+
+    /// The buffers.
+    pub fn bufs(&self) -> &[DmaBuf] {
+        &self.bufs
+    }
+
+    /// The buffers, writable.
+    pub fn bufs_mut(&mut self) -> &mut [DmaBuf] {
+        &mut self.bufs
+    }
+
+    /// Total bytes in the buffers.
+    pub fn data_len(&self) -> usize {
+        self.bufs.iter().map(|b| b.len()).sum()
+    }
+
+    /// What it does.
+    pub fn kind(&self) -> IoKind {
+        self.kind
+    }
+
+    /// First block.
+    pub fn offset_blocks(&self) -> u64 {
+        self.offset_blocks
+    }
+
+    /// Number of blocks.
+    pub fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+
+    /// How it ended (meaningful in the callback).
+    pub fn status(&self) -> IoStatus {
+        self.status
+    }
+
+    /// Hands the I/O back to its submitter with `status`.
+    pub(crate) fn complete(mut self: Box<Self>, status: IoStatus) {
+        self.status = status;
+        let cb = self.cb.take().expect("a submitted I/O has a callback");
+        cb(self);
+    }
+}
+
+/// A refused submission: the I/O comes back with the reason.
+pub struct SubmitError {
+    /// The I/O, untouched but for its status.
+    pub io: Box<BdevIo>,
+    /// Why: [`IoStatus::NoMemory`] means the queue is full (retry after a completion);
+    /// anything else means the I/O itself is wrong.
+    pub status: IoStatus,
+}
+
+impl fmt::Debug for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitError")
+            .field("status", &self.status)
+            .field("io", &self.io)
+            .finish()
+    }
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "I/O refused: {:?} ({:?})", self.status, self.io)
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// A backend module's side of a bdev.
+pub trait BdevBackend: Send + Sync + 'static {
+    /// Opens this thread's backend channel.
+    fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error>;
+    /// Whether it does this kind of I/O.
+    fn supports(&self, kind: IoKind) -> bool {
+        let _ = kind;
+        true
+    }
+}
+
+/// A backend's per-thread queue.
+pub trait BackendChannel {
+    /// Starts a validated I/O, or hands it back when the queue is full. It must never
+    /// complete the I/O from inside this call (the caller may hold borrows).
+    fn submit(&self, io: Box<BdevIo>) -> Result<(), Box<BdevIo>>;
+    /// Reaps completions and calls their callbacks, with no borrow of its own state
+    /// held during a callback (a callback may submit again).
+    fn poll(&self) -> PollStatus;
+}
+
+/// What a bdev is made of, given by its module.
+#[derive(Clone, Debug)]
+pub struct BdevParams {
+    /// Unique name.
+    pub name: String,
+    /// UUID; a random one when `None`.
+    pub uuid: Option<uuid::Uuid>,
+    /// Bytes per block: a power of two from 512 to 64 KiB.
+    pub block_size: u32,
+    /// Number of blocks.
+    pub num_blocks: u64,
+    /// The module's product name (`Null disk`, `Malloc disk`, `URING bdev`).
+    pub product_name: &'static str,
+}
+
+/// A block device.
+pub struct Bdev {
+    name: String,
+    uuid: uuid::Uuid,
+    block_size: u32,
+    num_blocks: u64,
+    product_name: &'static str,
+    backend: Box<dyn BdevBackend>,
+}
+
+impl fmt::Debug for Bdev {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bdev")
+            .field("name", &self.name)
+            .field("uuid", &self.uuid)
+            .field("block_size", &self.block_size)
+            .field("num_blocks", &self.num_blocks)
+            .field("product_name", &self.product_name)
+            .finish()
+    }
+}
+
+impl Bdev {
+    /// Makes a bdev from its module's parameters and backend.
+    pub fn new(params: BdevParams, backend: Box<dyn BdevBackend>) -> Result<Arc<Bdev>, Error> {
+        let bs = params.block_size;
+        if !(512..=65536).contains(&bs) || !bs.is_power_of_two() {
+            return Err(Error::InvalidParam {
+                what: "block_size".into(),
+                why: format!("{bs} is not a power of two from 512 to 65536"),
+            });
+        }
+        if params.num_blocks == 0 {
+            return Err(Error::InvalidParam {
+                what: "num_blocks".into(),
+                why: "a bdev needs at least one block".into(),
+            });
+        }
+        if params.name.is_empty() {
+            return Err(Error::InvalidParam {
+                what: "name".into(),
+                why: "a bdev needs a name".into(),
+            });
+        }
+        Ok(Arc::new(Bdev {
+            name: params.name,
+            uuid: params.uuid.unwrap_or_else(uuid::Uuid::new_v4),
+            block_size: bs,
+            num_blocks: params.num_blocks,
+            product_name: params.product_name,
+            backend,
+        }))
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its UUID.
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.uuid
+    }
+
+    /// Bytes per block.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Number of blocks.
+    pub fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+
+    /// The module's product name.
+    pub fn product_name(&self) -> &'static str {
+        self.product_name
+    }
+
+    /// Whether it does this kind of I/O.
+    pub fn supports(&self, kind: IoKind) -> bool {
+        self.backend.supports(kind)
+    }
+
+    /// The current thread's channel, opened on first use.
+    pub fn channel(self: &Arc<Self>) -> Result<IoChannel<Bdev>, Error> {
+        Thread::expect_current().get_io_channel(self)
+    }
+
+    fn check(&self, io: &BdevIo) -> IoStatus {
+        if !self.supports(io.kind) {
+            return IoStatus::InvalidOpcode;
+        }
+        let end = io.offset_blocks.checked_add(io.num_blocks);
+        match io.kind {
+            IoKind::Flush if io.num_blocks == 0 => return IoStatus::Success,
+            _ if io.num_blocks == 0 => return IoStatus::InvalidField,
+            _ => {}
+        }
+        match end {
+            Some(end) if end <= self.num_blocks => {}
+            _ => return IoStatus::LbaOutOfRange,
+        }
+        if matches!(io.kind, IoKind::Read | IoKind::Write) {
+            let want = io.num_blocks.checked_mul(self.block_size as u64);
+            if io.bufs.is_empty() || want != Some(io.data_len() as u64) {
+                return IoStatus::InvalidField;
+            }
+        }
+        IoStatus::Success
+    }
+}
+
+/// A bdev's per-thread state: the backend's queue and the poller that reaps it.
+pub struct BdevChannelState {
+    backend: Rc<dyn BackendChannel>,
+    _poller: Poller,
+}
+
+impl fmt::Debug for BdevChannelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BdevChannelState").finish_non_exhaustive()
+    }
+}
+
+impl IoDevice for Bdev {
+    type Channel = BdevChannelState;
+
+    fn create_channel(self: &Arc<Self>, thread: &Thread) -> Result<BdevChannelState, Error> {
+        let backend: Rc<dyn BackendChannel> = Rc::from(self.backend.open_channel(thread)?);
+        let b = backend.clone();
+        let poller = thread.register_poller(&format!("bdev_{}", self.name), move || b.poll());
+        Ok(BdevChannelState {
+            backend,
+            _poller: poller,
+        })
+    }
+}
+
+impl IoChannel<Bdev> {
+    /// Submits `io`; `cb` gets it back on this thread when it completes. A refused I/O
+    /// comes back at once in the error, with the reason.
+    pub fn submit(&self, mut io: Box<BdevIo>, cb: &IoCallback) -> Result<(), SubmitError> {
+        let status = self.device().check(&io);
+        if !status.is_success() {
+            io.status = status;
+            return Err(SubmitError { io, status });
+        }
+        io.cb = Some(cb.clone());
+        self.backend.submit(io).map_err(|mut io| {
+            io.cb = None;
+            io.status = IoStatus::NoMemory;
+            SubmitError {
+                io,
+                status: IoStatus::NoMemory,
+            }
+        })
+    }
+}
+
+/// The bdevs of an engine, by name (control path).
+#[derive(Debug, Default)]
+pub struct BdevRegistry {
+    map: Mutex<BTreeMap<String, Arc<Bdev>>>,
+}
+
+impl BdevRegistry {
+    /// Adds a bdev; its name must be new.
+    pub fn register(&self, bdev: Arc<Bdev>) -> Result<(), Error> {
+        let mut map = self.map.lock().unwrap();
+        if map.contains_key(bdev.name()) {
+            return Err(Error::Exists {
+                what: format!("bdev {}", bdev.name()),
+            });
+        }
+        map.insert(bdev.name().to_owned(), bdev);
+        Ok(())
+    }
+
+    /// The bdev called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Bdev>> {
+        self.map.lock().unwrap().get(name).cloned()
+    }
+
+    /// Removes and returns the bdev called `name`; channels still open keep it alive
+    /// until they close.
+    pub fn remove(&self, name: &str) -> Option<Arc<Bdev>> {
+        self.map.lock().unwrap().remove(name)
+    }
+
+    /// Every bdev, by name.
+    pub fn list(&self) -> Vec<Arc<Bdev>> {
+        self.map.lock().unwrap().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

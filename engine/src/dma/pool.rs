@@ -1,0 +1,434 @@
+//! Fixed-size DMA buffer pools with per-thread caches (SPDK's iobuf).
+//!
+//! Two pools, small and large, each one [`DmaRegion`] carved into equal buffers; free
+//! buffers are indices in a lock-free queue. Each thread gets a cache (its
+//! [`IoChannel`] of [`Iobuf`]) that takes buffers from the pool in batches and gives
+//! them back in batches, so a thread in steady state touches only its own cache.
+
+use super::addr::{Cpu, CpuAddr, Initiator, Segment};
+use super::map::RegionId;
+use super::region::{DmaRegion, HugepagePolicy};
+use crate::Error;
+use crate::thread::{IoChannel, IoDevice, Thread};
+use crossbeam::queue::ArrayQueue;
+use std::cell::RefCell;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Sizes of the pools and caches, with SPDK's names and defaults
+/// (`iobuf_set_options`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IobufOpts {
+    /// Buffers in the small pool (default 8192).
+    pub small_pool_count: usize,
+    /// Buffers in the large pool (default 1024).
+    pub large_pool_count: usize,
+    /// Bytes in a small buffer (default 8 KiB).
+    pub small_bufsize: usize,
+    /// Bytes in a large buffer (default 128 KiB).
+    pub large_bufsize: usize,
+    /// Small buffers a thread keeps cached (default 128).
+    pub small_cache_size: usize,
+    /// Large buffers a thread keeps cached (default 16).
+    pub large_cache_size: usize,
+    /// Where the memory comes from.
+    pub hugepages: HugepagePolicy,
+}
+
+impl Default for IobufOpts {
+    fn default() -> Self {
+        IobufOpts {
+            small_pool_count: 8192,
+            large_pool_count: 1024,
+            small_bufsize: 8 << 10,
+            large_bufsize: 128 << 10,
+            small_cache_size: 128,
+            large_cache_size: 16,
+            hugepages: HugepagePolicy::Prefer,
+        }
+    }
+}
+
+impl IobufOpts {
+    /// Small pools for tests and examples: 512 small, 64 large buffers.
+    pub fn small() -> Self {
+        IobufOpts {
+            small_pool_count: 512,
+            large_pool_count: 64,
+            small_cache_size: 32,
+            large_cache_size: 4,
+            ..Self::default()
+        }
+    }
+}
+
+struct BufPool {
+    name: &'static str,
+    buf_size: usize,
+    count: usize,
+    cache_size: usize,
+    region: DmaRegion,
+    free: ArrayQueue<u32>,
+}
+
+impl BufPool {
+    fn new(
+        name: &'static str,
+        buf_size: usize,
+        count: usize,
+        cache_size: usize,
+        policy: HugepagePolicy,
+    ) -> Result<BufPool, Error> {
+        assert!(
+            buf_size >= 4096 && buf_size % 4096 == 0,
+            "buffers are whole 4 KiB pages"
+        );
+        assert!(count > 0 && count <= u32::MAX as usize);
+        let region = DmaRegion::new(buf_size * count, policy)?;
+        let free = ArrayQueue::new(count);
+        for i in 0..count as u32 {
+            free.push(i).expect("sized for every buffer");
+        }
+        Ok(BufPool {
+            name,
+            buf_size,
+            count,
+            cache_size,
+            region,
+            free,
+        })
+    }
+
+    fn ptr(&self, idx: u32) -> NonNull<u8> {
+        debug_assert!((idx as usize) < self.count);
+        // SAFETY: idx < count, so the offset stays inside the region.
+        let p = unsafe { self.region.mem().as_ptr().add(idx as usize * self.buf_size) };
+        NonNull::new(p).expect("inside a mapping")
+    }
+}
+
+/// The small and large DMA buffer pools.
+pub struct Iobuf {
+    small: BufPool,
+    large: BufPool,
+}
+
+impl fmt::Debug for Iobuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iobuf")
+            .field("levels", &self.pool_levels())
+            .finish()
+    }
+}
+
+impl Iobuf {
+    /// Allocates and registers both pools.
+    pub fn new(opts: &IobufOpts) -> Result<Arc<Iobuf>, Error> {
+        assert!(opts.small_bufsize <= opts.large_bufsize);
+        Ok(Arc::new(Iobuf {
+            small: BufPool::new(
+                "small",
+                opts.small_bufsize,
+                opts.small_pool_count,
+                opts.small_cache_size,
+                opts.hugepages,
+            )?,
+            large: BufPool::new(
+                "large",
+                opts.large_bufsize,
+                opts.large_pool_count,
+                opts.large_cache_size,
+                opts.hugepages,
+            )?,
+        }))
+    }
+
+    /// This thread's cache, created on first use.
+    pub fn channel(self: &Arc<Self>) -> Result<IoChannel<Iobuf>, Error> {
+        Thread::expect_current().get_io_channel(self)
+    }
+
+    /// Free buffers per pool (not counting thread caches), as `(name, free, total)`.
+    pub fn pool_levels(&self) -> Vec<(String, usize, usize)> {
+        [&self.small, &self.large]
+            .iter()
+            .map(|p| (p.name.to_owned(), p.free.len(), p.count))
+            .collect()
+    }
+
+    /// Whether every buffer is back in its pool.
+    pub fn is_full(&self) -> bool {
+        self.small.free.len() == self.small.count && self.large.free.len() == self.large.count
+    }
+
+    /// Bytes in a small buffer.
+    pub fn small_bufsize(&self) -> usize {
+        self.small.buf_size
+    }
+
+    /// Bytes in a large buffer: the most one [`DmaBuf`] holds.
+    pub fn large_bufsize(&self) -> usize {
+        self.large.buf_size
+    }
+
+    fn pool(&self, large: bool) -> &BufPool {
+        if large { &self.large } else { &self.small }
+    }
+}
+
+/// One thread's cache of free buffers.
+pub struct IobufCache {
+    iobuf: Arc<Iobuf>,
+    small: RefCell<Vec<u32>>,
+    large: RefCell<Vec<u32>>,
+}
+
+impl fmt::Debug for IobufCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IobufCache")
+            .field("small", &self.small.borrow().len())
+            .field("large", &self.large.borrow().len())
+            .finish()
+    }
+}
+
+impl IoDevice for Iobuf {
+    type Channel = IobufCache;
+
+    fn create_channel(self: &Arc<Self>, _thread: &Thread) -> Result<IobufCache, Error> {
+        Ok(IobufCache {
+            iobuf: self.clone(),
+            small: RefCell::new(Vec::with_capacity(self.small.cache_size)),
+            large: RefCell::new(Vec::with_capacity(self.large.cache_size)),
+        })
+    }
+}
+
+impl IobufCache {
+    fn list(&self, large: bool) -> &RefCell<Vec<u32>> {
+        if large { &self.large } else { &self.small }
+    }
+
+    fn take(&self, large: bool) -> Option<u32> {
+        let mut list = self.list(large).borrow_mut();
+        if let Some(i) = list.pop() {
+            return Some(i);
+        }
+        let pool = self.iobuf.pool(large);
+        // Refill half the cache in one go.
+        for _ in 0..(pool.cache_size / 2).max(1) {
+            match pool.free.pop() {
+                Some(i) => list.push(i),
+                None => break,
+            }
+        }
+        list.pop()
+    }
+
+    fn give(&self, large: bool, idx: u32) {
+        let mut list = self.list(large).borrow_mut();
+        let pool = self.iobuf.pool(large);
+        if list.len() >= pool.cache_size {
+            // Return half the cache to the pool; the list never grows past its capacity.
+            for _ in 0..(pool.cache_size / 2).max(1) {
+                let i = list.pop().expect("cache is full");
+                pool.free
+                    .push(i)
+                    .expect("pool has room for every buffer it owns");
+            }
+        }
+        if pool.cache_size == 0 {
+            pool.free
+                .push(idx)
+                .expect("pool has room for every buffer it owns");
+        } else {
+            list.push(idx);
+        }
+    }
+}
+
+impl Drop for IobufCache {
+    fn drop(&mut self) {
+        for (large, list) in [(false, &self.small), (true, &self.large)] {
+            let pool = self.iobuf.pool(large);
+            for i in list.borrow_mut().drain(..) {
+                pool.free
+                    .push(i)
+                    .expect("pool has room for every buffer it owns");
+            }
+        }
+    }
+}
+
+impl IoChannel<Iobuf> {
+    /// A buffer of at least `len` bytes (small or large), with its length set to `len`;
+    /// `None` when `len` exceeds the large buffer size or the pool is empty (retry
+    /// later: back-pressure, not an error).
+    pub fn get(&self, len: usize) -> Option<DmaBuf> {
+        let iobuf = &self.iobuf;
+        let large = if len <= iobuf.small.buf_size {
+            false
+        } else if len <= iobuf.large.buf_size {
+            true
+        } else {
+            return None;
+        };
+        let idx = self.take(large)?;
+        let pool = iobuf.pool(large);
+        Some(DmaBuf {
+            ch: self.clone(),
+            ptr: pool.ptr(idx),
+            idx,
+            cap: pool.buf_size as u32,
+            len: len as u32,
+            large,
+            region: pool.region.id(),
+        })
+    }
+}
+
+/// A DMA buffer from a pool; back to its thread's cache when dropped.
+///
+/// It is `!Send`: it belongs to the thread whose cache it came from. An I/O in flight
+/// owns it (it is moved into the request) until the I/O completes.
+pub struct DmaBuf {
+    ch: IoChannel<Iobuf>,
+    ptr: NonNull<u8>,
+    idx: u32,
+    cap: u32,
+    len: u32,
+    large: bool,
+    region: RegionId,
+}
+
+impl fmt::Debug for DmaBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaBuf")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("cap", &self.cap)
+            .finish()
+    }
+}
+
+impl Drop for DmaBuf {
+    fn drop(&mut self) {
+        self.ch.give(self.large, self.idx);
+    }
+}
+
+impl DmaBuf {
+    /// Bytes in use.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether no byte is in use.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes it can hold.
+    pub fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    /// Sets the bytes in use; panics beyond the capacity.
+    pub fn set_len(&mut self, len: usize) {
+        assert!(len <= self.cap as usize, "DmaBuf::set_len beyond capacity");
+        self.len = len as u32;
+    }
+
+    /// The bytes in use.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the buffer is ours alone (the pool handed out its index once) and no
+        // device writes it: a device touches it only while an I/O owns this DmaBuf.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len as usize) }
+    }
+
+    /// The bytes in use, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` excludes other borrows.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len as usize) }
+    }
+
+    /// The segment of registered memory it covers (its length in use).
+    pub fn segment(&self) -> Segment {
+        Segment {
+            region: self.region,
+            vaddr: self.ptr.as_ptr() as usize,
+            len: self.len,
+        }
+    }
+
+    /// Its address for `initiator`, or `None` when that initiator cannot reach it.
+    pub fn resolve<I: Initiator>(&self, initiator: &I) -> Option<I::Addr> {
+        initiator.resolve(&self.segment())
+    }
+
+    /// Its CPU address.
+    pub fn cpu_addr(&self) -> CpuAddr {
+        Cpu.resolve(&self.segment())
+            .expect("the CPU reaches all host memory")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::thread::Harness;
+
+    #[test]
+    fn caches_refill_and_return_and_pools_end_full() {
+        let iobuf = Iobuf::new(&IobufOpts {
+            hugepages: HugepagePolicy::Never,
+            ..IobufOpts::small()
+        })
+        .unwrap();
+        let h = Harness::new(2);
+        let held = h.run_on(0, || {
+            let ch = iobuf.channel().unwrap();
+            let mut bufs: Vec<DmaBuf> = (0..100).map(|_| ch.get(4096).unwrap()).collect();
+            bufs.push(ch.get(100 << 10).unwrap());
+            assert!(ch.get(1 << 20).is_none(), "beyond the large size");
+            bufs
+        });
+        assert_eq!(held.len(), 101);
+        assert!(!iobuf.is_full());
+        // Distinct buffers.
+        let mut addrs: Vec<usize> = held
+            .iter()
+            .map(|b| b.cpu_addr().as_ptr() as usize)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 101);
+        h.run_on(0, || drop(held));
+        h.shutdown().unwrap();
+        assert!(iobuf.is_full(), "{:?}", iobuf.pool_levels());
+    }
+
+    #[test]
+    fn an_empty_pool_is_back_pressure() {
+        let iobuf = Iobuf::new(&IobufOpts {
+            small_pool_count: 8,
+            large_pool_count: 1,
+            small_cache_size: 4,
+            large_cache_size: 1,
+            hugepages: HugepagePolicy::Never,
+            ..IobufOpts::small()
+        })
+        .unwrap();
+        let h = Harness::new(1);
+        h.run_on(0, || {
+            let ch = iobuf.channel().unwrap();
+            let bufs: Vec<DmaBuf> = (0..8).map(|_| ch.get(10).unwrap()).collect();
+            assert!(ch.get(10).is_none());
+            drop(bufs);
+            assert!(ch.get(10).is_some());
+        });
+        h.shutdown().unwrap();
+        assert!(iobuf.is_full());
+    }
+}

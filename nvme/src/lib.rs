@@ -1,0 +1,19 @@
+//! # pollux-nvme
+//!
+//! NVMe for Pollux. This crate is being built issue by issue; today it holds only this
+//! map of what it will hold, so that the workspace has its final shape.
+//!
+//! - `spec`: the NVMe base, NVMe-oF and NVMe/TCP structures, declared once and shared by
+//!   target and host: controller registers (CAP, VS, CC, CSTS, AQA, ASQ, ACQ, CMBLOC,
+//!   CMBSZ, CMBMSC), SQE/CQE, status codes, Identify structures, log pages, Fabrics
+//!   commands and the NVMe/TCP PDUs, each `#[repr(C)]` with compile-time size and offset
+//!   checks.
+//! - `pci`: VFIO container, group and device; BAR mapping with volatile, bounds-checked
+//!   MMIO; a mapper in the engine's DMA registration map that gives each region an IOVA.
+//! - `ctrlr`: controller bring-up, namespaces, reset, shutdown, timeouts and Abort.
+//! - `qpair`: SQ/CQ rings, doorbells, phase tags, PRP lists and SGLs built from
+//!   addresses resolved for the controller.
+//! - `cmb`: the Controller Memory Buffer: enable, map, allocate, and its addresses as the
+//!   controller sees them.
+//! - `fabrics`: the NVMe-oF host over TCP and RDMA, with the same queue-pair interface as
+//!   PCIe.

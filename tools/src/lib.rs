@@ -1,0 +1,15 @@
+//! # pollux-tools
+//!
+//! What Pollux's programs share. The programs (`polluxd`, the NVMe-oF target daemon;
+//! `pollux-perf`, the fio-like load generator; `pollux-rpc`, the JSON-RPC client) arrive
+//! with their issues; for now this holds the logging set-up they will all use.
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
