@@ -122,6 +122,8 @@ pub struct BdevIo {
     bufs: ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>,
     status: IoStatus,
     cb: Option<IoCallback>,
+    // The channel it was submitted on: an I/O in flight keeps its channel open.
+    ch: Option<IoChannel<Bdev>>,
     /// The caller's own tag, untouched by the bdev layer.
     pub ctx: u64,
 }
@@ -149,6 +151,7 @@ impl BdevIo {
             bufs: ArrayVec::new(),
             status: IoStatus::Success,
             cb: None,
+            ch: None,
             ctx: 0,
         })
     }
@@ -215,6 +218,8 @@ impl BdevIo {
     pub(crate) fn complete(mut self: Box<Self>, status: IoStatus) {
         self.status = status;
         let cb = self.cb.take().expect("a submitted I/O has a callback");
+        // Held until the callback returns: the channel may be closing with this I/O.
+        let _ch = self.ch.take();
         cb(self);
     }
 }
@@ -430,8 +435,10 @@ impl IoChannel<Bdev> {
             return Err(SubmitError { io, status });
         }
         io.cb = Some(cb.clone());
+        io.ch = Some(self.clone());
         self.backend.submit(io).map_err(|mut io| {
             io.cb = None;
+            io.ch = None;
             io.status = IoStatus::NoMemory;
             SubmitError {
                 io,

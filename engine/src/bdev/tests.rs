@@ -1,1 +1,408 @@
+use super::*;
+use crate::dma::{HugepagePolicy, Iobuf, IobufOpts};
+use crate::thread::Harness;
+use std::cell::RefCell;
+use std::time::Duration;
 
+fn iobuf() -> Arc<Iobuf> {
+    Iobuf::new(&IobufOpts {
+        hugepages: HugepagePolicy::Never,
+        ..IobufOpts::small()
+    })
+    .unwrap()
+}
+
+/// Runs one I/O to completion on harness thread 0.
+fn run(h: &Harness, bdev: &Arc<Bdev>, io: Box<BdevIo>) -> Box<BdevIo> {
+    let out: Rc<RefCell<Option<Box<BdevIo>>>> = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let cb: IoCallback = Rc::new(move |io| *o.borrow_mut() = Some(io));
+    h.run_on(0, || bdev.channel().unwrap().submit(io, &cb))
+        .unwrap();
+    h.poll_until(Duration::from_secs(10), || out.borrow().is_some());
+    out.take().unwrap()
+}
+
+fn buffers(h: &Harness, iobuf: &Arc<Iobuf>, lens: &[usize], fill: u8) -> Box<BdevIo> {
+    h.run_on(0, || {
+        let ch = iobuf.channel().unwrap();
+        let mut io = BdevIo::new();
+        for &l in lens {
+            let mut b = ch.get(l).unwrap();
+            b.as_mut_slice().fill(fill);
+            io.push_buf(b).unwrap();
+        }
+        io
+    })
+}
+
+fn pattern(seed: u64, block: u64, i: usize) -> u8 {
+    (seed
+        .wrapping_mul(31)
+        .wrapping_add(block * 7)
+        .wrapping_add(i as u64 / 3)
+        % 251) as u8
+}
+
+#[test]
+fn null_reads_zeroes_and_honours_latency() {
+    let mut h = Harness::new(1);
+    let iobuf = iobuf();
+    let bdev = null::create(null::NullOpts {
+        latency: Duration::from_micros(500),
+        ..null::NullOpts::new("Null0", 1 << 20)
+    })
+    .unwrap();
+    assert_eq!(bdev.num_blocks(), 2048);
+    let mut io = buffers(&h, &iobuf, &[4096], 0xff);
+    io.prepare(IoKind::Read, 8, 8);
+    let done = Rc::new(RefCell::new(None));
+    let d = done.clone();
+    let cb: IoCallback = Rc::new(move |io| *d.borrow_mut() = Some(io));
+    h.run_on(0, || bdev.channel().unwrap().submit(io, &cb))
+        .unwrap();
+    h.poll_threads();
+    assert!(done.borrow().is_none(), "not before its latency");
+    h.advance_time(Duration::from_micros(499));
+    assert!(done.borrow().is_none());
+    h.advance_time(Duration::from_micros(1));
+    let io = done.take().expect("completed at its latency");
+    assert_eq!(io.status(), IoStatus::Success);
+    assert!(io.bufs()[0].as_slice().iter().all(|&b| b == 0));
+    drop(io);
+    h.run_on(0, || drop(cb));
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}
+
+#[test]
+fn malloc_round_trips_data_zeroes_and_unmaps() {
+    let h = Harness::new(1);
+    let iobuf = iobuf();
+    let bdev = malloc::create(malloc::MallocOpts::new("Malloc0", 4 << 20)).unwrap();
+    // A three-segment write.
+    let mut io = buffers(&h, &iobuf, &[4096, 8192, 512], 0);
+    for (k, b) in io.bufs_mut().iter_mut().enumerate() {
+        for (i, x) in b.as_mut_slice().iter_mut().enumerate() {
+            *x = pattern(k as u64, 0, i);
+        }
+    }
+    let expect: Vec<u8> = io
+        .bufs()
+        .iter()
+        .flat_map(|b| b.as_slice().to_vec())
+        .collect();
+    io.prepare(IoKind::Write, 100, 25);
+    let mut io = run(&h, &bdev, io);
+    assert_eq!(io.status(), IoStatus::Success);
+    io.clear_bufs();
+    let mut io2 = buffers(&h, &iobuf, &[12800], 0xee);
+    io2.prepare(IoKind::Read, 100, 25);
+    let io2 = run(&h, &bdev, io2);
+    assert_eq!(io2.bufs()[0].as_slice(), &expect[..]);
+    drop(io2);
+    for kind in [IoKind::WriteZeroes, IoKind::Unmap] {
+        io.prepare(kind, 104, 2);
+        io = run(&h, &bdev, io);
+        assert_eq!(io.status(), IoStatus::Success);
+        let mut r = buffers(&h, &iobuf, &[1024], 0xee);
+        r.prepare(IoKind::Read, 104, 2);
+        let r = run(&h, &bdev, r);
+        assert!(r.bufs()[0].as_slice().iter().all(|&b| b == 0), "{kind:?}");
+    }
+    io.prepare(IoKind::Flush, 0, 0);
+    assert!(run(&h, &bdev, io).status().is_success());
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}
+
+#[test]
+fn bad_input_gets_a_status_not_a_panic() {
+    let h = Harness::new(1);
+    let iobuf = iobuf();
+    let bdev = malloc::create(malloc::MallocOpts::new("Malloc1", 1 << 20)).unwrap();
+    let cb: IoCallback = Rc::new(|_| panic!("a refused I/O never completes"));
+    let cases: Vec<(IoKind, u64, u64, Vec<usize>, IoStatus)> = vec![
+        (IoKind::Read, 2047, 2, vec![1024], IoStatus::LbaOutOfRange),
+        (
+            IoKind::Write,
+            u64::MAX,
+            2,
+            vec![1024],
+            IoStatus::LbaOutOfRange,
+        ),
+        (IoKind::Read, 0, 2, vec![1000], IoStatus::InvalidField),
+        (IoKind::Read, 0, 2, vec![], IoStatus::InvalidField),
+        (IoKind::Write, 0, 0, vec![512], IoStatus::InvalidField),
+        (IoKind::WriteZeroes, 0, 0, vec![], IoStatus::InvalidField),
+        (IoKind::Unmap, 2040, 9, vec![], IoStatus::LbaOutOfRange),
+    ];
+    for (kind, off, n, lens, want) in cases {
+        let mut io = buffers(&h, &iobuf, &lens, 0);
+        io.prepare(kind, off, n);
+        let err = h
+            .run_on(0, || bdev.channel().unwrap().submit(io, &cb))
+            .unwrap_err();
+        assert_eq!(err.status, want, "{kind:?} {off}+{n} {lens:?}");
+        assert_eq!(err.io.status(), want);
+    }
+    h.run_on(0, || drop(cb));
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}
+
+#[test]
+fn a_full_queue_is_back_pressure() {
+    let h = Harness::new(1);
+    let bdev = null::create(null::NullOpts::new("Null1", 1 << 20)).unwrap();
+    let done = Rc::new(RefCell::new(0));
+    let d = done.clone();
+    let cb: IoCallback = Rc::new(move |_| *d.borrow_mut() += 1);
+    h.run_on(0, || {
+        let ch = bdev.channel().unwrap();
+        for _ in 0..null::NULL_QUEUE_DEPTH_MAX {
+            let mut io = BdevIo::new();
+            io.prepare(IoKind::Flush, 0, 0);
+            ch.submit(io, &cb).unwrap();
+        }
+        let mut io = BdevIo::new();
+        io.prepare(IoKind::Flush, 0, 0);
+        let e = ch.submit(io, &cb).unwrap_err();
+        assert_eq!(e.status, IoStatus::NoMemory);
+    });
+    h.poll_threads();
+    assert_eq!(*done.borrow(), null::NULL_QUEUE_DEPTH_MAX);
+    h.run_on(0, || drop(cb));
+    h.shutdown().unwrap();
+}
+
+fn temp_file_in(dir: &str, len: u64) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new_in(dir).unwrap();
+    f.as_file().set_len(len).unwrap();
+    f
+}
+
+/// Many writes of known patterns at many offsets, several in flight, then every block
+/// read back and compared.
+fn uring_integrity(dir: &str) {
+    let h = Harness::new(1);
+    let iobuf = iobuf();
+    let file = temp_file_in(dir, 8 << 20);
+    let bdev = uring::create(uring::UringOpts::new("Uring0", file.path())).unwrap();
+    assert_eq!(bdev.block_size(), 4096);
+    let blocks = bdev.num_blocks();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // Expected content per block: the seed of the last write that covered it.
+    let mut expect = vec![None::<u64>; blocks as usize];
+    let inflight = Rc::new(RefCell::new(0usize));
+    let failures = Rc::new(RefCell::new(Vec::new()));
+    let (i2, f2) = (inflight.clone(), failures.clone());
+    let cb: IoCallback = Rc::new(move |io: Box<BdevIo>| {
+        *i2.borrow_mut() -= 1;
+        if !io.status().is_success() {
+            f2.borrow_mut().push(format!("{io:?}"));
+        }
+    });
+    for round in 0..8 {
+        // A batch of non-overlapping writes in flight at once.
+        let mut used = vec![false; blocks as usize];
+        for _ in 0..32 {
+            let n = 1 + next() % 40;
+            let off = next() % (blocks - n);
+            if used[off as usize..(off + n) as usize].iter().any(|&u| u) {
+                continue;
+            }
+            used[off as usize..(off + n) as usize].fill(true);
+            let seed = next();
+            // Split into up to 4 segments (each at most a large buffer).
+            let total = (n * 4096) as usize;
+            let segs = 1 + (next() % 4) as usize;
+            let mut lens = Vec::new();
+            let mut left = total;
+            for s in 0..segs {
+                let l = if s + 1 == segs {
+                    left
+                } else {
+                    (left / 2 / 4096).max(1) * 4096
+                };
+                if l == 0 {
+                    break;
+                }
+                lens.push(l.min(left));
+                left -= l.min(left);
+            }
+            while left > 0 {
+                lens.push(left.min(128 << 10));
+                left -= left.min(128 << 10);
+            }
+            let lens: Vec<usize> = lens
+                .into_iter()
+                .flat_map(|l| {
+                    let mut v = Vec::new();
+                    let mut l = l;
+                    while l > 0 {
+                        v.push(l.min(128 << 10));
+                        l -= l.min(128 << 10);
+                    }
+                    v
+                })
+                .collect();
+            let mut io = buffers(&h, &iobuf, &lens, 0);
+            let mut pos = 0usize;
+            for b in io.bufs_mut() {
+                for x in b.as_mut_slice() {
+                    let blk = off + (pos / 4096) as u64;
+                    *x = pattern(seed, blk, pos % 4096);
+                    pos += 1;
+                }
+            }
+            for b in off..off + n {
+                expect[b as usize] = Some(seed);
+            }
+            io.prepare(IoKind::Write, off, n);
+            *inflight.borrow_mut() += 1;
+            h.run_on(0, || bdev.channel().unwrap().submit(io, &cb))
+                .unwrap();
+        }
+        h.poll_until(Duration::from_secs(20), || *inflight.borrow() == 0);
+        assert!(
+            failures.borrow().is_empty(),
+            "round {round}: {:?}",
+            failures.borrow()
+        );
+    }
+    // Read everything back, 64 blocks at a time in two segments.
+    let mut b = 0;
+    while b < blocks {
+        let n = 64.min(blocks - b);
+        let half = (n / 2).max(1);
+        let lens: Vec<usize> = if n > 1 {
+            vec![(half * 4096) as usize, ((n - half) * 4096) as usize]
+        } else {
+            vec![4096]
+        };
+        let mut io = buffers(&h, &iobuf, &lens, 0xcc);
+        io.prepare(IoKind::Read, b, n);
+        let io = run(&h, &bdev, io);
+        assert!(io.status().is_success());
+        let data: Vec<u8> = io
+            .bufs()
+            .iter()
+            .flat_map(|x| x.as_slice().to_vec())
+            .collect();
+        for k in 0..n {
+            let blk = b + k;
+            let got = &data[(k * 4096) as usize..((k + 1) * 4096) as usize];
+            match expect[blk as usize] {
+                None => assert!(got.iter().all(|&x| x == 0), "block {blk} never written"),
+                Some(seed) => {
+                    for (i, &x) in got.iter().enumerate() {
+                        assert_eq!(x, pattern(seed, blk, i), "block {blk} byte {i}");
+                    }
+                }
+            }
+        }
+        b += n;
+    }
+    // Flush, write-zeroes and unmap read back as zeroes.
+    let mut io = BdevIo::new();
+    io.prepare(IoKind::Flush, 0, 0);
+    assert!(run(&h, &bdev, io).status().is_success());
+    for (kind, off) in [(IoKind::WriteZeroes, 10u64), (IoKind::Unmap, 300)] {
+        let mut w = buffers(&h, &iobuf, &[8192], 0x77);
+        w.prepare(IoKind::Write, off, 2);
+        let mut w = run(&h, &bdev, w);
+        w.clear_bufs();
+        w.prepare(kind, off, 2);
+        assert!(run(&h, &bdev, w).status().is_success(), "{kind:?}");
+        let mut r = buffers(&h, &iobuf, &[8192], 0x55);
+        r.prepare(IoKind::Read, off, 2);
+        let r = run(&h, &bdev, r);
+        assert!(
+            r.bufs()[0].as_slice().iter().all(|&x| x == 0),
+            "{kind:?} reads zeroes"
+        );
+    }
+    h.run_on(0, || drop(cb));
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}
+
+#[test]
+fn uring_data_integrity_on_a_disk_file() {
+    uring_integrity(&std::env::temp_dir().display().to_string());
+}
+
+#[test]
+fn uring_data_integrity_on_tmpfs() {
+    uring_integrity("/dev/shm");
+}
+
+#[test]
+fn uring_backend_errors_fail_only_that_io() {
+    let h = Harness::new(1);
+    let iobuf = iobuf();
+    let file = temp_file_in("/dev/shm", 1 << 20);
+    let bdev = uring::create(uring::UringOpts::new("Uring1", file.path())).unwrap();
+    // The file shrinks under the bdev: reads past its new end fail, the rest work.
+    file.as_file().set_len(512 << 10).unwrap();
+    let mut io = buffers(&h, &iobuf, &[4096], 0);
+    io.prepare(IoKind::Read, 200, 1);
+    let io = run(&h, &bdev, io);
+    assert_eq!(io.status(), IoStatus::UnrecoveredReadError);
+    drop(io);
+    let mut io = buffers(&h, &iobuf, &[4096], 0);
+    io.prepare(IoKind::Read, 2, 1);
+    assert!(run(&h, &bdev, io).status().is_success());
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn uring_refuses_what_it_cannot_serve() {
+    let e = uring::create(uring::UringOpts::new("U", "/nonexistent/file")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/file"), "{e}");
+    let small = temp_file_in("/dev/shm", 100);
+    let e = uring::create(uring::UringOpts::new("U", small.path())).unwrap_err();
+    assert!(e.to_string().contains("less than one block"), "{e}");
+    let e = uring::create(uring::UringOpts::new("U", "/dev/shm")).unwrap_err();
+    assert!(e.to_string().contains("neither"), "{e}");
+}
+
+#[test]
+fn nvme_status_mapping_is_one_to_one() {
+    let all = [
+        IoStatus::Success,
+        IoStatus::InvalidOpcode,
+        IoStatus::InvalidField,
+        IoStatus::LbaOutOfRange,
+        IoStatus::CapacityExceeded,
+        IoStatus::WriteFault,
+        IoStatus::UnrecoveredReadError,
+        IoStatus::Aborted,
+        IoStatus::NoMemory,
+        IoStatus::InternalError,
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for s in all {
+        let (sct, sc, _) = s.nvme_status();
+        assert!(seen.insert((sct, sc)), "{s:?} collides");
+    }
+    assert_eq!(
+        IoStatus::from_errno(IoKind::Read, libc::EIO),
+        IoStatus::UnrecoveredReadError
+    );
+    assert_eq!(
+        IoStatus::from_errno(IoKind::Write, libc::EIO),
+        IoStatus::WriteFault
+    );
+    assert_eq!(
+        IoStatus::from_errno(IoKind::Write, libc::ENOSPC),
+        IoStatus::CapacityExceeded
+    );
+}

@@ -335,7 +335,6 @@ fn run_reactor(r: &ReactorShared, epoll: Epoll, cfg: LoopConfig) {
             if !busy && end - last_busy >= idle_ns {
                 let slept = try_sleep(r, &registrar.0, &threads);
                 if slept > 0 {
-                    s.sleeps.fetch_add(1, Ordering::Relaxed);
                     s.sleep_ns.fetch_add(slept, Ordering::Relaxed);
                     s.idle_ns.fetch_add(slept, Ordering::Relaxed);
                     last_busy = monotonic_ns();
@@ -368,10 +367,12 @@ fn try_sleep(r: &ReactorShared, epoll: &Epoll, threads: &[Thread]) -> u64 {
         r.waker.sleeping.store(false, Ordering::Relaxed);
         return 0;
     }
+    // Counted before the wait, so an observer sees a reactor that sleeps right now.
+    r.stats.sleeps.fetch_add(1, Ordering::Relaxed);
     epoll.wait(timeout_ms);
     r.waker.sleeping.store(false, Ordering::Relaxed);
     r.waker.efd.drain();
-    monotonic_ns() - now
+    (monotonic_ns() - now).max(1)
 }
 
 struct EngineShared {

@@ -98,8 +98,24 @@ impl Harness {
         self.poll_threads();
     }
 
-    /// Asks every thread to exit, polls until each can be released, and reports the
-    /// threads that could not (with what keeps them).
+    /// Polls every thread until `done()` holds, for work that completes outside the
+    /// threads (the kernel's io_uring, a socket peer); panics after `timeout` of real
+    /// time.
+    pub fn poll_until(&self, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + timeout;
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "poll_until: condition not met within {timeout:?}"
+            );
+            for t in &self.threads {
+                let _ = t.poll(self.now);
+            }
+        }
+    }
+
+    /// Asks every thread to exit, polls until each can be released, releases them, and
+    /// reports the threads that could not be (with what keeps them).
     pub fn shutdown(self) -> Result<(), Vec<String>> {
         for t in &self.threads {
             t.exit();
@@ -111,6 +127,9 @@ impl Harness {
             .filter(|t| !t.ready_to_exit())
             .map(|t| t.describe_leftovers())
             .collect();
+        for t in &self.threads {
+            t.release();
+        }
         if stuck.is_empty() { Ok(()) } else { Err(stuck) }
     }
 }

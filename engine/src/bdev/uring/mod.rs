@@ -93,6 +93,21 @@ struct UringBackend {
 /// Creates an io_uring bdev over a file or block device.
 pub fn create(opts: UringOpts) -> Result<Arc<Bdev>, Error> {
     let path = opts.filename.display().to_string();
+    match std::fs::metadata(&opts.filename) {
+        Ok(m) if m.is_file() || m.file_type().is_block_device() => {}
+        Ok(_) => {
+            return Err(Error::InvalidParam {
+                what: "filename".into(),
+                why: format!("{path} is neither a regular file nor a block device"),
+            });
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                what: format!("open {path}"),
+                source,
+            });
+        }
+    }
     let open = |direct: bool| {
         let mut o = OpenOptions::new();
         o.read(true).write(true);
