@@ -13,10 +13,13 @@
 //! status, never a panic; a backend error fails that I/O alone. Statuses map one-to-one
 //! onto NVMe statuses ([`IoStatus::nvme_status`]).
 
+mod client;
 mod deferred;
 pub mod malloc;
 pub mod null;
 pub mod uring;
+
+pub use client::{BdevClient, ClientError};
 
 use crate::Error;
 use crate::dma::DmaBuf;
