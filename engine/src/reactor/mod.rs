@@ -42,6 +42,7 @@ pub struct EngineBuilder {
     core_mask: String,
     msg_queue_depth: usize,
     sleep_after_idle: Option<Duration>,
+    yield_when_idle: bool,
     shutdown_timeout: Duration,
     iobuf: IobufOpts,
 }
@@ -52,6 +53,7 @@ impl Default for EngineBuilder {
             core_mask: "0x1".to_owned(),
             msg_queue_depth: MSG_QUEUE_DEPTH_DEFAULT,
             sleep_after_idle: Some(Duration::from_millis(1)),
+            yield_when_idle: true,
             shutdown_timeout: Duration::from_secs(10),
             iobuf: IobufOpts::default(),
         }
@@ -81,6 +83,15 @@ impl EngineBuilder {
     /// Sleep after this long with nothing to do (`None`: poll forever).
     pub fn sleep_after_idle(mut self, after: Option<Duration>) -> Self {
         self.sleep_after_idle = after;
+        self
+    }
+
+    /// Yield the core (`sched_yield`) after a loop with nothing to do (default true), so
+    /// a task the scheduler placed on a reactor's core (an io-wq worker, the thread a
+    /// reactor just woke) does not wait out the reactor's time slice. Dedicated cores
+    /// with nothing else to run can turn it off.
+    pub fn yield_when_idle(mut self, y: bool) -> Self {
+        self.yield_when_idle = y;
         self
     }
 
@@ -144,6 +155,7 @@ impl EngineBuilder {
             })?;
             let cfg = LoopConfig {
                 sleep_after_idle_ns: self.sleep_after_idle.map(|d| d.as_nanos() as u64),
+                yield_when_idle: self.yield_when_idle,
                 shutdown_timeout_ns: self.shutdown_timeout.as_nanos() as u64,
             };
             let (tx, rx) = crossbeam::channel::bounded(1);
@@ -262,6 +274,7 @@ impl FdRegistrar for EpollRegistrar {
 #[derive(Clone, Copy)]
 struct LoopConfig {
     sleep_after_idle_ns: Option<u64>,
+    yield_when_idle: bool,
     shutdown_timeout_ns: u64,
 }
 
@@ -331,6 +344,11 @@ fn run_reactor(r: &ReactorShared, epoll: Epoll, cfg: LoopConfig) {
             continue;
         }
 
+        if !busy && cfg.yield_when_idle {
+            // Let another task that the scheduler put on this core (often the one this
+            // reactor just woke up) run now rather than after our time slice.
+            std::thread::yield_now();
+        }
         if let Some(idle_ns) = cfg.sleep_after_idle_ns {
             if !busy && end - last_busy >= idle_ns {
                 let slept = try_sleep(r, &registrar.0, &threads);

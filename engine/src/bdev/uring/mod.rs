@@ -63,6 +63,13 @@ pub struct UringOpts {
     pub sqpoll_idle: Option<Duration>,
     /// Open with O_DIRECT (default true; falls back with a warning where refused).
     pub direct: bool,
+    /// Hand every I/O straight to the kernel's io-wq workers (`IOSQE_ASYNC`) instead of
+    /// first trying it inline. `None` (the default) decides by file system: on for tmpfs,
+    /// whose reads and writes cannot be issued without blocking and so always end in
+    /// io-wq (forcing it skips the failed inline attempt and lets several workers run
+    /// at once), off elsewhere (a block device completes inline submissions
+    /// asynchronously, which is cheaper).
+    pub force_async: Option<bool>,
     /// UUID; random when `None`.
     pub uuid: Option<uuid::Uuid>,
 }
@@ -77,6 +84,7 @@ impl UringOpts {
             ring_depth: RING_DEPTH_DEFAULT,
             sqpoll_idle: None,
             direct: true,
+            force_async: None,
             uuid: None,
         }
     }
@@ -84,6 +92,7 @@ impl UringOpts {
 
 struct UringBackend {
     file: File,
+    force_async: bool,
     block_size: u64,
     ring_depth: u32,
     sqpoll_idle_ms: Option<u32>,
@@ -177,7 +186,10 @@ pub fn create(opts: UringOpts) -> Result<Arc<Bdev>, Error> {
             why: format!("{} is outside 2..=32768", opts.ring_depth),
         });
     }
-    tracing::info!(name = %opts.name, file = %path, block_size, num_blocks, direct, "uring bdev created");
+    let force_async = opts
+        .force_async
+        .unwrap_or_else(|| sys::is_tmpfs(fd).unwrap_or(false));
+    tracing::info!(name = %opts.name, file = %path, block_size, num_blocks, direct, force_async, "uring bdev created");
     Bdev::new(
         BdevParams {
             name: opts.name,
@@ -188,6 +200,7 @@ pub fn create(opts: UringOpts) -> Result<Arc<Bdev>, Error> {
         },
         Box::new(UringBackend {
             file,
+            force_async,
             block_size: block_size as u64,
             ring_depth: opts.ring_depth,
             sqpoll_idle_ms: opts
@@ -291,19 +304,31 @@ struct UringChannel {
     ring: RefCell<IoUring>,
     _efd: EventFd,
     block_size: u64,
+    force_async: bool,
     zeroes: Arc<HostMem>,
 }
 
 impl BdevBackend for UringBackend {
     fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
-        let mut b = IoUring::builder();
-        if let Some(ms) = self.sqpoll_idle_ms {
-            b.setup_sqpoll(ms);
-        }
-        let ring = b.build(self.ring_depth).map_err(|source| Error::Io {
-            what: format!("set up an io_uring ring of {} entries", self.ring_depth),
-            source,
-        })?;
+        let build = |coop: bool| {
+            let mut b = IoUring::builder();
+            if let Some(ms) = self.sqpoll_idle_ms {
+                b.setup_sqpoll(ms);
+            }
+            if coop {
+                // Completions from io-wq workers arrive as task work. Without these flags
+                // the kernel interrupts the polling reactor to run it; with them the
+                // reactor runs it when the SQ flags say there is some (Linux 5.19+).
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            b.build(self.ring_depth)
+        };
+        let ring = build(true)
+            .or_else(|_| build(false))
+            .map_err(|source| Error::Io {
+                what: format!("set up an io_uring ring of {} entries", self.ring_depth),
+                source,
+            })?;
         let io_err = |what: &str| {
             let what = what.to_owned();
             move |source| Error::Io { what, source }
@@ -366,6 +391,7 @@ impl BdevBackend for UringBackend {
             ring: RefCell::new(ring),
             _efd: efd,
             block_size: self.block_size,
+            force_async: self.force_async,
             zeroes: self.zeroes.clone(),
         }))
     }
@@ -455,7 +481,12 @@ impl UringChannel {
             }
             Phase::Idle => unreachable!("an idle slot has no SQE"),
         };
-        sqe.user_data(slot_idx as u64)
+        let sqe = sqe.user_data(slot_idx as u64);
+        if self.force_async {
+            sqe.flags(squeue::Flags::ASYNC)
+        } else {
+            sqe
+        }
     }
 
     /// Applies one CQE to its slot; returns the I/O when it is finished.
@@ -593,7 +624,16 @@ impl BackendChannel for UringChannel {
                 n
             };
             if n == 0 {
-                return PollStatus::from_busy(busy);
+                let mut ring = self.ring.borrow_mut();
+                if !ring.submission().taskrun() {
+                    return PollStatus::from_busy(busy);
+                }
+                // Completions wait as task work: enter the kernel to have them posted.
+                if let Err(e) = ring.submit() {
+                    tracing::error!("io_uring enter failed: {e}");
+                    return PollStatus::from_busy(busy);
+                }
+                continue;
             }
             busy = true;
             for &(slot, res) in &batch[..n] {

@@ -75,3 +75,16 @@ pub(crate) fn blkdev_logical_block_size(fd: RawFd) -> io::Result<u32> {
     }
     Ok(size as u32)
 }
+
+/// Whether `fd` lives on tmpfs (`statfs` magic).
+pub(crate) fn is_tmpfs(fd: RawFd) -> io::Result<bool> {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    // SAFETY: statfs is plain data; fstatfs fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a valid, writable statfs.
+    let rc = unsafe { libc::fstatfs(fd, &mut st) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == TMPFS_MAGIC)
+}
