@@ -87,16 +87,14 @@ fn main() {
         })
         .unwrap();
         let t = engine.spawn_thread("load", Some(core)).unwrap();
-        let r = random_load(
-            &t,
-            &bdev,
-            engine.iobuf(),
-            IoKind::Read,
-            32,
-            4096,
-            Duration::from_secs(2),
-            Duration::from_secs(secs),
-        );
+        let spec = LoadSpec {
+            kind: IoKind::Read,
+            qd: 32,
+            bs: 4096,
+            warmup: Duration::from_secs(2),
+            duration: Duration::from_secs(secs),
+        };
+        let r = random_load(&t, &bdev, engine.iobuf(), spec);
         engine.shutdown();
         assert_eq!(r.errors, 0, "I/O errors during the run");
         let ratio = r.iops() / fio;
