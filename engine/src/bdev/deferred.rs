@@ -39,11 +39,14 @@ impl DeferredQueue {
         Ok(())
     }
 
-    /// Completes every I/O that is due, one at a time with no borrow held.
+    /// Completes the I/Os that are due, one at a time with no borrow held. Only those
+    /// queued before this poll: one resubmitted from its own callback waits for the next
+    /// loop, so the thread's other pollers and messages get their turn.
     pub(crate) fn poll(&self) -> PollStatus {
         let now = self.thread.now();
         let mut busy = false;
-        loop {
+        let queued = self.q.borrow().len();
+        for _ in 0..queued {
             let io = {
                 let mut q = self.q.borrow_mut();
                 match q.front() {

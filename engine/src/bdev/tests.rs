@@ -406,3 +406,34 @@ fn nvme_status_mapping_is_one_to_one() {
         IoStatus::CapacityExceeded
     );
 }
+
+#[test]
+fn a_callback_that_resubmits_does_not_starve_its_thread() {
+    // Regression: a null channel completed, in the same poll, the I/Os its callbacks had
+    // just resubmitted, so a closed loop of I/Os never let the poll return.
+    let h = Harness::new(1);
+    let bdev = null::create(null::NullOpts::new("NullLoop", 1 << 20)).unwrap();
+    let done = Rc::new(RefCell::new(0u64));
+    let slot: Rc<RefCell<Option<IoCallback>>> = Rc::new(RefCell::new(None));
+    h.run_on(0, || {
+        let ch = bdev.channel().unwrap();
+        let (d, s, ch2) = (done.clone(), slot.clone(), ch.clone());
+        let cb: IoCallback = Rc::new(move |mut io: Box<BdevIo>| {
+            *d.borrow_mut() += 1;
+            io.prepare(IoKind::Flush, 0, 0);
+            let me = s.borrow().clone().unwrap();
+            ch2.submit(io, &me).unwrap();
+        });
+        *slot.borrow_mut() = Some(cb.clone());
+        for _ in 0..4 {
+            let mut io = BdevIo::new();
+            io.prepare(IoKind::Flush, 0, 0);
+            ch.submit(io, &cb).unwrap();
+        }
+    });
+    for round in 1..=3u64 {
+        assert!(h.poll_thread(0).is_busy());
+        assert_eq!(*done.borrow(), 4 * round, "one completion per I/O per loop");
+    }
+    slot.borrow_mut().take();
+}
