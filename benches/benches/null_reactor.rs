@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p pollux-benches --bench null_reactor` (POLLUX_BENCH_SECS, default 5)
 
-use pollux_benches::{LoadSpec, fio_iops, random_load};
+use pollux_benches::{LoadSpec, bench_secs, fio_iops, fio_timed_job, random_load};
 use pollux_engine::bdev::{IoKind, null};
 use pollux_engine::dma::IobufOpts;
 use pollux_engine::reactor::Engine;
@@ -14,10 +14,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let secs: u64 = std::env::var("POLLUX_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let secs = bench_secs(5);
     let core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
     let engine = Engine::builder()
         .core_mask(&format!("[{core}]"))
@@ -36,24 +33,15 @@ fn main() {
     };
     let r = random_load(&t, &bdev, engine.iobuf(), spec);
     engine.shutdown();
-    let fio_args: Vec<String> = [
-        "--name=null",
-        "--ioengine=null",
-        "--rw=randwrite",
-        "--bs=4k",
-        "--iodepth=32",
-        "--size=1g",
-        "--norandommap",
-        "--randrepeat=0",
-        "--time_based",
-        "--ramp_time=1",
-        &format!("--runtime={secs}"),
-        &format!("--cpus_allowed={core}"),
-        "--thread",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let fio_specific: Vec<String> = vec![
+        "--name=null".to_string(),
+        "--ioengine=null".to_string(),
+        "--rw=randwrite".to_string(),
+        "--bs=4k".to_string(),
+        "--iodepth=32".to_string(),
+        "--size=1g".to_string(),
+    ];
+    let fio_args = fio_timed_job(fio_specific, core, 1, secs);
     println!("null bdev, 4 KiB randwrite, QD32, one polling reactor on core {core}, {secs} s");
     println!(
         "  pollux null bdev: {:>11.0} IOPS, {:>6.1} ns per I/O",

@@ -10,7 +10,7 @@
 //! `cargo bench -p pollux-benches --bench uring_vs_fio` (POLLUX_BENCH_SECS sets the
 //! measured seconds of each side, default 10).
 
-use pollux_benches::{LoadSpec, fio_iops, random_load};
+use pollux_benches::{LoadSpec, bench_secs, fio_iops, fio_timed_job, random_load};
 use pollux_engine::bdev::{IoKind, uring};
 use pollux_engine::dma::IobufOpts;
 use pollux_engine::reactor::Engine;
@@ -23,10 +23,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` runs nothing here.
     }
-    let secs: u64 = std::env::var("POLLUX_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let secs = bench_secs(10);
     let direct = std::env::var("POLLUX_BENCH_DIRECT").map_or(true, |v| v != "0");
     let core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
     let path = format!("/dev/shm/pollux-bench-{}.img", std::process::id());
@@ -38,27 +35,18 @@ fn main() {
         }
         f.sync_all().unwrap();
     }
-    let fio_args: Vec<String> = [
-        "--name=randread",
-        &format!("--filename={path}"),
-        "--ioengine=io_uring",
-        &format!("--direct={}", direct as u8),
-        "--rw=randread",
-        "--bs=4k",
-        "--iodepth=32",
-        "--fixedbufs",
-        "--registerfiles",
-        "--norandommap",
-        "--randrepeat=0",
-        "--time_based",
-        "--ramp_time=2",
-        &format!("--runtime={secs}"),
-        &format!("--cpus_allowed={core}"),
-        "--thread",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let fio_specific: Vec<String> = vec![
+        "--name=randread".to_string(),
+        format!("--filename={path}"),
+        "--ioengine=io_uring".to_string(),
+        format!("--direct={}", direct as u8),
+        "--rw=randread".to_string(),
+        "--bs=4k".to_string(),
+        "--iodepth=32".to_string(),
+        "--fixedbufs".to_string(),
+        "--registerfiles".to_string(),
+    ];
+    let fio_args = fio_timed_job(fio_specific, core, 2, secs);
     let rounds: usize = std::env::var("POLLUX_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -194,3 +194,28 @@ pub fn fio_iops(args: &[String]) -> Result<(f64, f64), String> {
         job["write"]["iops"].as_f64().unwrap_or(0.0),
     ))
 }
+
+/// fio's options for a timed random-I/O job pinned to `core`: `specific` (engine, file,
+/// pattern) followed by what every comparison here shares (no random map, a fresh
+/// random sequence, `ramp_s` of ramp, `secs` measured, one thread).
+pub fn fio_timed_job(specific: Vec<String>, core: usize, ramp_s: u64, secs: u64) -> Vec<String> {
+    let mut args = specific;
+    args.extend([
+        "--norandommap".to_owned(),
+        "--randrepeat=0".to_owned(),
+        "--time_based".to_owned(),
+        format!("--ramp_time={ramp_s}"),
+        format!("--runtime={secs}"),
+        format!("--cpus_allowed={core}"),
+        "--thread".to_owned(),
+    ]);
+    args
+}
+
+/// Seconds per measured side, from POLLUX_BENCH_SECS.
+pub fn bench_secs(default: u64) -> u64 {
+    std::env::var("POLLUX_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
