@@ -3,7 +3,7 @@
 //! NVMe for Pollux. This crate is being built issue by issue; today it holds only this
 //! map of what it will hold, so that the workspace has its final shape.
 //!
-//! - `spec`: the NVMe base, NVMe-oF and NVMe/TCP structures, declared once and shared by
+//! - [`spec`] (started): the NVMe base, NVMe-oF and NVMe/TCP structures, declared once and shared by
 //!   target and host: controller registers (CAP, VS, CC, CSTS, AQA, ASQ, ACQ, CMBLOC,
 //!   CMBSZ, CMBMSC), SQE/CQE, status codes, Identify structures, log pages, Fabrics
 //!   commands and the NVMe/TCP PDUs, each `#[repr(C)]` with compile-time size and offset
@@ -17,3 +17,5 @@
 //!   controller sees them.
 //! - `fabrics`: the NVMe-oF host over TCP and RDMA, with the same queue-pair interface as
 //!   PCIe.
+
+pub mod spec;
