@@ -524,7 +524,7 @@ pub fn check_header(
 /// receiver's alignment): fills in the common header of `header` (whose first 8 bytes
 /// are the common header and whose length is the type's HLEN), appends the header,
 /// its digest and the padding to `out`, and returns the common header as sent.
-/// `data_len` bytes of data (and their digest, computed with [`crc32c`]) follow.
+/// `data_len` bytes of data (and their digest, computed with [`crc32c()`]) follow.
 pub fn frame(
     out: &mut Vec<u8>,
     header: &mut [u8],
