@@ -437,3 +437,37 @@ fn a_callback_that_resubmits_does_not_starve_its_thread() {
     }
     slot.borrow_mut().take();
 }
+
+#[test]
+fn uring_short_reads_continue_then_fail_at_end_of_file() {
+    // The file loses half of its last block under the bdev: the read of that block
+    // comes back short, the continuation finds the end of the file, and the I/O fails
+    // alone with a media status, for fixed (one buffer) and vectored (two) reads alike.
+    let h = Harness::new(1);
+    let iobuf = iobuf();
+    for direct in [true, false] {
+        let file = temp_file_in("/dev/shm", 1 << 20);
+        let bdev = uring::create(uring::UringOpts {
+            direct,
+            ..uring::UringOpts::new("UringShort", file.path())
+        })
+        .unwrap();
+        let last = bdev.num_blocks() - 1;
+        file.as_file().set_len((1 << 20) - 2048).unwrap();
+        for lens in [vec![4096], vec![2048, 2048]] {
+            let mut io = buffers(&h, &iobuf, &lens, 0x11);
+            io.prepare(IoKind::Read, last, 1);
+            let io = run(&h, &bdev, io);
+            assert_eq!(
+                io.status(),
+                IoStatus::UnrecoveredReadError,
+                "direct={direct} {lens:?}"
+            );
+        }
+        let mut io = buffers(&h, &iobuf, &[4096], 0x11);
+        io.prepare(IoKind::Read, last - 1, 1);
+        assert!(run(&h, &bdev, io).status().is_success());
+    }
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}

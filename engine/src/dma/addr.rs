@@ -99,4 +99,12 @@ impl UringAddr {
     pub fn addr(self) -> usize {
         self.addr
     }
+
+    /// The address `n` bytes further into the same registered buffer.
+    pub fn advanced(self, n: usize) -> UringAddr {
+        UringAddr {
+            buf_index: self.buf_index,
+            addr: self.addr + n,
+        }
+    }
 }

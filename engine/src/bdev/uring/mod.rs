@@ -429,7 +429,11 @@ impl UringChannel {
             Phase::Data => {
                 let iov = &s.iov[s.first_iov..s.niov];
                 let fixed = if iov.len() == 1 && s.first_iov == 0 {
-                    io.bufs()[0].resolve(&*self.mapper)
+                    // After a short transfer the iovec starts further into the buffer:
+                    // the registered address moves with it.
+                    let buf = &io.bufs()[0];
+                    let moved = iov[0].iov_base as usize - buf.cpu_addr().as_ptr() as usize;
+                    buf.resolve(&*self.mapper).map(|a| a.advanced(moved))
                 } else {
                     None
                 };
