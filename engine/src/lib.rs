@@ -72,9 +72,10 @@ pub mod bdev;
 pub mod dma;
 pub mod msg;
 pub mod reactor;
+pub mod rpc;
 pub mod thread;
 
-pub use reactor::{Engine, EngineBuilder};
+pub use reactor::{Engine, EngineBuilder, EngineHandle};
 
 /// Errors of the engine. Each message says what went wrong and, where it can, what to do.
 #[derive(Debug, thiserror::Error)]

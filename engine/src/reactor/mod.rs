@@ -20,6 +20,7 @@ pub(crate) mod sys;
 pub use cpuset::parse_core_mask;
 
 use crate::Error;
+use crate::bdev::BdevRegistry;
 use crate::dma::{Iobuf, IobufOpts};
 use crate::msg::MSG_QUEUE_DEPTH_DEFAULT;
 use crate::thread::{FdRegistrar, Thread, ThreadHandle, ThreadRegistry, ThreadShared, Wake};
@@ -143,6 +144,7 @@ impl EngineBuilder {
             reactors,
             registry,
             iobuf,
+            bdevs: BdevRegistry::default(),
             rr: AtomicUsize::new(0),
             msg_queue_depth: self.msg_queue_depth,
         });
@@ -181,7 +183,7 @@ impl EngineBuilder {
         }
         tracing::info!(cores = ?cores, "engine started");
         Ok(Engine {
-            shared,
+            handle: EngineHandle { shared },
             joins,
             shut_down: false,
         })
@@ -397,15 +399,38 @@ struct EngineShared {
     reactors: Vec<Arc<ReactorShared>>,
     registry: Arc<ThreadRegistry>,
     iobuf: Arc<Iobuf>,
+    bdevs: BdevRegistry,
     rr: AtomicUsize,
     msg_queue_depth: usize,
 }
 
-/// A running set of reactors and the DMA buffer pools they share.
+/// A running set of reactors and the DMA buffer pools they share. It dereferences to an
+/// [`EngineHandle`]; dropping it (or [`Engine::shutdown`]) stops the reactors.
 pub struct Engine {
-    shared: Arc<EngineShared>,
+    handle: EngineHandle,
     joins: Vec<JoinHandle<()>>,
     shut_down: bool,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = EngineHandle;
+    fn deref(&self) -> &EngineHandle {
+        &self.handle
+    }
+}
+
+/// A cloneable, sendable reference to a running engine, for the control plane.
+#[derive(Clone)]
+pub struct EngineHandle {
+    shared: Arc<EngineShared>,
+}
+
+impl fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("cores", &self.cores())
+            .finish()
+    }
 }
 
 impl fmt::Debug for Engine {
@@ -429,6 +454,48 @@ impl Engine {
     /// A builder with the defaults.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::new()
+    }
+
+    /// A cloneable reference for the control plane.
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Asks every thread to exit, waits for the reactors to finish, and reports whether
+    /// every DMA buffer came back to its pool.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop_and_join();
+        let pools = self.shared.iobuf.pool_levels();
+        ShutdownReport {
+            pools_full: pools.iter().all(|(_, free, total)| free == total),
+            pools,
+        }
+    }
+
+    fn stop_and_join(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        self.shut_down = true;
+        for t in self.shared.registry.snapshot() {
+            t.request_exit();
+        }
+        for r in &self.shared.reactors {
+            r.stop.store(true, Ordering::Release);
+            r.waker.wake();
+            r.waker.efd.signal();
+        }
+        for j in self.joins.drain(..) {
+            let _ = j.join();
+        }
+        tracing::info!("engine stopped");
+    }
+}
+
+impl EngineHandle {
+    /// The bdevs registered with this engine.
+    pub fn bdevs(&self) -> &BdevRegistry {
+        &self.shared.bdevs
     }
 
     /// The cores that run reactors, in order.
@@ -471,6 +538,7 @@ impl Engine {
         }
         let shared = ThreadShared::new(
             name,
+            Some(r.core),
             self.shared.msg_queue_depth,
             r.waker.clone(),
             self.shared.registry.clone(),
@@ -482,36 +550,6 @@ impl Engine {
         }
         r.waker.wake();
         Ok(handle)
-    }
-
-    /// Asks every thread to exit, waits for the reactors to finish, and reports whether
-    /// every DMA buffer came back to its pool.
-    pub fn shutdown(mut self) -> ShutdownReport {
-        self.stop_and_join();
-        let pools = self.shared.iobuf.pool_levels();
-        ShutdownReport {
-            pools_full: pools.iter().all(|(_, free, total)| free == total),
-            pools,
-        }
-    }
-
-    fn stop_and_join(&mut self) {
-        if self.shut_down {
-            return;
-        }
-        self.shut_down = true;
-        for t in self.shared.registry.snapshot() {
-            t.request_exit();
-        }
-        for r in &self.shared.reactors {
-            r.stop.store(true, Ordering::Release);
-            r.waker.wake();
-            r.waker.efd.signal();
-        }
-        for j in self.joins.drain(..) {
-            let _ = j.join();
-        }
-        tracing::info!("engine stopped");
     }
 }
 

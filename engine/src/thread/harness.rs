@@ -36,6 +36,7 @@ impl Harness {
             .map(|i| {
                 let shared = ThreadShared::new(
                     &format!("ut{i}"),
+                    None,
                     MSG_QUEUE_DEPTH_DEFAULT,
                     Arc::new(NoWake),
                     registry.clone(),

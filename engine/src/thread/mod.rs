@@ -111,6 +111,7 @@ static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct ThreadShared {
     id: ThreadId,
     name: String,
+    core: Option<usize>,
     msgs: MsgQueue,
     waker: Arc<dyn Wake>,
     exit_requested: AtomicBool,
@@ -121,6 +122,7 @@ pub(crate) struct ThreadShared {
 impl ThreadShared {
     pub(crate) fn new(
         name: &str,
+        core: Option<usize>,
         msg_queue_depth: usize,
         waker: Arc<dyn Wake>,
         registry: Arc<ThreadRegistry>,
@@ -128,6 +130,7 @@ impl ThreadShared {
         let shared = Arc::new(ThreadShared {
             id: ThreadId(NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed)),
             name: name.to_owned(),
+            core,
             msgs: MsgQueue::new(msg_queue_depth),
             waker,
             exit_requested: AtomicBool::new(false),
@@ -198,6 +201,11 @@ impl ThreadHandle {
     /// The thread's name.
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// The core of the reactor it runs on (`None` in the harness).
+    pub fn core(&self) -> Option<usize> {
+        self.shared.core
     }
 
     /// Runs `f` on the thread. A full queue or an exited thread hands the message back.

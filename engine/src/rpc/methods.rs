@@ -1,0 +1,299 @@
+//! The engine's own methods, with SPDK's names and parameters: framework and bdev.
+//!
+//! Parameters SPDK's `save_config` writes but Pollux does not implement (metadata,
+//! protection information) are accepted at their "off" values, so an SPDK config loads
+//! unchanged, and refused by name otherwise. Unknown parameters are refused by name.
+
+use super::{RpcContext, RpcError, RpcServer};
+use crate::bdev::{Bdev, IoKind, malloc, null, uring};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Parameters from a request: absent means an empty object.
+pub(crate) fn parse<T: DeserializeOwned>(params: Option<Value>) -> Result<T, RpcError> {
+    let v = params.unwrap_or_else(|| json!({}));
+    serde_json::from_value(v)
+        .map_err(|e| RpcError::invalid_params(format!("invalid parameters: {e}")))
+}
+
+pub(super) fn register(s: &mut RpcServer) {
+    s.register("spdk_get_version", |_, _| {
+        let v = env!("CARGO_PKG_VERSION");
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        Ok(json!({
+            "version": format!("Pollux v{v}"),
+            "fields": {"major": parts.next(), "minor": parts.next(), "patch": parts.next(), "suffix": ""},
+        }))
+    });
+    s.register("framework_get_reactors", framework_get_reactors);
+    s.register("bdev_malloc_create", bdev_malloc_create);
+    s.register("bdev_null_create", bdev_null_create);
+    s.register("bdev_uring_create", bdev_uring_create);
+    for m in [
+        "bdev_malloc_delete",
+        "bdev_null_delete",
+        "bdev_uring_delete",
+    ] {
+        let product = match m {
+            "bdev_malloc_delete" => "Malloc disk",
+            "bdev_null_delete" => "Null disk",
+            _ => "URING bdev",
+        };
+        s.register(m, move |ctx, p| bdev_delete(ctx, p, product));
+    }
+    s.register("bdev_get_bdevs", bdev_get_bdevs);
+}
+
+fn framework_get_reactors(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {}
+    let _: P = parse(p)?;
+    let threads = ctx.engine.threads();
+    let reactors: Vec<Value> = ctx
+        .engine
+        .reactor_stats()
+        .iter()
+        .map(|r| {
+            let lw: Vec<Value> = threads
+                .iter()
+                .filter(|t| t.core() == Some(r.core))
+                .map(|t| json!({"name": t.name(), "id": t.id().0}))
+                .collect();
+            json!({
+                "lcore": r.core,
+                "busy": r.busy_ns,
+                "idle": r.idle_ns,
+                "sleep": r.sleep_ns,
+                "loops": r.loops,
+                "sleeps": r.sleeps,
+                "in_interrupt": false,
+                "lw_threads": lw,
+            })
+        })
+        .collect();
+    Ok(json!({"tick_rate": 1_000_000_000u64, "pid": std::process::id(), "reactors": reactors}))
+}
+
+/// Fields of SPDK's malloc and null creation that Pollux takes only at their defaults.
+struct Unsupported {
+    md_size: u32,
+    md_interleave: bool,
+    dif_type: u32,
+    dif_is_head_of_md: bool,
+    dif_pi_format: u32,
+    physical_block_size: u32,
+    optimal_io_boundary: u32,
+}
+
+impl Unsupported {
+    fn check(&self, block_size: u32) -> Result<(), RpcError> {
+        let refuse = |f: &str| {
+            Err(RpcError::invalid_params(format!(
+                "{f} is not supported by Pollux: leave it out or at 0"
+            )))
+        };
+        if self.md_size != 0 {
+            return refuse("md_size");
+        }
+        if self.dif_type != 0
+            || self.dif_pi_format != 0
+            || self.dif_is_head_of_md
+            || self.md_interleave
+        {
+            return refuse("protection information (dif_*, md_interleave)");
+        }
+        if self.physical_block_size != 0 && self.physical_block_size != block_size {
+            return refuse("a physical_block_size other than block_size");
+        }
+        let _ = self.optimal_io_boundary; // advisory: accepted and ignored
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RamParams {
+    name: Option<String>,
+    num_blocks: u64,
+    block_size: u32,
+    uuid: Option<uuid::Uuid>,
+    #[serde(flatten)]
+    unsupported: UnsupportedRaw,
+}
+
+/// `#[serde(flatten)]` and `deny_unknown_fields` do not mix, so the optional SPDK
+/// fields are spelled out here and checked by [`Unsupported`].
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct UnsupportedRaw {
+    md_size: Option<u32>,
+    md_interleave: Option<bool>,
+    dif_type: Option<u32>,
+    dif_is_head_of_md: Option<bool>,
+    dif_pi_format: Option<u32>,
+    physical_block_size: Option<u32>,
+    optimal_io_boundary: Option<u32>,
+}
+
+impl UnsupportedRaw {
+    fn checked(&self, block_size: u32) -> Result<(), RpcError> {
+        Unsupported {
+            md_size: self.md_size.unwrap_or(0),
+            md_interleave: self.md_interleave.unwrap_or(false),
+            dif_type: self.dif_type.unwrap_or(0),
+            dif_is_head_of_md: self.dif_is_head_of_md.unwrap_or(false),
+            dif_pi_format: self.dif_pi_format.unwrap_or(0),
+            physical_block_size: self.physical_block_size.unwrap_or(0),
+            optimal_io_boundary: self.optimal_io_boundary.unwrap_or(0),
+        }
+        .check(block_size)
+    }
+}
+
+fn next_name(ctx: &RpcContext, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| ctx.engine.bdevs().get(n).is_none())
+        .expect("an unused name exists")
+}
+
+fn register_bdev(ctx: &RpcContext, bdev: Arc<Bdev>) -> Result<Value, RpcError> {
+    let name = bdev.name().to_owned();
+    ctx.engine.bdevs().register(bdev)?;
+    tracing::info!(bdev = %name, "bdev created");
+    Ok(json!(name))
+}
+
+fn bdev_malloc_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    let p: RamParams = parse(p)?;
+    p.unsupported.checked(p.block_size)?;
+    let name = p.name.unwrap_or_else(|| next_name(ctx, "Malloc"));
+    let bdev = malloc::create(malloc::MallocOpts {
+        name,
+        block_size: p.block_size,
+        num_blocks: p.num_blocks,
+        uuid: p.uuid,
+    })?;
+    register_bdev(ctx, bdev)
+}
+
+fn bdev_null_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    let p: RamParams = parse(p)?;
+    p.unsupported.checked(p.block_size)?;
+    let name = p.name.unwrap_or_else(|| next_name(ctx, "Null"));
+    let bdev = null::create(null::NullOpts {
+        name,
+        block_size: p.block_size,
+        num_blocks: p.num_blocks,
+        uuid: p.uuid,
+        latency: std::time::Duration::ZERO,
+    })?;
+    register_bdev(ctx, bdev)
+}
+
+fn bdev_uring_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+        filename: String,
+        block_size: Option<u32>,
+        uuid: Option<uuid::Uuid>,
+    }
+    let p: P = parse(p)?;
+    let bdev = uring::create(uring::UringOpts {
+        block_size: p.block_size.filter(|&b| b != 0),
+        uuid: p.uuid,
+        ..uring::UringOpts::new(&p.name, &p.filename)
+    })?;
+    register_bdev(ctx, bdev)
+}
+
+fn bdev_delete(ctx: &RpcContext, p: Option<Value>, product: &str) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+    }
+    let p: P = parse(p)?;
+    match ctx.engine.bdevs().get(&p.name) {
+        Some(b) if b.product_name() == product => {}
+        Some(b) => {
+            return Err(RpcError::invalid_params(format!(
+                "bdev {} is a {}, not a {product}",
+                p.name,
+                b.product_name()
+            )));
+        }
+        None => {
+            return Err(RpcError::invalid_params(format!(
+                "no bdev named {}",
+                p.name
+            )));
+        }
+    }
+    ctx.engine.bdevs().remove(&p.name);
+    tracing::info!(bdev = %p.name, "bdev deleted");
+    Ok(json!(true))
+}
+
+/// One bdev as `bdev_get_bdevs` describes it (SPDK's fields that apply).
+pub(crate) fn describe_bdev(b: &Bdev) -> Value {
+    let io = |k| b.supports(k);
+    json!({
+        "name": b.name(),
+        "aliases": [],
+        "product_name": b.product_name(),
+        "block_size": b.block_size(),
+        "num_blocks": b.num_blocks(),
+        "uuid": b.uuid().to_string(),
+        "claimed": false,
+        "zoned": false,
+        "supported_io_types": {
+            "read": io(IoKind::Read),
+            "write": io(IoKind::Write),
+            "unmap": io(IoKind::Unmap),
+            "write_zeroes": io(IoKind::WriteZeroes),
+            "flush": io(IoKind::Flush),
+            "reset": false,
+            "compare": false,
+            "compare_and_write": false,
+            "abort": false,
+            "nvme_admin": false,
+            "nvme_io": false,
+        },
+        "driver_specific": {},
+    })
+}
+
+fn bdev_get_bdevs(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: Option<String>,
+        #[allow(dead_code)]
+        timeout: Option<u64>,
+    }
+    let p: P = parse(p)?;
+    let list: Vec<Value> = match p.name {
+        Some(n) => {
+            let b = ctx
+                .engine
+                .bdevs()
+                .get(&n)
+                .ok_or_else(|| RpcError::invalid_params(format!("no bdev named {n}")))?;
+            vec![describe_bdev(&b)]
+        }
+        None => ctx
+            .engine
+            .bdevs()
+            .list()
+            .iter()
+            .map(|b| describe_bdev(b))
+            .collect(),
+    };
+    Ok(Value::Array(list))
+}

@@ -1,0 +1,319 @@
+use super::*;
+use crate::dma::{HugepagePolicy, IobufOpts};
+use crate::reactor::Engine;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream as StdStream;
+use std::time::Duration;
+
+struct Fixture {
+    engine: Option<Engine>,
+    path: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    join: Option<std::thread::JoinHandle<()>>,
+    server: Arc<RpcServer>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let engine = Engine::builder()
+            .core_mask("0x1")
+            .iobuf(IobufOpts {
+                hugepages: HugepagePolicy::Never,
+                ..IobufOpts::small()
+            })
+            .start()
+            .unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "pollux-rpc-test-{}-{:?}.sock",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let server = Arc::new(RpcServer::new(engine.handle()));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (s, p) = (server.clone(), path.clone());
+        let join = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                s.serve(&p, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        for _ in 0..500 {
+            if StdStream::connect(&path).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Fixture {
+            engine: Some(engine),
+            path,
+            stop: Some(tx),
+            join: Some(join),
+            server,
+        }
+    }
+
+    fn connect(&self) -> (StdStream, BufReader<StdStream>) {
+        let s = StdStream::connect(&self.path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let r = BufReader::new(s.try_clone().unwrap());
+        (s, r)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.join.take().unwrap().join().unwrap();
+        assert!(!self.path.exists(), "the socket is removed at shutdown");
+        assert!(self.engine.take().unwrap().shutdown().pools_full);
+    }
+}
+
+fn reply(r: &mut BufReader<StdStream>) -> Value {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+fn call(f: &Fixture, method: &str, params: Value) -> Value {
+    let (mut s, mut r) = f.connect();
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    s.write_all(req.to_string().as_bytes()).unwrap();
+    reply(&mut r)
+}
+
+#[test]
+fn bdevs_are_created_listed_and_deleted_with_spdk_names() {
+    let f = Fixture::new();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "owner-only socket");
+    }
+    let r = call(
+        &f,
+        "bdev_malloc_create",
+        json!({"num_blocks": 2048, "block_size": 512}),
+    );
+    assert_eq!(r["result"], "Malloc0");
+    // SPDK's save_config writes these; they load at their defaults.
+    let r = call(
+        &f,
+        "bdev_null_create",
+        json!({"name": "Null0", "num_blocks": 4096, "block_size": 4096, "md_size": 0, "dif_type": 0,
+               "dif_is_head_of_md": false, "physical_block_size": 4096, "optimal_io_boundary": 0,
+               "uuid": "4a1e7a6c-2a94-4b1c-9a51-0a5f1f0f6a11"}),
+    );
+    assert_eq!(r["result"], "Null0", "{r}");
+    let r = call(&f, "bdev_get_bdevs", json!({"name": "Null0"}));
+    let b = &r["result"][0];
+    assert_eq!(b["product_name"], "Null disk");
+    assert_eq!(b["block_size"], 4096);
+    assert_eq!(b["uuid"], "4a1e7a6c-2a94-4b1c-9a51-0a5f1f0f6a11");
+    let r = call(&f, "bdev_get_bdevs", json!({}));
+    assert_eq!(r["result"].as_array().unwrap().len(), 2);
+    // Wrong module, then the right one.
+    let r = call(&f, "bdev_null_delete", json!({"name": "Malloc0"}));
+    assert_eq!(r["error"]["code"], code::INVALID_PARAMS);
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Malloc disk"),
+        "{r}"
+    );
+    assert_eq!(
+        call(&f, "bdev_malloc_delete", json!({"name": "Malloc0"}))["result"],
+        true
+    );
+    let r = call(&f, "bdev_get_bdevs", json!({"name": "Malloc0"}));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no bdev named Malloc0")
+    );
+    // A name taken twice.
+    let r = call(
+        &f,
+        "bdev_null_create",
+        json!({"name": "Null0", "num_blocks": 8, "block_size": 512}),
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{r}"
+    );
+}
+
+#[test]
+fn framework_methods_answer() {
+    let f = Fixture::new();
+    let r = call(&f, "framework_get_reactors", json!({}));
+    let reactors = r["result"]["reactors"].as_array().unwrap();
+    assert_eq!(reactors.len(), 1);
+    assert_eq!(reactors[0]["lcore"], 0);
+    let r = call(&f, "rpc_get_methods", json!({}));
+    let names: Vec<&str> = r["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for m in [
+        "rpc_get_methods",
+        "spdk_get_version",
+        "bdev_malloc_create",
+        "bdev_uring_create",
+        "bdev_get_bdevs",
+    ] {
+        assert!(names.contains(&m), "{m} missing from {names:?}");
+    }
+    assert!(
+        call(&f, "spdk_get_version", json!({}))["result"]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("Pollux")
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let f = Fixture::new();
+    let cases = [
+        (
+            json!({"jsonrpc": "2.0", "id": 1, "method": "no_such_method"}),
+            code::METHOD_NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            json!({"jsonrpc": "1.0", "id": 2, "method": "rpc_get_methods"}),
+            code::INVALID_REQUEST,
+            "jsonrpc",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 3, "method": 7}),
+            code::INVALID_REQUEST,
+            "method",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 4, "method": "bdev_get_bdevs", "params": 5}),
+            code::INVALID_REQUEST,
+            "params",
+        ),
+        (json!([1, 2]), code::INVALID_REQUEST, "object"),
+        (
+            json!({"jsonrpc": "2.0", "id": 5, "method": "bdev_malloc_create", "params": {"num_blocks": 8, "block_size": 512, "colour": "red"}}),
+            code::INVALID_PARAMS,
+            "colour",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 6, "method": "bdev_malloc_create", "params": {"block_size": 512}}),
+            code::INVALID_PARAMS,
+            "num_blocks",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 7, "method": "bdev_malloc_create", "params": {"num_blocks": 8, "block_size": 512, "md_size": 8}}),
+            code::INVALID_PARAMS,
+            "md_size",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 8, "method": "bdev_malloc_create", "params": {"num_blocks": 8, "block_size": 1000}}),
+            code::INTERNAL_ERROR,
+            "power of two",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 9, "method": "bdev_uring_create", "params": {"name": "U", "filename": "/nonexistent"}}),
+            code::INTERNAL_ERROR,
+            "/nonexistent",
+        ),
+    ];
+    // All on one connection, back to back without separators: it stays usable.
+    let (mut s, mut r) = f.connect();
+    let mut all = String::new();
+    for (req, _, _) in &cases {
+        all.push_str(&req.to_string());
+    }
+    // Split mid-object to check reassembly.
+    let (a, b) = all.split_at(all.len() / 2 + 3);
+    s.write_all(a.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    s.write_all(b.as_bytes()).unwrap();
+    for (req, want, text) in &cases {
+        let v = reply(&mut r);
+        assert_eq!(v["error"]["code"], *want, "{req} -> {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(text),
+            "{req} -> {v}"
+        );
+    }
+    // A notification (no id) gets no answer; the next request still does.
+    s.write_all(br#"{"jsonrpc":"2.0","method":"spdk_get_version"}{"jsonrpc":"2.0","id":"x","method":"spdk_get_version"}"#)
+        .unwrap();
+    assert_eq!(reply(&mut r)["id"], "x");
+    // Garbage: a parse error, then the connection closes.
+    s.write_all(b"{\"jsonrpc\": nonsense}").unwrap();
+    let v = reply(&mut r);
+    assert_eq!(v["error"]["code"], code::PARSE_ERROR);
+    let mut rest = String::new();
+    assert_eq!(
+        r.read_line(&mut rest).unwrap(),
+        0,
+        "closed after a parse error"
+    );
+    // The server keeps serving others.
+    assert!(call(&f, "rpc_get_methods", json!({}))["result"].is_array());
+}
+
+#[test]
+fn an_oversized_request_is_refused_and_random_bytes_do_not_hurt() {
+    let f = Fixture::new();
+    let (mut s, mut r) = f.connect();
+    let mut big = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{\"a\":\"".to_vec();
+    big.resize(RPC_REQUEST_LEN_MAX + 100_000, b'a');
+    let _ = s.write_all(&big);
+    let v = reply(&mut r);
+    assert_eq!(v["error"]["code"], code::INVALID_REQUEST);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..50 {
+        let (mut s, _r) = f.connect();
+        let bytes: Vec<u8> = (0..512)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = s.write_all(&bytes);
+    }
+    assert!(call(&f, "spdk_get_version", json!({}))["result"].is_object());
+}
+
+#[test]
+fn spdk_configs_load_in_order_and_name_the_failing_entry() {
+    let f = Fixture::new();
+    let cfg = json!({"subsystems": [
+        {"subsystem": "bdev", "config": [
+            {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 64, "block_size": 512}},
+            {"method": "bdev_null_create", "params": {"name": "N0", "num_blocks": 64, "block_size": 512}}
+        ]},
+        {"subsystem": "accel", "config": null},
+    ]});
+    assert_eq!(f.server.load_config(&cfg).unwrap(), 2);
+    let bad = json!({"subsystems": [{"subsystem": "bdev", "config": [
+        {"method": "bdev_null_create", "params": {"name": "N1", "num_blocks": 64, "block_size": 512}},
+        {"method": "bdev_frobnicate", "params": {}}
+    ]}]});
+    let e = f.server.load_config(&bad).unwrap_err();
+    assert!(e.message.contains("entry 1 (bdev_frobnicate)"), "{e}");
+}
