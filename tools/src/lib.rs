@@ -2,7 +2,8 @@
 //!
 //! What Pollux's programs share. The programs (`polluxd`, the NVMe-oF target daemon;
 //! `pollux-perf`, the fio-like load generator; `pollux-rpc`, the JSON-RPC client) arrive
-//! with their issues; for now this holds the logging set-up they will all use.
+//! grow with their issues: `polluxd` serves the engine's JSON-RPC methods today. This
+//! library holds what they share.
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {

@@ -1,0 +1,135 @@
+//! polluxd as a user runs it: a config file, pollux-rpc calls, --wait-for-rpc, and a
+//! clean stop on SIGTERM.
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+fn rpc(sock: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pollux-rpc"))
+        .arg("-s")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn start(dir: &Path, extra: &[&str]) -> (Child, std::path::PathBuf) {
+    let sock = dir.join("pollux.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_polluxd"))
+        .args(["-m", "0x1", "--small-pools", "-r"])
+        .arg(&sock)
+        .args(extra)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "polluxd did not open its socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, sock)
+}
+
+fn stop(mut child: Child, sock: &Path) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "polluxd exit status {status}");
+    assert!(!sock.exists(), "socket removed on exit");
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn config_then_rpc_then_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"subsystems": [{"subsystem": "bdev", "config": [
+            {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 2048, "block_size": 512}}
+        ]}]}"#,
+    )
+    .unwrap();
+    let (child, sock) = start(dir.path(), &["-c", cfg.to_str().unwrap()]);
+    let bdevs = json(&rpc(&sock, &["bdev_get_bdevs"]));
+    assert_eq!(bdevs[0]["name"], "Malloc0");
+    let name = json(&rpc(
+        &sock,
+        &[
+            "bdev_null_create",
+            "name=Null0",
+            "num_blocks=64",
+            "block_size=4096",
+        ],
+    ));
+    assert_eq!(name, "Null0");
+    let got = json(&rpc(
+        &sock,
+        &["bdev_get_bdevs", "--json", r#"{"name": "Null0"}"#],
+    ));
+    assert_eq!(got[0]["block_size"], 4096);
+    let bad = rpc(
+        &sock,
+        &[
+            "bdev_null_create",
+            "name=Null0",
+            "num_blocks=64",
+            "block_size=4096",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("already exists"));
+    let reactors = json(&rpc(&sock, &["framework_get_reactors"]));
+    assert_eq!(reactors["reactors"].as_array().unwrap().len(), 1);
+    stop(child, &sock);
+}
+
+#[test]
+fn wait_for_rpc_loads_the_config_at_framework_start_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"subsystems": [{"subsystem": "bdev", "config": [
+            {"method": "bdev_null_create", "params": {"name": "Late", "num_blocks": 8, "block_size": 512}}
+        ]}]}"#,
+    )
+    .unwrap();
+    let (child, sock) = start(dir.path(), &["--wait-for-rpc", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(
+        json(&rpc(&sock, &["bdev_get_bdevs"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(json(&rpc(&sock, &["framework_wait_init"])), false);
+    assert_eq!(json(&rpc(&sock, &["framework_start_init"])), true);
+    assert_eq!(json(&rpc(&sock, &["bdev_get_bdevs"]))[0]["name"], "Late");
+    assert!(!rpc(&sock, &["framework_start_init"]).status.success());
+    stop(child, &sock);
+}
+
+#[test]
+fn a_bad_config_stops_the_daemon_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.json");
+    std::fs::write(&cfg, r#"{"subsystems": [{"subsystem": "bdev", "config": [{"method": "bdev_malloc_create", "params": {"block_size": 512}}]}]}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_polluxd"))
+        .args(["-m", "0x1", "--small-pools", "-r"])
+        .arg(dir.path().join("s.sock"))
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("num_blocks") && err.contains("bad.json"),
+        "{err}"
+    );
+}
