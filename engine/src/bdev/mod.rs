@@ -451,39 +451,79 @@ impl IoChannel<Bdev> {
     }
 }
 
-/// The bdevs of an engine, by name (control path).
+/// The bdevs of an engine, by name (control path), with the configuration entry that
+/// recreates each one, in creation order, for `save_config`.
 #[derive(Debug, Default)]
 pub struct BdevRegistry {
-    map: Mutex<BTreeMap<String, Arc<Bdev>>>,
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryInner {
+    map: BTreeMap<String, Arc<Bdev>>,
+    /// (bdev name, method, params), oldest first.
+    configs: Vec<(String, String, serde_json::Value)>,
 }
 
 impl BdevRegistry {
     /// Adds a bdev; its name must be new.
     pub fn register(&self, bdev: Arc<Bdev>) -> Result<(), Error> {
-        let mut map = self.map.lock().unwrap();
-        if map.contains_key(bdev.name()) {
+        self.insert(bdev, None)
+    }
+
+    /// Adds a bdev with the method and parameters that recreate it.
+    pub fn register_with_config(
+        &self,
+        bdev: Arc<Bdev>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<(), Error> {
+        self.insert(bdev, Some((method.to_owned(), params)))
+    }
+
+    fn insert(
+        &self,
+        bdev: Arc<Bdev>,
+        config: Option<(String, serde_json::Value)>,
+    ) -> Result<(), Error> {
+        let mut g = self.inner.lock().unwrap();
+        if g.map.contains_key(bdev.name()) {
             return Err(Error::Exists {
                 what: format!("bdev {}", bdev.name()),
             });
         }
-        map.insert(bdev.name().to_owned(), bdev);
+        if let Some((m, p)) = config {
+            g.configs.push((bdev.name().to_owned(), m, p));
+        }
+        g.map.insert(bdev.name().to_owned(), bdev);
         Ok(())
     }
 
     /// The bdev called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Bdev>> {
-        self.map.lock().unwrap().get(name).cloned()
+        self.inner.lock().unwrap().map.get(name).cloned()
     }
 
     /// Removes and returns the bdev called `name`; channels still open keep it alive
     /// until they close.
     pub fn remove(&self, name: &str) -> Option<Arc<Bdev>> {
-        self.map.lock().unwrap().remove(name)
+        let mut g = self.inner.lock().unwrap();
+        g.configs.retain(|(n, _, _)| n != name);
+        g.map.remove(name)
     }
 
     /// Every bdev, by name.
     pub fn list(&self) -> Vec<Arc<Bdev>> {
-        self.map.lock().unwrap().values().cloned().collect()
+        self.inner.lock().unwrap().map.values().cloned().collect()
+    }
+
+    /// The (method, params) entries that recreate the bdevs, oldest first.
+    pub fn saved_config(&self) -> Vec<(String, serde_json::Value)> {
+        let g = self.inner.lock().unwrap();
+        g.configs
+            .iter()
+            .map(|(_, m, p)| (m.clone(), p.clone()))
+            .collect()
     }
 }
 

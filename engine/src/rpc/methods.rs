@@ -44,6 +44,16 @@ pub(super) fn register(s: &mut RpcServer) {
         s.register(m, move |ctx, p| bdev_delete(ctx, p, product));
     }
     s.register("bdev_get_bdevs", bdev_get_bdevs);
+    s.register("save_config", |ctx, _| {
+        let bdev: Vec<Value> = ctx
+            .engine
+            .bdevs()
+            .saved_config()
+            .into_iter()
+            .map(|(method, params)| json!({"method": method, "params": params}))
+            .collect();
+        Ok(json!({"subsystems": [{"subsystem": "bdev", "config": bdev}]}))
+    });
 }
 
 fn framework_get_reactors(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
@@ -160,9 +170,19 @@ fn next_name(ctx: &RpcContext, prefix: &str) -> String {
         .expect("an unused name exists")
 }
 
-fn register_bdev(ctx: &RpcContext, bdev: Arc<Bdev>) -> Result<Value, RpcError> {
+/// Registers `bdev` with the entry that recreates it: `params` plus its name and UUID.
+fn register_bdev(
+    ctx: &RpcContext,
+    bdev: Arc<Bdev>,
+    method: &str,
+    mut params: Value,
+) -> Result<Value, RpcError> {
     let name = bdev.name().to_owned();
-    ctx.engine.bdevs().register(bdev)?;
+    params["name"] = json!(name);
+    params["uuid"] = json!(bdev.uuid().to_string());
+    ctx.engine
+        .bdevs()
+        .register_with_config(bdev, method, params)?;
     tracing::info!(bdev = %name, "bdev created");
     Ok(json!(name))
 }
@@ -177,7 +197,8 @@ fn bdev_malloc_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcEr
         num_blocks: p.num_blocks,
         uuid: p.uuid,
     })?;
-    register_bdev(ctx, bdev)
+    let saved = json!({"num_blocks": p.num_blocks, "block_size": p.block_size});
+    register_bdev(ctx, bdev, "bdev_malloc_create", saved)
 }
 
 fn bdev_null_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
@@ -191,7 +212,8 @@ fn bdev_null_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcErro
         uuid: p.uuid,
         latency: std::time::Duration::ZERO,
     })?;
-    register_bdev(ctx, bdev)
+    let saved = json!({"num_blocks": p.num_blocks, "block_size": p.block_size});
+    register_bdev(ctx, bdev, "bdev_null_create", saved)
 }
 
 fn bdev_uring_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
@@ -209,7 +231,8 @@ fn bdev_uring_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcErr
         uuid: p.uuid,
         ..uring::UringOpts::new(&p.name, &p.filename)
     })?;
-    register_bdev(ctx, bdev)
+    let saved = json!({"filename": p.filename, "block_size": bdev.block_size()});
+    register_bdev(ctx, bdev, "bdev_uring_create", saved)
 }
 
 fn bdev_delete(ctx: &RpcContext, p: Option<Value>, product: &str) -> Result<Value, RpcError> {

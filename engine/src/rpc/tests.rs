@@ -317,3 +317,40 @@ fn spdk_configs_load_in_order_and_name_the_failing_entry() {
     let e = f.server.load_config(&bad).unwrap_err();
     assert!(e.message.contains("entry 1 (bdev_frobnicate)"), "{e}");
 }
+
+#[test]
+fn save_config_loads_back_to_the_same_state() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().set_len(1 << 20).unwrap();
+    let path = file.path().display().to_string();
+    let saved = {
+        let f = Fixture::new();
+        call(
+            &f,
+            "bdev_malloc_create",
+            json!({"name": "M", "num_blocks": 64, "block_size": 4096}),
+        );
+        call(
+            &f,
+            "bdev_null_create",
+            json!({"num_blocks": 128, "block_size": 512}),
+        );
+        call(
+            &f,
+            "bdev_uring_create",
+            json!({"name": "U", "filename": path}),
+        );
+        call(
+            &f,
+            "bdev_null_create",
+            json!({"name": "Gone", "num_blocks": 8, "block_size": 512}),
+        );
+        call(&f, "bdev_null_delete", json!({"name": "Gone"}));
+        let before = call(&f, "bdev_get_bdevs", json!({}))["result"].clone();
+        (call(&f, "save_config", json!({}))["result"].clone(), before)
+    };
+    let f = Fixture::new();
+    assert_eq!(f.server.load_config(&saved.0).unwrap(), 3);
+    let after = call(&f, "bdev_get_bdevs", json!({}))["result"].clone();
+    assert_eq!(after, saved.1, "same bdevs, names, sizes and UUIDs");
+}
