@@ -8,10 +8,15 @@
 //! NVMe/TCP Transport Specification 1.0c ("tcp").
 //!
 //! - [`cmd`]: submission and completion queue entries, SGL descriptors, status codes.
+//! - [`regs`]: controller registers (CAP, CC, CSTS, AQA, CMBLOC, CMBSZ, CMBMSC...),
+//!   MMIO offsets on PCIe and property offsets on Fabrics.
+//! - [`fabrics`]: Fabrics commands: Connect and its data, Property Get/Set, Disconnect.
 //! - [`tcp`]: NVMe/TCP PDUs, their validation and digests: the one codec that the
 //!   target's transport and the host's queue pairs both use.
 
 pub mod cmd;
+pub mod fabrics;
+pub mod regs;
 pub mod tcp;
 
 /// Checks a field's offset inside a struct at compile time.
