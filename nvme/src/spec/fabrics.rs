@@ -236,3 +236,116 @@ mod tests {
         }
     }
 }
+
+/// The well-known discovery subsystem NQN (base 4.5.1).
+pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
+/// The longest NQN, in bytes (base 4.5).
+pub const NQN_LEN_MAX: usize = 223;
+
+/// Checks an NVMe Qualified Name (base 4.5): `nqn.yyyy-mm.<reverse domain>:<string>`,
+/// the UUID form `nqn.2014-08.org.nvmexpress:uuid:<uuid>`, or the discovery NQN; UTF-8,
+/// at most 223 bytes. The error says what is wrong.
+pub fn validate_nqn(nqn: &str) -> Result<(), String> {
+    if nqn.len() > NQN_LEN_MAX {
+        return Err(format!(
+            "NQN is {} bytes long; the limit is {NQN_LEN_MAX}",
+            nqn.len()
+        ));
+    }
+    if nqn == DISCOVERY_NQN {
+        return Ok(());
+    }
+    if let Some(u) = nqn.strip_prefix("nqn.2014-08.org.nvmexpress:uuid:") {
+        let ok = u.len() == 36
+            && u.char_indices().all(|(i, c)| {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    c == '-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            });
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{u:?} is not a UUID of the form 8-4-4-4-12 hex digits"
+            ))
+        };
+    }
+    let rest = nqn
+        .strip_prefix("nqn.")
+        .ok_or_else(|| "an NQN starts with \"nqn.\"".to_owned())?;
+    let date = rest
+        .get(..7)
+        .ok_or_else(|| "an NQN needs a date, nqn.yyyy-mm.".to_owned())?;
+    let d = date.as_bytes();
+    let digits = |r: std::ops::Range<usize>| d[r].iter().all(u8::is_ascii_digit);
+    let month = (d[5].wrapping_sub(b'0') as u32) * 10 + d[6].wrapping_sub(b'0') as u32;
+    let date_ok = digits(0..4) && d[4] == b'-' && digits(5..7) && (1..=12).contains(&month);
+    if !date_ok {
+        return Err(format!("{date:?} is not a date of the form yyyy-mm"));
+    }
+    let rest = rest[7..]
+        .strip_prefix('.')
+        .ok_or_else(|| "the date is followed by '.' and a reverse domain name".to_owned())?;
+    let (domain, user) = rest
+        .split_once(':')
+        .ok_or_else(|| "the reverse domain name is followed by ':' and a name".to_owned())?;
+    if domain.is_empty() {
+        return Err("the reverse domain name is empty".into());
+    }
+    for label in domain.split('.') {
+        let b = label.as_bytes();
+        let ok = !b.is_empty()
+            && b[0].is_ascii_alphabetic()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && *b.last().unwrap() != b'-';
+        if !ok {
+            return Err(format!(
+                "domain label {label:?} must start with a letter, hold letters, digits and '-', and not end with '-'"
+            ));
+        }
+    }
+    if user.is_empty() {
+        return Err("nothing follows the ':'".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod nqn_tests {
+    use super::*;
+
+    #[test]
+    fn good_nqns() {
+        for n in [
+            "nqn.2016-06.io.spdk:cnode1",
+            "nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+            DISCOVERY_NQN,
+            "nqn.2024-01.io.pollux:host-é",
+        ] {
+            validate_nqn(n).unwrap_or_else(|e| panic!("{n}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bad_nqns_say_why() {
+        for (n, why) in [
+            ("iqn.2016-06.io.spdk:x", "starts with"),
+            ("nqn.16-06.io.spdk:x", "date"),
+            ("nqn.2016-13.io.spdk:x", "date"),
+            ("nqn.2016-06io.spdk:x", "followed by '.'"),
+            ("nqn.2016-06.io.spdk", "followed by ':'"),
+            ("nqn.2016-06.:x", "empty"),
+            ("nqn.2016-06.1io.spdk:x", "start with a letter"),
+            ("nqn.2016-06.io-.spdk:x", "not end with"),
+            ("nqn.2016-06.io.spdk:", "nothing follows"),
+            ("nqn.2014-08.org.nvmexpress:uuid:1234", "UUID"),
+        ] {
+            let e = validate_nqn(n).unwrap_err();
+            assert!(e.contains(why), "{n}: {e}");
+        }
+        let long = format!("nqn.2016-06.io.spdk:{}", "x".repeat(300));
+        assert!(validate_nqn(&long).unwrap_err().contains("223"));
+    }
+}
