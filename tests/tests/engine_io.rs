@@ -79,5 +79,13 @@ fn errors_come_back_as_statuses() {
         "{err}"
     );
     assert!(client.read(&bdev, 0, 1).unwrap().iter().all(|&b| b == 0));
+    // Sizes that would not fit one I/O (or the address space) are refused up front.
+    for n in [u64::MAX, 1 << 40] {
+        let err = client.read(&bdev, 0, n).unwrap_err();
+        assert!(
+            matches!(err, ClientError::Status(IoStatus::InvalidField)),
+            "{err}"
+        );
+    }
     assert!(engine.shutdown().pools_full);
 }

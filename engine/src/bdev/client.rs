@@ -61,7 +61,12 @@ impl BdevClient {
         offset_blocks: u64,
         num_blocks: u64,
     ) -> Result<Vec<u8>, ClientError> {
-        let len = num_blocks as usize * bdev.block_size() as usize;
+        // Checked before allocating: one I/O carries at most SGL_SEGMENTS_MAX buffers.
+        let max = self.iobuf.large_bufsize() * SGL_SEGMENTS_MAX;
+        let len = (num_blocks as usize)
+            .checked_mul(bdev.block_size() as usize)
+            .filter(|&l| l > 0 && l <= max)
+            .ok_or(ClientError::Status(IoStatus::InvalidField))?;
         self.run(
             bdev,
             IoKind::Read,

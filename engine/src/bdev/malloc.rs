@@ -2,7 +2,10 @@
 //!
 //! The data lives in one anonymous mapping. Like a disk, the bdev does not order
 //! overlapping I/Os from different threads: two writes to the same block in flight at
-//! once leave either one's data there, as on any NVMe namespace.
+//! once leave either one's data there, as on any NVMe namespace. In Rust's memory model
+//! such overlapping copies from two threads are a data race (the bytes are copied with
+//! plain `memcpy`, as SPDK does); a caller that keeps overlapping I/Os apart, as every
+//! NVMe host must for a defined result, never causes one. See engine/DESIGN.md.
 
 use super::deferred::DeferredQueue;
 use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind, IoStatus};

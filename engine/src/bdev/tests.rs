@@ -471,3 +471,52 @@ fn uring_short_reads_continue_then_fail_at_end_of_file() {
     h.shutdown().unwrap();
     assert!(iobuf.is_full());
 }
+
+#[test]
+fn uring_poll_returns_under_a_closed_loop_of_resubmissions() {
+    // Regression: the uring poller reaped until the CQ was empty, and callbacks that
+    // resubmit kept it non-empty, so one poll never returned and its reactor froze.
+    let h = Harness::new(1);
+    let iobuf = iobuf();
+    let file = temp_file_in("/dev/shm", 1 << 20);
+    let bdev = uring::create(uring::UringOpts {
+        ring_depth: 16,
+        ..uring::UringOpts::new("UringLoop", file.path())
+    })
+    .unwrap();
+    let done = Rc::new(RefCell::new(0u64));
+    let stop = Rc::new(RefCell::new(false));
+    let slot: Rc<RefCell<Option<IoCallback>>> = Rc::new(RefCell::new(None));
+    h.run_on(0, || {
+        let ch = bdev.channel().unwrap();
+        let (d, st, s, ch2) = (done.clone(), stop.clone(), slot.clone(), ch.clone());
+        let cb: IoCallback = Rc::new(move |io: Box<BdevIo>| {
+            *d.borrow_mut() += 1;
+            if !*st.borrow() {
+                let me = s.borrow().clone().unwrap();
+                ch2.submit(io, &me).unwrap();
+            }
+        });
+        *slot.borrow_mut() = Some(cb.clone());
+        let bufs = iobuf.channel().unwrap();
+        for i in 0..16 {
+            let mut io = BdevIo::new();
+            io.push_buf(bufs.get(4096).unwrap()).unwrap();
+            io.prepare(IoKind::Read, i, 1);
+            ch.submit(io, &cb).unwrap();
+        }
+    });
+    let mut before = 0;
+    for _ in 0..200 {
+        let _ = h.poll_thread(0);
+        let now = *done.borrow();
+        assert!(now - before <= 16, "one poll reaps at most a ring's worth");
+        before = now;
+    }
+    assert!(*done.borrow() > 16, "the loop made progress");
+    // Let the loop wind down: every I/O completes once more and stops.
+    *stop.borrow_mut() = true;
+    let target = before + 16;
+    h.poll_until(Duration::from_secs(10), || *done.borrow() >= target);
+    slot.borrow_mut().take();
+}

@@ -80,12 +80,24 @@ impl BufPool {
         cache_size: usize,
         policy: HugepagePolicy,
     ) -> Result<BufPool, Error> {
-        assert!(
-            buf_size >= 4096 && buf_size % 4096 == 0,
-            "buffers are whole 4 KiB pages"
-        );
-        assert!(count > 0 && count <= u32::MAX as usize);
-        let region = DmaRegion::new(buf_size * count, policy)?;
+        let bad = |why: String| Error::InvalidParam {
+            what: format!("{name} iobuf pool"),
+            why,
+        };
+        if buf_size < 4096 || buf_size % 4096 != 0 || buf_size > u32::MAX as usize {
+            return Err(bad(format!(
+                "buffer size {buf_size} must be whole 4 KiB pages, at most 4 GiB"
+            )));
+        }
+        if count == 0 || count > u32::MAX as usize {
+            return Err(bad(format!("{count} buffers: it needs 1 to {}", u32::MAX)));
+        }
+        let len = buf_size.checked_mul(count).ok_or_else(|| {
+            bad(format!(
+                "{count} buffers of {buf_size} bytes overflow the address space"
+            ))
+        })?;
+        let region = DmaRegion::new(len, policy)?;
         let free = ArrayQueue::new(count);
         for i in 0..count as u32 {
             free.push(i).expect("sized for every buffer");
@@ -125,7 +137,12 @@ impl fmt::Debug for Iobuf {
 impl Iobuf {
     /// Allocates and registers both pools.
     pub fn new(opts: &IobufOpts) -> Result<Arc<Iobuf>, Error> {
-        assert!(opts.small_bufsize <= opts.large_bufsize);
+        if opts.small_bufsize > opts.large_bufsize {
+            return Err(Error::InvalidParam {
+                what: "small_bufsize".into(),
+                why: "it must not exceed large_bufsize".into(),
+            });
+        }
         Ok(Arc::new(Iobuf {
             small: BufPool::new(
                 "small",
@@ -227,24 +244,22 @@ impl IobufCache {
     }
 
     fn give(&self, large: bool, idx: u32) {
-        let mut list = self.list(large).borrow_mut();
         let pool = self.iobuf.pool(large);
+        if pool.cache_size == 0 {
+            let back = pool.free.push(idx);
+            back.expect("pool has room for every buffer it owns");
+            return;
+        }
+        let mut list = self.list(large).borrow_mut();
         if list.len() >= pool.cache_size {
             // Return half the cache to the pool; the list never grows past its capacity.
             for _ in 0..(pool.cache_size / 2).max(1) {
                 let i = list.pop().expect("cache is full");
-                pool.free
-                    .push(i)
-                    .expect("pool has room for every buffer it owns");
+                let back = pool.free.push(i);
+                back.expect("pool has room for every buffer it owns");
             }
         }
-        if pool.cache_size == 0 {
-            pool.free
-                .push(idx)
-                .expect("pool has room for every buffer it owns");
-        } else {
-            list.push(idx);
-        }
+        list.push(idx);
     }
 }
 
@@ -407,6 +422,44 @@ mod tests {
         h.run_on(0, || drop(held));
         h.shutdown().unwrap();
         assert!(iobuf.is_full(), "{:?}", iobuf.pool_levels());
+    }
+
+    #[test]
+    fn caches_of_size_zero_and_absurd_sizes() {
+        let iobuf = Iobuf::new(&IobufOpts {
+            small_pool_count: 4,
+            large_pool_count: 1,
+            small_cache_size: 0,
+            large_cache_size: 0,
+            hugepages: HugepagePolicy::Never,
+            ..IobufOpts::small()
+        })
+        .unwrap();
+        let h = Harness::new(1);
+        h.run_on(0, || {
+            let ch = iobuf.channel().unwrap();
+            let b: Vec<DmaBuf> = (0..4).map(|_| ch.get(10).unwrap()).collect();
+            drop(b);
+            assert!(iobuf.is_full(), "no cache: straight back to the pool");
+        });
+        h.shutdown().unwrap();
+        for opts in [
+            IobufOpts {
+                small_bufsize: (1 << 52) + 4096,
+                large_bufsize: (1 << 52) + 4096,
+                ..IobufOpts::small()
+            },
+            IobufOpts {
+                small_bufsize: 1000,
+                ..IobufOpts::small()
+            },
+            IobufOpts {
+                small_pool_count: 0,
+                ..IobufOpts::small()
+            },
+        ] {
+            assert!(Iobuf::new(&opts).is_err());
+        }
     }
 
     #[test]

@@ -148,7 +148,15 @@ impl EngineBuilder {
             rr: AtomicUsize::new(0),
             msg_queue_depth: self.msg_queue_depth,
         });
-        let mut joins = Vec::new();
+        // Built first: if a later reactor fails to start, dropping it stops and joins
+        // the ones already running.
+        let mut engine = Engine {
+            handle: EngineHandle {
+                shared: shared.clone(),
+            },
+            joins: Vec::new(),
+            shut_down: false,
+        };
         for r in &shared.reactors {
             let r = r.clone();
             let epoll = Epoll::new().map_err(|source| Error::Io {
@@ -179,14 +187,10 @@ impl EngineBuilder {
                     source,
                 })?;
             rx.recv().expect("reactor reports its start")?;
-            joins.push(join);
+            engine.joins.push(join);
         }
         tracing::info!(cores = ?cores, "engine started");
-        Ok(Engine {
-            handle: EngineHandle { shared },
-            joins,
-            shut_down: false,
-        })
+        Ok(engine)
     }
 }
 
@@ -282,11 +286,13 @@ struct LoopConfig {
 
 fn run_reactor(r: &ReactorShared, epoll: Epoll, cfg: LoopConfig) {
     let registrar = Rc::new(EpollRegistrar(epoll));
+    let mut cfg = cfg;
     if let Err(e) = registrar.0.add(r.waker.efd.raw()) {
         tracing::error!(
             core = r.core,
-            "cannot watch the reactor eventfd, interrupt mode is off: {e}"
+            "cannot watch the reactor eventfd, so it polls without sleeping: {e}"
         );
+        cfg.sleep_after_idle_ns = None;
     }
     let dyn_registrar: Rc<dyn FdRegistrar> = registrar.clone();
     let mut threads: Vec<Thread> = Vec::with_capacity(64);
@@ -327,6 +333,10 @@ fn run_reactor(r: &ReactorShared, epoll: Epoll, cfg: LoopConfig) {
         }
 
         if r.stop.load(Ordering::Acquire) {
+            // Threads placed while shutdown began were not in its list: ask them too.
+            for t in &threads {
+                t.exit();
+            }
             if threads.is_empty() && r.inbox.is_empty() {
                 break;
             }
@@ -362,6 +372,10 @@ fn run_reactor(r: &ReactorShared, epoll: Epoll, cfg: LoopConfig) {
             }
         }
     }
+    // A thread placed after the last look at the inbox never ran: forget it.
+    while let Some(shared) = r.inbox.pop() {
+        ThreadHandle::from_shared(shared).release_unstarted();
+    }
     r.stats.threads.store(0, Ordering::Relaxed);
 }
 
@@ -376,7 +390,7 @@ fn try_sleep(r: &ReactorShared, epoll: &Epoll, threads: &[Thread]) -> u64 {
         || r.stop.load(Ordering::Acquire)
         || threads
             .iter()
-            .any(|t| t.shared().has_msgs() || t.is_exiting());
+            .any(|t| t.shared().has_msgs() || t.ready_to_exit());
     let deadline = threads.iter().filter_map(|t| t.next_deadline()).min();
     let timeout_ms: i32 = match deadline {
         None => -1,

@@ -33,7 +33,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -219,23 +219,30 @@ impl ThreadHandle {
             return Err(SendError::Exited(msg));
         }
         self.shared.msgs.push(msg)?;
+        // Pairs with the fence in `release_shared`: either the thread drains after our
+        // push, or we see it exited and drain ourselves, so no message outlives it (a
+        // message dropped unrun drops, say, the reply sender of `call`).
+        fence(Ordering::SeqCst);
+        if self.shared.exited.load(Ordering::Relaxed) {
+            while self.shared.msgs.pop().is_some() {}
+            return Ok(());
+        }
         self.shared.waker.wake();
         Ok(())
     }
 
     /// Runs `f` on the thread and waits for its result, from an OS thread that is not a
-    /// reactor (the control plane, tests, `main`). Calling it from the target thread's own
-    /// reactor would deadlock, and is refused with a panic.
+    /// reactor (the control plane, tests, `main`). From a lightweight thread it could
+    /// deadlock (its reactor, blocked here, may be the one that must run `f`), so it is
+    /// refused there with a panic; send a message and reply with another instead.
     pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, SendError> {
-        if let Some(cur) = Thread::current() {
-            assert!(
-                cur.id() != self.id(),
-                "ThreadHandle::call on the calling thread itself would deadlock"
-            );
-        }
+        assert!(
+            Thread::current().is_none(),
+            "ThreadHandle::call blocks: call it from a plain OS thread, not a pollux thread"
+        );
         let (tx, rx) = crossbeam::channel::bounded(1);
         self.send_msg(move || {
             let _ = tx.send(f());
@@ -374,9 +381,10 @@ impl Drop for ThreadInner {
 
 /// Marks a thread exited and forgets it; idempotent.
 fn release_shared(shared: &ThreadShared) {
-    if !shared.exited.swap(true, Ordering::AcqRel) {
+    if !shared.exited.swap(true, Ordering::SeqCst) {
         shared.registry.remove(shared.id);
     }
+    fence(Ordering::SeqCst);
     // Messages that raced with the exit are dropped without running.
     while shared.msgs.pop().is_some() {}
 }
@@ -778,16 +786,36 @@ impl ForEach {
             return;
         }
         let target = ctx.threads[i].clone();
-        let c = ctx.clone();
+        let mut guard = ForEachStep {
+            ctx: Some(ctx.clone()),
+            i,
+        };
         let msg: Msg = Box::new(move || {
+            let c = guard.ctx.take().expect("a step runs once");
             (c.f)();
             ForEach::step(c, i + 1);
         });
         match target.send(msg) {
             Ok(()) => {}
-            // A thread that exited meanwhile is skipped.
-            Err(SendError::Exited(_)) => ForEach::step(ctx, i + 1),
+            // A thread that exited meanwhile is skipped: dropping the message drops its
+            // guard, which moves on to the next thread.
+            Err(SendError::Exited(_)) => {}
             Err(SendError::Full(m)) => send_msg_retry(&target, m),
+        }
+    }
+}
+
+/// A step of `for_each_thread` in flight: if its message is dropped unrun (its thread
+/// exited meanwhile), the walk goes on with the next thread instead of stopping.
+struct ForEachStep {
+    ctx: Option<Arc<ForEach>>,
+    i: usize,
+}
+
+impl Drop for ForEachStep {
+    fn drop(&mut self) {
+        if let Some(c) = self.ctx.take() {
+            ForEach::step(c, self.i + 1);
         }
     }
 }

@@ -306,6 +306,8 @@ struct UringChannel {
     block_size: u64,
     force_async: bool,
     zeroes: Arc<HostMem>,
+    thread: Thread,
+    watch_missing: bool,
 }
 
 impl BdevBackend for UringBackend {
@@ -344,11 +346,12 @@ impl BdevBackend for UringBackend {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(
-                    "cannot watch the io_uring eventfd ({e}); the reactor will not sleep on it"
+                    "cannot watch the io_uring eventfd ({e}); the reactor stays awake while I/O is in flight"
                 );
                 None
             }
         };
+        let watch_missing = watch.is_none();
         let mapper = Arc::new(RingMapper {
             ring_fd: ring.as_raw_fd(),
             registered: (0..MAX_REGIONS).map(|_| AtomicBool::new(false)).collect(),
@@ -393,6 +396,8 @@ impl BdevBackend for UringBackend {
             block_size: self.block_size,
             force_async: self.force_async,
             zeroes: self.zeroes.clone(),
+            thread: thread.clone(),
+            watch_missing,
         }))
     }
 
@@ -415,10 +420,10 @@ impl UringChannel {
                 st.unsubmitted += 1;
                 return;
             }
-            if let Err(e) = ring.submit() {
-                tracing::error!("io_uring submit failed: {e}");
+            match ring.submit() {
+                Ok(n) => st.unsubmitted = st.unsubmitted.saturating_sub(n as u32),
+                Err(e) => tracing::error!("io_uring submit failed: {e}"),
             }
-            st.unsubmitted = 0;
         }
     }
 
@@ -538,6 +543,7 @@ impl UringChannel {
                     self.push(st, sqe);
                     None
                 }
+                Phase::ZeroFill if n == 0 => Some(IoStatus::from_errno(kind, libc::EIO)),
                 Phase::ZeroFill if n < s.remaining => {
                     s.remaining -= n;
                     s.file_off += n;
@@ -599,29 +605,26 @@ impl BackendChannel for UringChannel {
     }
 
     fn poll(&self) -> PollStatus {
-        let mut busy = false;
-        loop {
-            {
-                let mut st = self.st.borrow_mut();
-                if st.unsubmitted > 0 {
-                    if let Err(e) = self.ring.borrow_mut().submit() {
-                        if !matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) {
-                            tracing::error!("io_uring submit failed: {e}");
-                        }
-                    } else {
-                        st.unsubmitted = 0;
-                    }
-                    busy = true;
-                }
-                if st.inflight == 0 {
-                    return PollStatus::from_busy(busy);
-                }
-            }
+        let mut busy = self.flush();
+        if self.st.borrow().inflight == 0 {
+            return PollStatus::from_busy(busy);
+        }
+        if self.watch_missing {
+            // Nothing wakes a sleeping reactor for this ring: keep it awake while I/O runs.
+            let t = &self.thread;
+            t.wake_at(t.now());
+        }
+        // One pass over what has completed, at most a ring's worth: I/Os that callbacks
+        // resubmit are reaped on the next loop, so other work on this thread gets its turn.
+        let limit = self.st.borrow().slots.len();
+        let mut reaped = 0;
+        let mut entered = false;
+        while reaped < limit {
             let mut batch = [(0u32, 0i32); 32];
             let n = {
                 let mut ring = self.ring.borrow_mut();
                 let mut n = 0;
-                for cqe in ring.completion().take(batch.len()) {
+                for cqe in ring.completion().take(batch.len().min(limit - reaped)) {
                     batch[n] = (cqe.user_data() as u32, cqe.result());
                     n += 1;
                 }
@@ -629,17 +632,18 @@ impl BackendChannel for UringChannel {
             };
             if n == 0 {
                 let mut ring = self.ring.borrow_mut();
-                if !ring.submission().taskrun() {
-                    return PollStatus::from_busy(busy);
+                if entered || !ring.submission().taskrun() {
+                    break;
                 }
-                // Completions wait as task work: enter the kernel to have them posted.
+                // Completions wait as task work: enter the kernel once to have them posted.
+                entered = true;
                 if let Err(e) = ring.submit() {
                     tracing::error!("io_uring enter failed: {e}");
-                    return PollStatus::from_busy(busy);
+                    break;
                 }
                 continue;
             }
-            busy = true;
+            reaped += n;
             for &(slot, res) in &batch[..n] {
                 let done = self.on_cqe(&mut self.st.borrow_mut(), slot, res);
                 if let Some((io, status)) = done {
@@ -647,10 +651,34 @@ impl BackendChannel for UringChannel {
                 }
             }
         }
+        busy |= reaped > 0;
+        busy |= self.flush();
+        PollStatus::from_busy(busy)
+    }
+}
+
+impl UringChannel {
+    /// Enters the kernel once for the SQEs queued since the last time; whatever the
+    /// kernel did not take stays queued for the next poll.
+    fn flush(&self) -> bool {
+        let mut st = self.st.borrow_mut();
+        if st.unsubmitted == 0 {
+            return false;
+        }
+        match self.ring.borrow_mut().submit() {
+            Ok(n) => st.unsubmitted = st.unsubmitted.saturating_sub(n as u32),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {}
+            Err(e) => tracing::error!("io_uring submit failed: {e}"),
+        }
+        true
     }
 }
 
 impl Drop for UringChannel {
+    // Every I/O in flight holds its bdev channel, so in normal operation this runs with
+    // nothing in flight. A thread released by force at shutdown with I/O in flight leaks
+    // its ring and those I/Os instead (the kernel may still write their buffers); the
+    // wait below covers any other path.
     fn drop(&mut self) {
         let inflight = self.st.borrow().inflight;
         if inflight > 0 {
