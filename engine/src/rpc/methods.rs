@@ -87,42 +87,6 @@ fn framework_get_reactors(ctx: &RpcContext, p: Option<Value>) -> Result<Value, R
     Ok(json!({"tick_rate": 1_000_000_000u64, "pid": std::process::id(), "reactors": reactors}))
 }
 
-/// Fields of SPDK's malloc and null creation that Pollux takes only at their defaults.
-struct Unsupported {
-    md_size: u32,
-    md_interleave: bool,
-    dif_type: u32,
-    dif_is_head_of_md: bool,
-    dif_pi_format: u32,
-    physical_block_size: u32,
-    optimal_io_boundary: u32,
-}
-
-impl Unsupported {
-    fn check(&self, block_size: u32) -> Result<(), RpcError> {
-        let refuse = |f: &str| {
-            Err(RpcError::invalid_params(format!(
-                "{f} is not supported by Pollux: leave it out or at 0"
-            )))
-        };
-        if self.md_size != 0 {
-            return refuse("md_size");
-        }
-        if self.dif_type != 0
-            || self.dif_pi_format != 0
-            || self.dif_is_head_of_md
-            || self.md_interleave
-        {
-            return refuse("protection information (dif_*, md_interleave)");
-        }
-        if self.physical_block_size != 0 && self.physical_block_size != block_size {
-            return refuse("a physical_block_size other than block_size");
-        }
-        let _ = self.optimal_io_boundary; // advisory: accepted and ignored
-        Ok(())
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RamParams {
@@ -134,8 +98,9 @@ struct RamParams {
     unsupported: UnsupportedRaw,
 }
 
-/// `#[serde(flatten)]` and `deny_unknown_fields` do not mix, so the optional SPDK
-/// fields are spelled out here and checked by [`Unsupported`].
+/// Fields of SPDK's malloc and null creation (written by SPDK's `save_config`) that
+/// Pollux takes only at their "off" values. `#[serde(flatten)]` and
+/// `deny_unknown_fields` do not mix, so they are spelled out here.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct UnsupportedRaw {
@@ -145,21 +110,34 @@ struct UnsupportedRaw {
     dif_is_head_of_md: Option<bool>,
     dif_pi_format: Option<u32>,
     physical_block_size: Option<u32>,
+    /// Advisory: accepted and ignored.
+    #[allow(dead_code)]
     optimal_io_boundary: Option<u32>,
 }
 
 impl UnsupportedRaw {
     fn checked(&self, block_size: u32) -> Result<(), RpcError> {
-        Unsupported {
-            md_size: self.md_size.unwrap_or(0),
-            md_interleave: self.md_interleave.unwrap_or(false),
-            dif_type: self.dif_type.unwrap_or(0),
-            dif_is_head_of_md: self.dif_is_head_of_md.unwrap_or(false),
-            dif_pi_format: self.dif_pi_format.unwrap_or(0),
-            physical_block_size: self.physical_block_size.unwrap_or(0),
-            optimal_io_boundary: self.optimal_io_boundary.unwrap_or(0),
+        let refuse = |f: &str| {
+            Err(RpcError::invalid_params(format!(
+                "{f} is not supported by Pollux: leave it out or at 0"
+            )))
+        };
+        if self.md_size.unwrap_or(0) != 0 {
+            return refuse("md_size");
         }
-        .check(block_size)
+        if self.dif_type.unwrap_or(0) != 0
+            || self.dif_pi_format.unwrap_or(0) != 0
+            || self.dif_is_head_of_md.unwrap_or(false)
+            || self.md_interleave.unwrap_or(false)
+        {
+            return refuse("protection information (dif_*, md_interleave)");
+        }
+        if !matches!(self.physical_block_size, None | Some(0))
+            && self.physical_block_size != Some(block_size)
+        {
+            return refuse("a physical_block_size other than block_size");
+        }
+        Ok(())
     }
 }
 
@@ -187,33 +165,43 @@ fn register_bdev(
     Ok(json!(name))
 }
 
-fn bdev_malloc_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+/// `bdev_malloc_create` and `bdev_null_create`: the same parameters, another module.
+fn ram_bdev_create(
+    ctx: &RpcContext,
+    p: Option<Value>,
+    method: &str,
+    prefix: &str,
+    make: impl FnOnce(String, &RamParams) -> Result<Arc<Bdev>, crate::Error>,
+) -> Result<Value, RpcError> {
     let p: RamParams = parse(p)?;
     p.unsupported.checked(p.block_size)?;
-    let name = p.name.unwrap_or_else(|| next_name(ctx, "Malloc"));
-    let bdev = malloc::create(malloc::MallocOpts {
-        name,
-        block_size: p.block_size,
-        num_blocks: p.num_blocks,
-        uuid: p.uuid,
-    })?;
+    let name = p.name.clone().unwrap_or_else(|| next_name(ctx, prefix));
+    let bdev = make(name, &p)?;
     let saved = json!({"num_blocks": p.num_blocks, "block_size": p.block_size});
-    register_bdev(ctx, bdev, "bdev_malloc_create", saved)
+    register_bdev(ctx, bdev, method, saved)
+}
+
+fn bdev_malloc_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    ram_bdev_create(ctx, p, "bdev_malloc_create", "Malloc", |name, p| {
+        malloc::create(malloc::MallocOpts {
+            name,
+            block_size: p.block_size,
+            num_blocks: p.num_blocks,
+            uuid: p.uuid,
+        })
+    })
 }
 
 fn bdev_null_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
-    let p: RamParams = parse(p)?;
-    p.unsupported.checked(p.block_size)?;
-    let name = p.name.unwrap_or_else(|| next_name(ctx, "Null"));
-    let bdev = null::create(null::NullOpts {
-        name,
-        block_size: p.block_size,
-        num_blocks: p.num_blocks,
-        uuid: p.uuid,
-        latency: std::time::Duration::ZERO,
-    })?;
-    let saved = json!({"num_blocks": p.num_blocks, "block_size": p.block_size});
-    register_bdev(ctx, bdev, "bdev_null_create", saved)
+    ram_bdev_create(ctx, p, "bdev_null_create", "Null", |name, p| {
+        null::create(null::NullOpts {
+            name,
+            block_size: p.block_size,
+            num_blocks: p.num_blocks,
+            uuid: p.uuid,
+            latency: std::time::Duration::ZERO,
+        })
+    })
 }
 
 fn bdev_uring_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
