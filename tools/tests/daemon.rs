@@ -38,6 +38,14 @@ fn stop(mut child: Child, sock: &Path) {
     assert!(!sock.exists(), "socket removed on exit");
 }
 
+/// Writes an SPDK config whose bdev subsystem holds `entries` (JSON objects).
+fn write_config(dir: &Path, file: &str, entries: &str) -> std::path::PathBuf {
+    let cfg = dir.join(file);
+    let text = format!(r#"{{"subsystems": [{{"subsystem": "bdev", "config": [{entries}]}}]}}"#);
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -46,14 +54,11 @@ fn json(o: &Output) -> serde_json::Value {
 #[test]
 fn config_then_rpc_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.json");
-    std::fs::write(
-        &cfg,
-        r#"{"subsystems": [{"subsystem": "bdev", "config": [
-            {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 2048, "block_size": 512}}
-        ]}]}"#,
-    )
-    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "config.json",
+        r#"{"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 2048, "block_size": 512}}"#,
+    );
     let (child, sock) = start(dir.path(), &["-c", cfg.to_str().unwrap()]);
     let bdevs = json(&rpc(&sock, &["bdev_get_bdevs"]));
     assert_eq!(bdevs[0]["name"], "Malloc0");
@@ -91,14 +96,11 @@ fn config_then_rpc_then_sigterm() {
 #[test]
 fn wait_for_rpc_loads_the_config_at_framework_start_init() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.json");
-    std::fs::write(
-        &cfg,
-        r#"{"subsystems": [{"subsystem": "bdev", "config": [
-            {"method": "bdev_null_create", "params": {"name": "Late", "num_blocks": 8, "block_size": 512}}
-        ]}]}"#,
-    )
-    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "config.json",
+        r#"{"method": "bdev_null_create", "params": {"name": "Late", "num_blocks": 8, "block_size": 512}}"#,
+    );
     let (child, sock) = start(dir.path(), &["--wait-for-rpc", "-c", cfg.to_str().unwrap()]);
     assert_eq!(
         json(&rpc(&sock, &["bdev_get_bdevs"]))
@@ -117,8 +119,11 @@ fn wait_for_rpc_loads_the_config_at_framework_start_init() {
 #[test]
 fn a_bad_config_stops_the_daemon_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("bad.json");
-    std::fs::write(&cfg, r#"{"subsystems": [{"subsystem": "bdev", "config": [{"method": "bdev_malloc_create", "params": {"block_size": 512}}]}]}"#).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "bad.json",
+        r#"{"method": "bdev_malloc_create", "params": {"block_size": 512}}"#,
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_polluxd"))
         .args(["-m", "0x1", "--small-pools", "-r"])
         .arg(dir.path().join("s.sock"))

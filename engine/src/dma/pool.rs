@@ -394,6 +394,19 @@ mod tests {
     use super::*;
     use crate::thread::Harness;
 
+    /// Test pools in locked memory: `small` and `large` buffers, caches of the sizes given.
+    fn pools(small: usize, large: usize, small_cache: usize, large_cache: usize) -> Arc<Iobuf> {
+        Iobuf::new(&IobufOpts {
+            small_pool_count: small,
+            large_pool_count: large,
+            small_cache_size: small_cache,
+            large_cache_size: large_cache,
+            hugepages: HugepagePolicy::Never,
+            ..IobufOpts::small()
+        })
+        .unwrap()
+    }
+
     #[test]
     fn caches_refill_and_return_and_pools_end_full() {
         let iobuf = Iobuf::new(&IobufOpts {
@@ -426,15 +439,7 @@ mod tests {
 
     #[test]
     fn caches_of_size_zero_and_absurd_sizes() {
-        let iobuf = Iobuf::new(&IobufOpts {
-            small_pool_count: 4,
-            large_pool_count: 1,
-            small_cache_size: 0,
-            large_cache_size: 0,
-            hugepages: HugepagePolicy::Never,
-            ..IobufOpts::small()
-        })
-        .unwrap();
+        let iobuf = pools(4, 1, 0, 0);
         let h = Harness::new(1);
         h.run_on(0, || {
             let ch = iobuf.channel().unwrap();
@@ -464,15 +469,7 @@ mod tests {
 
     #[test]
     fn an_empty_pool_is_back_pressure() {
-        let iobuf = Iobuf::new(&IobufOpts {
-            small_pool_count: 8,
-            large_pool_count: 1,
-            small_cache_size: 4,
-            large_cache_size: 1,
-            hugepages: HugepagePolicy::Never,
-            ..IobufOpts::small()
-        })
-        .unwrap();
+        let iobuf = pools(8, 1, 4, 1);
         let h = Harness::new(1);
         h.run_on(0, || {
             let ch = iobuf.channel().unwrap();

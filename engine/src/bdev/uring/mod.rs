@@ -400,10 +400,6 @@ impl BdevBackend for UringBackend {
             watch_missing,
         }))
     }
-
-    fn supports(&self, _kind: IoKind) -> bool {
-        true
-    }
 }
 
 const FIXED_FILE: types::Fixed = types::Fixed(0);
