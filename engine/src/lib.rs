@@ -71,6 +71,7 @@
 pub mod bdev;
 pub mod dma;
 pub mod msg;
+pub mod nvmf;
 pub mod reactor;
 pub mod rpc;
 pub mod thread;

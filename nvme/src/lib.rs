@@ -15,7 +15,10 @@
 //!   addresses resolved for the controller.
 //! - `cmb`: the Controller Memory Buffer: enable, map, allocate, and its addresses as the
 //!   controller sees them.
-//! - `fabrics`: the NVMe-oF host over TCP and RDMA, with the same queue-pair interface as
-//!   PCIe.
+//! - [`fabrics`] (started): the NVMe-oF host. Over TCP today: a blocking admin queue that
+//!   brings the controller up (Connect, CC.EN, Identify, discovery log) and
+//!   non-blocking I/O queue pairs that own their buffers until completion; RDMA is to
+//!   come, with the same queue-pair interface.
 
+pub mod fabrics;
 pub mod spec;

@@ -11,7 +11,7 @@ use super::region::{DmaRegion, HugepagePolicy};
 use crate::Error;
 use crate::thread::{IoChannel, IoDevice, Thread};
 use crossbeam::queue::ArrayQueue;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -199,6 +199,8 @@ pub struct IobufCache {
     iobuf: Arc<Iobuf>,
     small: RefCell<Vec<u32>>,
     large: RefCell<Vec<u32>>,
+    // Buffers taken through this cache and not yet given back.
+    out: Cell<usize>,
 }
 
 impl fmt::Debug for IobufCache {
@@ -218,6 +220,7 @@ impl IoDevice for Iobuf {
             iobuf: self.clone(),
             small: RefCell::new(Vec::with_capacity(self.small.cache_size)),
             large: RefCell::new(Vec::with_capacity(self.large.cache_size)),
+            out: Cell::new(0),
         })
     }
 }
@@ -227,7 +230,18 @@ impl IobufCache {
         if large { &self.large } else { &self.small }
     }
 
+    /// Buffers of this thread in use (taken and not yet dropped).
+    pub fn outstanding(&self) -> usize {
+        self.out.get()
+    }
+
     fn take(&self, large: bool) -> Option<u32> {
+        let i = self.take_inner(large)?;
+        self.out.set(self.out.get() + 1);
+        Some(i)
+    }
+
+    fn take_inner(&self, large: bool) -> Option<u32> {
         let mut list = self.list(large).borrow_mut();
         if let Some(i) = list.pop() {
             return Some(i);
@@ -244,6 +258,7 @@ impl IobufCache {
     }
 
     fn give(&self, large: bool, idx: u32) {
+        self.out.set(self.out.get() - 1);
         let pool = self.iobuf.pool(large);
         if pool.cache_size == 0 {
             let back = pool.free.push(idx);

@@ -52,7 +52,11 @@ pub(super) fn register(s: &mut RpcServer) {
             .into_iter()
             .map(|(method, params)| json!({"method": method, "params": params}))
             .collect();
-        Ok(json!({"subsystems": [{"subsystem": "bdev", "config": bdev}]}))
+        let nvmf = super::nvmf::saved_config(ctx);
+        Ok(json!({"subsystems": [
+            {"subsystem": "bdev", "config": bdev},
+            {"subsystem": "nvmf", "config": nvmf},
+        ]}))
     });
 }
 

@@ -13,6 +13,7 @@
 //! "invalid request" error and the connection stays open. The socket is owner-only.
 
 mod methods;
+mod nvmf;
 
 use crate::reactor::EngineHandle;
 use serde_json::{Value, json};
@@ -86,11 +87,13 @@ impl From<crate::Error> for RpcError {
     }
 }
 
-/// What a method sees: the engine.
+/// What a method sees: the engine and its NVMe-oF target.
 #[derive(Clone, Debug)]
 pub struct RpcContext {
     /// The running engine.
     pub engine: EngineHandle,
+    /// The NVMe-oF target.
+    pub nvmf: Arc<crate::nvmf::Target>,
 }
 
 /// A method: parameters in (absent, an object or an array), a result or an error out.
@@ -113,12 +116,19 @@ impl fmt::Debug for RpcServer {
 impl RpcServer {
     /// A server with the engine's own methods registered.
     pub fn new(engine: EngineHandle) -> Self {
+        let nvmf = crate::nvmf::Target::new(engine.clone());
         let mut s = RpcServer {
-            ctx: RpcContext { engine },
+            ctx: RpcContext { engine, nvmf },
             methods: BTreeMap::new(),
         };
         methods::register(&mut s);
+        nvmf::register(&mut s);
         s
+    }
+
+    /// The NVMe-oF target the methods configure.
+    pub fn nvmf(&self) -> &Arc<crate::nvmf::Target> {
+        &self.ctx.nvmf
     }
 
     /// Adds (or replaces) a method.

@@ -173,6 +173,8 @@ impl Status {
     pub const SGL_OFFSET_INVALID: Status = Status::generic(0x16, true);
     /// Command Interrupted: the host may retry.
     pub const COMMAND_INTERRUPTED: Status = Status::generic(0x21, false);
+    /// Transient Transport Error: retry may succeed (base 4.1.3.2, 22h).
+    pub const TRANSIENT_TRANSPORT_ERROR: Status = Status::generic(0x22, false);
     /// LBA Out of Range.
     pub const LBA_OUT_OF_RANGE: Status = Status::generic(0x80, true);
     /// Capacity Exceeded.

@@ -502,6 +502,10 @@ pub fn check_header(
             }
             pdo
         };
+        if ty.has_digests() && ddgst != neg.ddgst {
+            // With data digests on, every data-bearing PDU carries one.
+            return Err(invalid(OFF_FLAGS));
+        }
         let tail = if ddgst { DIGEST_LEN } else { 0 };
         if plen <= pdo + tail {
             return Err(invalid(OFF_PLEN));
@@ -540,6 +544,7 @@ pub fn frame(
         "header of the type's length"
     );
     let hlen = header.len();
+    let start = out.len();
     let digests = ty.has_digests();
     let hd = digests && hdgst;
     let dd = digests && ddgst && data_len > 0;
@@ -573,8 +578,8 @@ pub fn frame(
     if hd {
         out.extend_from_slice(&crc32c(header).to_le_bytes());
     }
-    if data_len > 0 && pdo > out.len() {
-        out.resize(pdo, 0);
+    if data_len > 0 && start + pdo > out.len() {
+        out.resize(start + pdo, 0);
     }
     ch
 }

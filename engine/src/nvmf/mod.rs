@@ -1,0 +1,1030 @@
+//! The NVMe-over-Fabrics target (SPDK's `nvmf` library).
+//!
+//! A [`Target`] holds subsystems (an NQN, serial and model numbers, the hosts it
+//! serves, its namespaces backed by bdevs, the addresses it listens on), the discovery
+//! subsystem, and one poll group per reactor core. A poll group is the target's
+//! per-thread channel ([`PollGroup`]): it owns the queue pairs placed on its thread, the
+//! bdev channels their I/O goes to, and a copy of each subsystem's namespace table, so
+//! the I/O path reads no shared state and takes no lock.
+//!
+//! Control-path state (subsystems, controllers, listeners) sits behind one mutex and is
+//! touched by RPCs, by Connect and by admin commands, never by I/O commands. Changes
+//! that poll groups must see (a namespace added or removed, a controller torn down)
+//! reach them as messages.
+//!
+//! Controllers are dynamic (the host connects with controller ID 0xFFFF and gets one).
+//! A controller's state lives on the thread of its admin queue: properties, features,
+//! keep-alive, asynchronous events. Its I/O queues may sit on any poll group; they find
+//! the controller through the target's table at Connect time and are closed by message
+//! when it goes.
+//!
+//! Transports: [`tcp`] (NVMe/TCP). The command semantics ([`ctrlr`]) are
+//! transport-independent: a transport moves capsules and data, then hands a command
+//! with its buffers to the controller or the namespace's bdev.
+
+pub mod ctrlr;
+mod poll_group;
+pub mod tcp;
+
+pub use poll_group::{PollGroup, PollGroupStats};
+
+use crate::bdev::Bdev;
+use crate::reactor::EngineHandle;
+use crate::thread::ThreadHandle;
+use pollux_nvme::spec::fabrics::{DISCOVERY_NQN, validate_nqn};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The serial number of a subsystem created without one (SPDK's default).
+pub const SERIAL_DEFAULT: &str = "00000000000000000000";
+/// The model number of a subsystem created without one.
+pub const MODEL_DEFAULT: &str = "Pollux bdev Controller";
+/// Namespaces per subsystem when not given (SPDK's default is 32).
+pub const MAX_NAMESPACES_DEFAULT: u32 = 32;
+
+/// An error of the target's control path, with a message for the user.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NvmfError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, NvmfError> {
+    Err(NvmfError(msg.into()))
+}
+
+/// TCP transport options, with SPDK's names and defaults (`nvmf_create_transport -t TCP`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpOpts {
+    /// Entries per queue (the largest SQ a host may ask for).
+    pub max_queue_depth: u32,
+    /// I/O queue pairs per controller.
+    pub max_io_qpairs_per_ctrlr: u32,
+    /// Bytes of data a command capsule may carry (IOCCSZ is derived from it).
+    pub in_capsule_data_size: u32,
+    /// The largest I/O in bytes (MDTS is derived from it).
+    pub max_io_size: u32,
+    /// Bytes per buffer segment (SPDK's unit of buffer allocation); kept for configs.
+    pub io_unit_size: u32,
+    /// Entries of an admin queue.
+    pub max_aq_depth: u32,
+    /// Shared data buffers (SPDK sizes the transport's pool with it; Pollux's buffers
+    /// come from the engine's iobuf pools, so it is accepted and reported).
+    pub num_shared_buffers: u32,
+    /// Buffers cached per poll group (as above, reported).
+    pub buf_cache_size: u32,
+    /// Whether C2HData may carry the SUCCESS flag in place of a response capsule.
+    pub c2h_success: bool,
+    /// Seconds before an abort gives up (accepted for configs).
+    pub abort_timeout_sec: u32,
+    /// Socket priority (accepted at 0 only).
+    pub sock_priority: u32,
+    /// Protection information insert/strip (accepted at false only).
+    pub dif_insert_or_strip: bool,
+    /// Zero-copy receive (accepted at false only).
+    pub zcopy: bool,
+    /// Transport acknowledgement timeout (RDMA; accepted for configs).
+    pub ack_timeout: u32,
+    /// Data bytes per H2CData PDU the host may send (MAXH2CDATA).
+    pub max_h2c_data: u32,
+}
+
+impl Default for TcpOpts {
+    fn default() -> Self {
+        TcpOpts {
+            max_queue_depth: 128,
+            max_io_qpairs_per_ctrlr: 127,
+            in_capsule_data_size: 4096,
+            max_io_size: 131072,
+            io_unit_size: 131072,
+            max_aq_depth: 128,
+            num_shared_buffers: 511,
+            buf_cache_size: 32,
+            c2h_success: true,
+            abort_timeout_sec: 1,
+            sock_priority: 0,
+            dif_insert_or_strip: false,
+            zcopy: false,
+            ack_timeout: 0,
+            max_h2c_data: 131072,
+        }
+    }
+}
+
+impl TcpOpts {
+    /// Checks the options against what the transport can do.
+    pub fn validate(&self, large_bufsize: usize) -> Result<(), NvmfError> {
+        if !(2..=4096).contains(&self.max_queue_depth) {
+            return err("max_queue_depth must be 2 to 4096");
+        }
+        if !(2..=4096).contains(&self.max_aq_depth) {
+            return err("max_aq_depth must be 2 to 4096");
+        }
+        if self.max_io_qpairs_per_ctrlr == 0 || self.max_io_qpairs_per_ctrlr > 65535 {
+            return err("max_io_qpairs_per_ctrlr must be 1 to 65535");
+        }
+        if self.in_capsule_data_size % 16 != 0 || self.in_capsule_data_size > 131072 {
+            return err("in_capsule_data_size must be a multiple of 16, at most 131072");
+        }
+        if self.max_io_size < 4096
+            || !self.max_io_size.is_power_of_two()
+            || self.max_io_size as usize > large_bufsize * crate::bdev::SGL_SEGMENTS_MAX
+        {
+            return err(format!(
+                "max_io_size must be a power of two from 4096 to {} (16 large iobufs)",
+                large_bufsize * crate::bdev::SGL_SEGMENTS_MAX
+            ));
+        }
+        if self.max_h2c_data < 4096 || self.max_h2c_data % 4 != 0 || self.max_h2c_data > 1 << 20 {
+            return err("max_h2c_data must be a multiple of 4 from 4096 to 1048576");
+        }
+        if self.sock_priority != 0 || self.dif_insert_or_strip || self.zcopy {
+            return err("sock_priority, dif_insert_or_strip and zcopy are not supported");
+        }
+        Ok(())
+    }
+}
+
+/// Address family of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AdrFam {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+impl AdrFam {
+    /// SPDK's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdrFam::Ipv4 => "IPv4",
+            AdrFam::Ipv6 => "IPv6",
+        }
+    }
+}
+
+/// A listen address of the TCP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenAddr {
+    /// Family.
+    pub adrfam: AdrFam,
+    /// Address and port.
+    pub addr: SocketAddr,
+}
+
+impl ListenAddr {
+    /// From SPDK's fields (`adrfam` optional: taken from the address).
+    pub fn parse(
+        trtype: &str,
+        adrfam: Option<&str>,
+        traddr: &str,
+        trsvcid: &str,
+    ) -> Result<ListenAddr, NvmfError> {
+        if !trtype.eq_ignore_ascii_case("tcp") {
+            return err(format!(
+                "transport type {trtype:?} is not served (this target serves TCP)"
+            ));
+        }
+        let ip: std::net::IpAddr = traddr
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| NvmfError(format!("traddr {traddr:?} is not an IP address")))?;
+        let port: u16 = trsvcid
+            .parse()
+            .map_err(|_| NvmfError(format!("trsvcid {trsvcid:?} is not a port number")))?;
+        let fam = if ip.is_ipv4() {
+            AdrFam::Ipv4
+        } else {
+            AdrFam::Ipv6
+        };
+        if let Some(a) = adrfam {
+            let want = match a.to_ascii_lowercase().as_str() {
+                "ipv4" => AdrFam::Ipv4,
+                "ipv6" => AdrFam::Ipv6,
+                _ => return err(format!("adrfam {a:?} is not IPv4 or IPv6")),
+            };
+            if want != fam {
+                return err(format!("adrfam {a} does not match traddr {traddr}"));
+            }
+        }
+        Ok(ListenAddr {
+            adrfam: fam,
+            addr: SocketAddr::new(ip, port),
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)
+    }
+}
+
+/// A namespace: a bdev with an ID.
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    /// Namespace ID (1-based).
+    pub nsid: u32,
+    /// The bdev behind it.
+    pub bdev: Arc<Bdev>,
+    /// Namespace UUID (the bdev's unless given).
+    pub uuid: uuid::Uuid,
+    /// Namespace Globally Unique Identifier, if given.
+    pub nguid: Option<[u8; 16]>,
+    /// IEEE Extended Unique Identifier, if given.
+    pub eui64: Option<[u8; 8]>,
+}
+
+/// What a subsystem is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubsysType {
+    /// The discovery subsystem.
+    Discovery,
+    /// An NVM subsystem.
+    Nvme,
+}
+
+/// A subsystem's configuration.
+#[derive(Clone, Debug)]
+pub struct Subsystem {
+    /// Target-local ID.
+    pub id: u32,
+    /// NVMe Qualified Name.
+    pub nqn: String,
+    /// Discovery or NVM.
+    pub subtype: SubsysType,
+    /// Serial number (20 ASCII characters at most).
+    pub serial: String,
+    /// Model number (40 ASCII characters at most).
+    pub model: String,
+    /// Whether any host may connect.
+    pub allow_any_host: bool,
+    /// The host NQNs allowed when `allow_any_host` is off.
+    pub hosts: BTreeSet<String>,
+    /// Namespaces at most.
+    pub max_namespaces: u32,
+    /// Lowest controller ID handed out.
+    pub min_cntlid: u16,
+    /// Highest controller ID handed out.
+    pub max_cntlid: u16,
+    /// Namespaces by ID.
+    pub namespaces: BTreeMap<u32, Namespace>,
+    /// Where it listens.
+    pub listeners: BTreeSet<ListenAddr>,
+    next_cntlid: u16,
+}
+
+impl Subsystem {
+    /// Whether `hostnqn` may connect.
+    pub fn host_allowed(&self, hostnqn: &str) -> bool {
+        self.allow_any_host || self.hosts.contains(hostnqn)
+    }
+}
+
+/// Parameters of `nvmf_create_subsystem`.
+#[derive(Clone, Debug, Default)]
+pub struct SubsysParams {
+    /// NQN.
+    pub nqn: String,
+    /// Serial number.
+    pub serial: Option<String>,
+    /// Model number.
+    pub model: Option<String>,
+    /// Any host may connect.
+    pub allow_any_host: bool,
+    /// Namespaces at most (0: the default).
+    pub max_namespaces: u32,
+    /// Lowest controller ID.
+    pub min_cntlid: u16,
+    /// Highest controller ID.
+    pub max_cntlid: u16,
+}
+
+/// A live controller, as other threads see it.
+#[derive(Debug)]
+pub struct CtrlrShared {
+    /// Controller ID.
+    pub cntlid: u16,
+    /// Its subsystem's ID.
+    pub subsys_id: u32,
+    /// The subsystem's NQN.
+    pub subnqn: String,
+    /// The host's NQN.
+    pub hostnqn: String,
+    /// The host's identifier.
+    pub hostid: [u8; 16],
+    /// The thread of its admin queue.
+    pub admin_thread: ThreadHandle,
+    /// CC.EN, as last set by the host.
+    pub enabled: AtomicBool,
+    /// I/O queues allocated by Set Features Number of Queues (0: not yet set).
+    pub io_queues: AtomicU16,
+    /// Set once it is being torn down: no queue may join it any more.
+    pub gone: AtomicBool,
+    /// Connected I/O queues, by queue ID, with their threads.
+    qpairs: Mutex<BTreeMap<u16, ThreadHandle>>,
+    /// Bytes of in-capsule data its I/O queues accept.
+    pub icd_size: AtomicU32,
+    target: std::sync::Weak<Target>,
+}
+
+impl CtrlrShared {
+    /// The I/O queues connected now.
+    pub fn io_qpair_count(&self) -> usize {
+        lock(&self.qpairs).len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic on another thread while holding the lock leaves the data usable: every
+    // update below is a single insert or remove.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a transport needs to know when a host connects.
+#[derive(Debug)]
+pub(crate) struct ConnectReq<'a> {
+    pub subnqn: &'a str,
+    pub hostnqn: &'a str,
+    pub hostid: [u8; 16],
+    pub qid: u16,
+    pub cntlid: u16,
+    pub local: SocketAddr,
+}
+
+/// Why a Connect fails: the status and, for an invalid parameter, where it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConnectRefusal {
+    /// A field of the Connect data (byte offset).
+    InvalidData(u16),
+    /// A field of the Connect command (byte offset in the SQE).
+    InvalidCmd(u16),
+    /// The host is not allowed.
+    InvalidHost,
+    /// The controller cannot take another queue.
+    Busy,
+}
+
+struct TargetState {
+    transport: Option<TcpOpts>,
+    subsystems: BTreeMap<String, Subsystem>,
+    next_subsys_id: u32,
+    discovery_genctr: u64,
+    ctrlrs: HashMap<(u32, u16), Arc<CtrlrShared>>,
+    listeners: BTreeMap<ListenAddr, tcp::Listener>,
+    poll_groups: Vec<ThreadHandle>,
+    next_pg: usize,
+    qpairs_accepted: u64,
+}
+
+/// The NVMe-oF target of one engine.
+pub struct Target {
+    me: std::sync::Weak<Target>,
+    engine: EngineHandle,
+    state: Mutex<TargetState>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = lock(&self.state);
+        f.debug_struct("Target")
+            .field("subsystems", &s.subsystems.keys().collect::<Vec<_>>())
+            .field("listeners", &s.listeners.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A snapshot of what the target has, for RPC output.
+#[derive(Clone, Debug)]
+pub struct TargetInfo {
+    /// The transport's options, if created.
+    pub transport: Option<TcpOpts>,
+    /// Subsystems, discovery first.
+    pub subsystems: Vec<Subsystem>,
+    /// Controllers by subsystem ID: (cntlid, hostnqn, I/O queues).
+    pub ctrlrs: Vec<(u32, u16, String, usize)>,
+}
+
+impl Target {
+    /// A target with only the discovery subsystem. Poll groups start with the transport.
+    pub fn new(engine: EngineHandle) -> Arc<Target> {
+        let mut subsystems = BTreeMap::new();
+        subsystems.insert(
+            DISCOVERY_NQN.to_owned(),
+            Subsystem {
+                id: 0,
+                nqn: DISCOVERY_NQN.to_owned(),
+                subtype: SubsysType::Discovery,
+                serial: SERIAL_DEFAULT.to_owned(),
+                model: MODEL_DEFAULT.to_owned(),
+                allow_any_host: true,
+                hosts: BTreeSet::new(),
+                max_namespaces: 0,
+                min_cntlid: 1,
+                max_cntlid: 0xffef,
+                namespaces: BTreeMap::new(),
+                listeners: BTreeSet::new(),
+                next_cntlid: 1,
+            },
+        );
+        Arc::new_cyclic(|me| Target {
+            me: me.clone(),
+            engine,
+            state: Mutex::new(TargetState {
+                transport: None,
+                subsystems,
+                next_subsys_id: 1,
+                discovery_genctr: 0,
+                ctrlrs: HashMap::new(),
+                listeners: BTreeMap::new(),
+                poll_groups: Vec::new(),
+                next_pg: 0,
+                qpairs_accepted: 0,
+            }),
+        })
+    }
+
+    /// The engine it runs on.
+    pub fn engine(&self) -> &EngineHandle {
+        &self.engine
+    }
+
+    /// Creates the TCP transport and starts one poll group per reactor core.
+    pub fn create_transport(self: &Arc<Self>, opts: TcpOpts) -> Result<(), NvmfError> {
+        opts.validate(self.engine.iobuf().large_bufsize())?;
+        let mut s = lock(&self.state);
+        if s.transport.is_some() {
+            return err("transport TCP already exists");
+        }
+        let mut pgs = Vec::new();
+        for core in self.engine.cores() {
+            let name = format!("nvmf_tgt_poll_group_{:03}", pgs.len());
+            let t = self
+                .engine
+                .spawn_thread(&name, Some(core))
+                .map_err(|e| NvmfError(format!("cannot start poll group: {e}")))?;
+            let tgt = self.clone();
+            t.send_msg(move || PollGroup::start(&tgt))
+                .map_err(|_| NvmfError("cannot start poll group: thread gone".into()))?;
+            pgs.push(t);
+        }
+        s.poll_groups = pgs;
+        s.transport = Some(opts);
+        Ok(())
+    }
+
+    /// The transport's options.
+    pub fn transport(&self) -> Option<TcpOpts> {
+        lock(&self.state).transport.clone()
+    }
+
+    /// The poll groups' threads.
+    pub fn poll_groups(&self) -> Vec<ThreadHandle> {
+        lock(&self.state).poll_groups.clone()
+    }
+
+    /// Creates a subsystem.
+    pub fn create_subsystem(&self, p: SubsysParams) -> Result<(), NvmfError> {
+        validate_nqn(&p.nqn).map_err(|e| NvmfError(format!("invalid NQN {:?}: {e}", p.nqn)))?;
+        let serial = p.serial.unwrap_or_else(|| SERIAL_DEFAULT.to_owned());
+        let model = p.model.unwrap_or_else(|| MODEL_DEFAULT.to_owned());
+        if serial.len() > 20 || !serial.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return err(format!(
+                "serial number {serial:?} must be at most 20 printable ASCII characters"
+            ));
+        }
+        if model.len() > 40 || !model.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return err(format!(
+                "model number {model:?} must be at most 40 printable ASCII characters"
+            ));
+        }
+        let (min_cntlid, max_cntlid) = (
+            if p.min_cntlid == 0 { 1 } else { p.min_cntlid },
+            if p.max_cntlid == 0 {
+                0xffef
+            } else {
+                p.max_cntlid
+            },
+        );
+        if min_cntlid > max_cntlid || max_cntlid > 0xffef {
+            return err("min_cntlid and max_cntlid must satisfy 1 <= min <= max <= 65519");
+        }
+        let mut s = lock(&self.state);
+        if s.subsystems.contains_key(&p.nqn) {
+            return err(format!("subsystem {} already exists", p.nqn));
+        }
+        let id = s.next_subsys_id;
+        s.next_subsys_id += 1;
+        s.subsystems.insert(
+            p.nqn.clone(),
+            Subsystem {
+                id,
+                nqn: p.nqn,
+                subtype: SubsysType::Nvme,
+                serial,
+                model,
+                allow_any_host: p.allow_any_host,
+                hosts: BTreeSet::new(),
+                max_namespaces: if p.max_namespaces == 0 {
+                    MAX_NAMESPACES_DEFAULT
+                } else {
+                    p.max_namespaces
+                },
+                min_cntlid,
+                max_cntlid,
+                namespaces: BTreeMap::new(),
+                listeners: BTreeSet::new(),
+                next_cntlid: min_cntlid,
+            },
+        );
+        s.discovery_genctr += 1;
+        Ok(())
+    }
+
+    fn subsys_mut<'a>(s: &'a mut TargetState, nqn: &str) -> Result<&'a mut Subsystem, NvmfError> {
+        match s.subsystems.get_mut(nqn) {
+            Some(ss) if ss.subtype == SubsysType::Nvme => Ok(ss),
+            Some(_) => err("the discovery subsystem cannot be changed"),
+            None => err(format!("subsystem {nqn} does not exist")),
+        }
+    }
+
+    /// Deletes a subsystem: its controllers are torn down.
+    pub fn delete_subsystem(&self, nqn: &str) -> Result<(), NvmfError> {
+        let mut stop = Vec::new();
+        let (id, ctrlrs) = {
+            let mut s = lock(&self.state);
+            let ss = Self::subsys_mut(&mut s, nqn)?;
+            let id = ss.id;
+            let listeners: Vec<ListenAddr> = ss.listeners.iter().copied().collect();
+            s.subsystems.remove(nqn);
+            for l in listeners {
+                stop.extend(Self::release_listener(&mut s, l));
+            }
+            s.discovery_genctr += 1;
+            let ctrlrs: Vec<Arc<CtrlrShared>> = s
+                .ctrlrs
+                .values()
+                .filter(|c| c.subsys_id == id)
+                .cloned()
+                .collect();
+            (id, ctrlrs)
+        };
+        // Outside the lock: stopping waits for the poll group, which may want it.
+        for l in stop {
+            l.stop();
+        }
+        for c in ctrlrs {
+            self.teardown_ctrlr(&c, "its subsystem was deleted");
+        }
+        self.broadcast(move |pg| pg.drop_subsystem(id));
+        Ok(())
+    }
+
+    /// Adds a namespace; returns its ID.
+    pub fn add_ns(
+        &self,
+        nqn: &str,
+        bdev: Arc<Bdev>,
+        nsid: u32,
+        uuid: Option<uuid::Uuid>,
+        nguid: Option<[u8; 16]>,
+        eui64: Option<[u8; 8]>,
+    ) -> Result<u32, NvmfError> {
+        let (id, ns) = {
+            let mut s = lock(&self.state);
+            let ss = Self::subsys_mut(&mut s, nqn)?;
+            let nsid = if nsid == 0 {
+                (1..=ss.max_namespaces)
+                    .find(|i| !ss.namespaces.contains_key(i))
+                    .ok_or_else(|| {
+                        NvmfError(format!(
+                            "subsystem {nqn} is full ({} namespaces)",
+                            ss.max_namespaces
+                        ))
+                    })?
+            } else {
+                nsid
+            };
+            if nsid > ss.max_namespaces || nsid == 0xffff_ffff {
+                return err(format!(
+                    "nsid {nsid} is beyond the subsystem's max_namespaces {}",
+                    ss.max_namespaces
+                ));
+            }
+            if ss.namespaces.contains_key(&nsid) {
+                return err(format!("nsid {nsid} is already in use in {nqn}"));
+            }
+            if let Some(o) = ss
+                .namespaces
+                .values()
+                .find(|n| n.bdev.name() == bdev.name())
+            {
+                return err(format!(
+                    "bdev {} is already namespace {} of {nqn}",
+                    bdev.name(),
+                    o.nsid
+                ));
+            }
+            let ns = Namespace {
+                nsid,
+                uuid: uuid.unwrap_or_else(|| bdev.uuid()),
+                bdev,
+                nguid,
+                eui64,
+            };
+            ss.namespaces.insert(nsid, ns.clone());
+            (ss.id, ns)
+        };
+        let nsid = ns.nsid;
+        self.broadcast(move |pg| pg.set_ns(id, nsid, Some(ns.bdev.clone())));
+        self.notify_ns_change(id, nsid);
+        Ok(nsid)
+    }
+
+    /// Removes a namespace.
+    pub fn remove_ns(&self, nqn: &str, nsid: u32) -> Result<(), NvmfError> {
+        let id = {
+            let mut s = lock(&self.state);
+            let ss = Self::subsys_mut(&mut s, nqn)?;
+            if ss.namespaces.remove(&nsid).is_none() {
+                return err(format!("subsystem {nqn} has no namespace {nsid}"));
+            }
+            ss.id
+        };
+        self.broadcast(move |pg| pg.set_ns(id, nsid, None));
+        self.notify_ns_change(id, nsid);
+        Ok(())
+    }
+
+    /// Adds a listen address to a subsystem (and starts listening on it).
+    pub fn add_listener(&self, nqn: &str, addr: ListenAddr) -> Result<(), NvmfError> {
+        let mut s = lock(&self.state);
+        if s.transport.is_none() {
+            return err("create the TCP transport first (nvmf_create_transport -t TCP)");
+        }
+        {
+            let ss = s
+                .subsystems
+                .get(nqn)
+                .ok_or_else(|| NvmfError(format!("subsystem {nqn} does not exist")))?;
+            if ss.listeners.contains(&addr) {
+                return err(format!("{nqn} already listens on {addr}"));
+            }
+        }
+        if !s.listeners.contains_key(&addr) {
+            let pg = s.poll_groups[0].clone();
+            let l = tcp::Listener::start(addr, &pg, &self.self_arc())
+                .map_err(|e| NvmfError(format!("cannot listen on {addr}: {e}")))?;
+            s.listeners.insert(addr, l);
+        }
+        let ss = s.subsystems.get_mut(nqn).expect("checked above");
+        ss.listeners.insert(addr);
+        s.discovery_genctr += 1;
+        Ok(())
+    }
+
+    /// Removes a listen address from a subsystem; the port closes when no subsystem
+    /// listens on it. Connections already made stay.
+    pub fn remove_listener(&self, nqn: &str, addr: ListenAddr) -> Result<(), NvmfError> {
+        let stop = {
+            let mut s = lock(&self.state);
+            let ss = s
+                .subsystems
+                .get_mut(nqn)
+                .ok_or_else(|| NvmfError(format!("subsystem {nqn} does not exist")))?;
+            if !ss.listeners.remove(&addr) {
+                return err(format!("{nqn} does not listen on {addr}"));
+            }
+            s.discovery_genctr += 1;
+            Self::release_listener(&mut s, addr)
+        };
+        if let Some(l) = stop {
+            l.stop();
+        }
+        Ok(())
+    }
+
+    /// The listener to stop (outside the lock) when no subsystem uses `addr` any more.
+    fn release_listener(s: &mut TargetState, addr: ListenAddr) -> Option<tcp::Listener> {
+        if s.subsystems.values().any(|ss| ss.listeners.contains(&addr)) {
+            return None;
+        }
+        s.listeners.remove(&addr)
+    }
+
+    /// Allows a host NQN.
+    pub fn add_host(&self, nqn: &str, host: &str) -> Result<(), NvmfError> {
+        validate_nqn(host).map_err(|e| NvmfError(format!("invalid host NQN {host:?}: {e}")))?;
+        let mut s = lock(&self.state);
+        let ss = Self::subsys_mut(&mut s, nqn)?;
+        if !ss.hosts.insert(host.to_owned()) {
+            return err(format!("host {host} is already allowed on {nqn}"));
+        }
+        s.discovery_genctr += 1;
+        Ok(())
+    }
+
+    /// Disallows a host NQN; its controllers are torn down.
+    pub fn remove_host(&self, nqn: &str, host: &str) -> Result<(), NvmfError> {
+        let ctrlrs: Vec<Arc<CtrlrShared>> = {
+            let mut s = lock(&self.state);
+            let ss = Self::subsys_mut(&mut s, nqn)?;
+            if !ss.hosts.remove(host) {
+                return err(format!("host {host} is not allowed on {nqn}"));
+            }
+            let (id, any) = (ss.id, ss.allow_any_host);
+            s.discovery_genctr += 1;
+            if any {
+                Vec::new()
+            } else {
+                s.ctrlrs
+                    .values()
+                    .filter(|c| c.subsys_id == id && c.hostnqn == host)
+                    .cloned()
+                    .collect()
+            }
+        };
+        for c in ctrlrs {
+            self.teardown_ctrlr(&c, "its host was removed from the subsystem");
+        }
+        Ok(())
+    }
+
+    /// Sets whether any host may connect.
+    pub fn allow_any_host(&self, nqn: &str, allow: bool) -> Result<(), NvmfError> {
+        let mut s = lock(&self.state);
+        let ss = Self::subsys_mut(&mut s, nqn)?;
+        ss.allow_any_host = allow;
+        s.discovery_genctr += 1;
+        Ok(())
+    }
+
+    /// A snapshot for RPC output.
+    pub fn info(&self) -> TargetInfo {
+        let s = lock(&self.state);
+        let mut subsystems: Vec<Subsystem> = s.subsystems.values().cloned().collect();
+        subsystems.sort_by_key(|ss| ss.id);
+        TargetInfo {
+            transport: s.transport.clone(),
+            subsystems,
+            ctrlrs: s
+                .ctrlrs
+                .values()
+                .map(|c| (c.subsys_id, c.cntlid, c.hostnqn.clone(), c.io_qpair_count()))
+                .collect(),
+        }
+    }
+
+    /// A subsystem's configuration, by ID.
+    pub(crate) fn subsystem_by_id(&self, id: u32) -> Option<Subsystem> {
+        lock(&self.state)
+            .subsystems
+            .values()
+            .find(|s| s.id == id)
+            .cloned()
+    }
+
+    /// The discovery log's generation counter and entries for `hostnqn`: every
+    /// (subsystem, listener) pair the host may use.
+    pub(crate) fn discovery_entries(&self, hostnqn: &str) -> (u64, Vec<(Subsystem, ListenAddr)>) {
+        let s = lock(&self.state);
+        let mut out = Vec::new();
+        for ss in s.subsystems.values() {
+            if ss.subtype == SubsysType::Discovery {
+                for l in &ss.listeners {
+                    out.push((ss.clone(), *l));
+                }
+                continue;
+            }
+            if !ss.host_allowed(hostnqn) {
+                continue;
+            }
+            for l in &ss.listeners {
+                out.push((ss.clone(), *l));
+            }
+        }
+        (s.discovery_genctr, out)
+    }
+
+    /// Picks the poll group for a new connection (round robin).
+    pub(crate) fn next_poll_group(&self) -> Option<ThreadHandle> {
+        let mut s = lock(&self.state);
+        if s.poll_groups.is_empty() {
+            return None;
+        }
+        let i = s.next_pg % s.poll_groups.len();
+        s.next_pg += 1;
+        s.qpairs_accepted += 1;
+        Some(s.poll_groups[i].clone())
+    }
+
+    /// Admits a Connect: for the admin queue creates the controller, for an I/O queue
+    /// joins it. Returns the controller and its subsystem's ID.
+    pub(crate) fn connect(
+        &self,
+        req: &ConnectReq<'_>,
+        thread: &ThreadHandle,
+    ) -> Result<(Arc<CtrlrShared>, Subsystem), ConnectRefusal> {
+        // Offsets in the Connect data (fabrics 3.3, Figure 20) and command.
+        const OFF_CNTLID: u16 = 16;
+        const OFF_SUBNQN: u16 = 256;
+        const OFF_HOSTNQN: u16 = 512;
+        const OFF_QID: u16 = 42;
+        let mut s = lock(&self.state);
+        let ss = s
+            .subsystems
+            .get(req.subnqn)
+            .ok_or(ConnectRefusal::InvalidData(OFF_SUBNQN))?;
+        if validate_nqn(req.hostnqn).is_err() {
+            return Err(ConnectRefusal::InvalidData(OFF_HOSTNQN));
+        }
+        let listening = ss.listeners.iter().any(|l| l.addr == req.local)
+            || (ss.subtype == SubsysType::Discovery
+                && s.listeners.keys().any(|l| l.addr == req.local));
+        if !listening {
+            // The subsystem does not listen where the host came in.
+            return Err(ConnectRefusal::InvalidData(OFF_SUBNQN));
+        }
+        if !ss.host_allowed(req.hostnqn) {
+            return Err(ConnectRefusal::InvalidHost);
+        }
+        let subsys = ss.clone();
+        if req.qid == 0 {
+            if req.cntlid != 0xffff {
+                // Only dynamic controllers.
+                return Err(ConnectRefusal::InvalidData(OFF_CNTLID));
+            }
+            let id = ss.id;
+            let (min, max) = (ss.min_cntlid, ss.max_cntlid);
+            let mut cntlid = ss.next_cntlid;
+            let span = (max - min) as u32 + 1;
+            let mut tries = 0;
+            while s.ctrlrs.contains_key(&(id, cntlid)) {
+                cntlid = if cntlid >= max { min } else { cntlid + 1 };
+                tries += 1;
+                if tries > span {
+                    return Err(ConnectRefusal::Busy);
+                }
+            }
+            let next = if cntlid >= max { min } else { cntlid + 1 };
+            s.subsystems
+                .get_mut(req.subnqn)
+                .expect("looked up above")
+                .next_cntlid = next;
+            let c = Arc::new(CtrlrShared {
+                cntlid,
+                subsys_id: id,
+                subnqn: req.subnqn.to_owned(),
+                hostnqn: req.hostnqn.to_owned(),
+                hostid: req.hostid,
+                admin_thread: thread.clone(),
+                enabled: AtomicBool::new(false),
+                io_queues: AtomicU16::new(0),
+                gone: AtomicBool::new(false),
+                qpairs: Mutex::new(BTreeMap::new()),
+                icd_size: AtomicU32::new(
+                    s.transport
+                        .as_ref()
+                        .map(|t| t.in_capsule_data_size)
+                        .unwrap_or(0),
+                ),
+                target: self.me.clone(),
+            });
+            s.ctrlrs.insert((id, cntlid), c.clone());
+            return Ok((c, subsys));
+        }
+        if ss.subtype == SubsysType::Discovery {
+            return Err(ConnectRefusal::InvalidCmd(OFF_QID));
+        }
+        let c = s
+            .ctrlrs
+            .get(&(ss.id, req.cntlid))
+            .cloned()
+            .ok_or(ConnectRefusal::InvalidData(OFF_CNTLID))?;
+        drop(s);
+        if c.hostnqn != req.hostnqn || c.gone.load(Ordering::Acquire) {
+            return Err(ConnectRefusal::InvalidData(OFF_HOSTNQN));
+        }
+        if c.hostid != req.hostid {
+            return Err(ConnectRefusal::InvalidData(0));
+        }
+        if !c.enabled.load(Ordering::Acquire) {
+            return Err(ConnectRefusal::InvalidCmd(OFF_QID));
+        }
+        let nq = c.io_queues.load(Ordering::Acquire);
+        if req.qid > nq {
+            return Err(ConnectRefusal::InvalidCmd(OFF_QID));
+        }
+        let mut q = lock(&c.qpairs);
+        if q.contains_key(&req.qid) {
+            return Err(ConnectRefusal::InvalidCmd(OFF_QID));
+        }
+        q.insert(req.qid, thread.clone());
+        drop(q);
+        Ok((c, subsys))
+    }
+
+    /// An I/O queue of `c` went away.
+    pub(crate) fn io_qpair_gone(&self, c: &CtrlrShared, qid: u16) {
+        lock(&c.qpairs).remove(&qid);
+    }
+
+    /// The admin queue of `c` went away: the controller goes, and its I/O queues are
+    /// closed.
+    pub(crate) fn ctrlr_gone(&self, c: &Arc<CtrlrShared>) {
+        c.gone.store(true, Ordering::Release);
+        lock(&self.state).ctrlrs.remove(&(c.subsys_id, c.cntlid));
+        let qs: Vec<ThreadHandle> = lock(&c.qpairs).values().cloned().collect();
+        let mut seen = BTreeSet::new();
+        for t in qs {
+            if seen.insert(t.id().0) {
+                let (sid, cntlid) = (c.subsys_id, c.cntlid);
+                let tgt = self.self_arc();
+                let _ = t.send_msg(move || {
+                    if let Some(pg) = PollGroup::current(&tgt) {
+                        pg.close_ctrlr_qpairs(sid, cntlid);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Tears a controller down from any thread: its admin queue's thread closes it.
+    pub(crate) fn teardown_ctrlr(&self, c: &Arc<CtrlrShared>, why: &'static str) {
+        let tgt = self.self_arc();
+        let (sid, cntlid) = (c.subsys_id, c.cntlid);
+        let _ = c.admin_thread.send_msg(move || {
+            if let Some(pg) = PollGroup::current(&tgt) {
+                pg.close_admin(sid, cntlid, why);
+            }
+        });
+    }
+
+    fn notify_ns_change(&self, sid: u32, nsid: u32) {
+        let ctrlrs: Vec<Arc<CtrlrShared>> = lock(&self.state)
+            .ctrlrs
+            .values()
+            .filter(|c| c.subsys_id == sid)
+            .cloned()
+            .collect();
+        for c in ctrlrs {
+            let tgt = self.self_arc();
+            let cntlid = c.cntlid;
+            let _ = c.admin_thread.send_msg(move || {
+                if let Some(pg) = PollGroup::current(&tgt) {
+                    pg.ns_changed(sid, cntlid, nsid);
+                }
+            });
+        }
+    }
+
+    fn broadcast(&self, f: impl Fn(&PollGroup) + Send + Sync + 'static) {
+        let pgs = lock(&self.state).poll_groups.clone();
+        let f = Arc::new(f);
+        for t in pgs {
+            let tgt = self.self_arc();
+            let f = f.clone();
+            let _ = t.send_msg(move || {
+                if let Some(pg) = PollGroup::current(&tgt) {
+                    f(&pg);
+                }
+            });
+        }
+    }
+
+    fn self_arc(&self) -> Arc<Target> {
+        self.me
+            .upgrade()
+            .expect("a target is used only while alive")
+    }
+
+    /// Stops listening, closes every connection and stops the poll groups; returns when
+    /// they have exited (or after `timeout`).
+    pub fn shutdown(self: &Arc<Self>, timeout: std::time::Duration) {
+        let (listeners, pgs) = {
+            let mut s = lock(&self.state);
+            let l: Vec<tcp::Listener> = std::mem::take(&mut s.listeners).into_values().collect();
+            (l, std::mem::take(&mut s.poll_groups))
+        };
+        for l in listeners {
+            l.stop();
+        }
+        for t in &pgs {
+            let tgt = self.clone();
+            let _ = t.send_msg(move || {
+                if let Some(pg) = PollGroup::current(&tgt) {
+                    pg.stop();
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while pgs.iter().any(|t| !t.has_exited()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Poll groups: the target's per-thread channel. Each owns the queue pairs placed on
+//! its thread, the bdev channels they submit to and a local copy of every subsystem's
+//! namespace table, so I/O commands look nothing up in shared state.
+
+use super::tcp::{Acceptor, Conn};
+use super::{Target, lock};
+use crate::Error;
+use crate::bdev::Bdev;
+use crate::dma::Iobuf;
+use crate::thread::{IoChannel, IoDevice, PollStatus, Poller, Thread};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+/// Period of the poll group's housekeeping (keep-alive and connect deadlines).
+const HOUSEKEEPING_PERIOD_NS: u64 = 50_000_000;
+
+/// A namespace as a poll group sees it: the bdev and this thread's channel to it.
+pub(crate) struct PgNs {
+    pub(crate) bdev: Arc<Bdev>,
+    pub(crate) ch: IoChannel<Bdev>,
+}
+
+/// A subsystem's namespaces on this thread, indexed by NSID - 1.
+#[derive(Default)]
+pub(crate) struct PgSubsys {
+    pub(crate) ns: RefCell<Vec<Option<Rc<PgNs>>>>,
+}
+
+impl PgSubsys {
+    /// The namespace `nsid`, if active.
+    pub(crate) fn get(&self, nsid: u32) -> Option<Rc<PgNs>> {
+        let i = (nsid as usize).checked_sub(1)?;
+        self.ns.borrow().get(i).cloned().flatten()
+    }
+
+    fn set(&self, nsid: u32, bdev: Option<Arc<Bdev>>) {
+        let i = nsid as usize - 1;
+        let mut v = self.ns.borrow_mut();
+        if v.len() <= i {
+            v.resize_with(i + 1, || None);
+        }
+        v[i] = match bdev {
+            None => None,
+            Some(b) => match b.channel() {
+                Ok(ch) => Some(Rc::new(PgNs { bdev: b, ch })),
+                Err(e) => {
+                    tracing::error!(nsid, error = %e, "cannot open a channel to the namespace's bdev");
+                    None
+                }
+            },
+        };
+    }
+}
+
+/// Counters of a poll group, as `nvmf_get_stats` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PollGroupStats {
+    /// Admin queue pairs ever connected.
+    pub admin_qpairs: u64,
+    /// I/O queue pairs ever connected.
+    pub io_qpairs: u64,
+    /// Admin queue pairs connected now.
+    pub current_admin_qpairs: u64,
+    /// I/O queue pairs connected now.
+    pub current_io_qpairs: u64,
+    /// Bdev I/Os in flight.
+    pub pending_bdev_io: u64,
+    /// NVMe commands completed.
+    pub completed_nvme_io: u64,
+    /// TCP connections accepted.
+    pub connections: u64,
+    /// TCP connections open now.
+    pub current_connections: u64,
+    /// Connections closed for a protocol error (TermReq sent or received).
+    pub protocol_errors: u64,
+    /// Controllers torn down because their host went silent past KATO.
+    pub keep_alive_timeouts: u64,
+    /// Data buffers this thread holds now (0 when idle: every buffer is back).
+    pub iobuf_outstanding: u64,
+}
+
+pub(crate) struct PgInner {
+    pub(crate) conns: Vec<Rc<RefCell<Conn>>>,
+    subsys: HashMap<u32, Rc<PgSubsys>>,
+    admins: HashMap<(u32, u16), Weak<RefCell<Conn>>>,
+    acceptors: Vec<Acceptor>,
+    pollers: Vec<Poller>,
+}
+
+/// One thread's share of the target (the target's I/O channel).
+pub struct PollGroup {
+    pub(crate) tgt: Arc<Target>,
+    pub(crate) thread: Thread,
+    pub(crate) iobuf: IoChannel<Iobuf>,
+    pub(crate) inner: RefCell<PgInner>,
+    pub(crate) stats: Cell<PollGroupStats>,
+}
+
+impl fmt::Debug for PollGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PollGroup")
+            .field("thread", &self.thread.name())
+            .field("stats", &self.stats.get())
+            .finish()
+    }
+}
+
+impl IoDevice for Target {
+    type Channel = PollGroup;
+
+    fn create_channel(self: &Arc<Self>, thread: &Thread) -> Result<PollGroup, Error> {
+        Ok(PollGroup {
+            tgt: self.clone(),
+            thread: thread.clone(),
+            iobuf: thread.get_io_channel(self.engine.iobuf())?,
+            inner: RefCell::new(PgInner {
+                conns: Vec::new(),
+                subsys: HashMap::new(),
+                admins: HashMap::new(),
+                acceptors: Vec::new(),
+                pollers: Vec::new(),
+            }),
+            stats: Cell::new(PollGroupStats::default()),
+        })
+    }
+}
+
+impl PollGroup {
+    /// Starts the poll group of the calling thread.
+    pub(crate) fn start(tgt: &Arc<Target>) {
+        let thread = Thread::expect_current();
+        let pg = match thread.get_io_channel(tgt) {
+            Ok(pg) => pg,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a poll group");
+                return;
+            }
+        };
+        let p = pg.clone();
+        let poller = thread.register_poller("nvmf_poll_group", move || p.poll());
+        let p = pg.clone();
+        let house = thread.register_timed_poller(
+            "nvmf_housekeeping",
+            std::time::Duration::from_nanos(HOUSEKEEPING_PERIOD_NS),
+            move || p.housekeeping(),
+        );
+        let mut inner = pg.inner.borrow_mut();
+        inner.pollers.push(poller);
+        inner.pollers.push(house);
+    }
+
+    /// The poll group of the calling thread.
+    pub(crate) fn current(tgt: &Arc<Target>) -> Option<IoChannel<Target>> {
+        let t = Thread::current()?;
+        let pg = t.get_io_channel(tgt).ok()?;
+        if pg.inner.borrow().pollers.is_empty() {
+            // Not a started poll group (or one that stopped).
+            return None;
+        }
+        Some(pg)
+    }
+
+    pub(crate) fn bump(&self, f: impl FnOnce(&mut PollGroupStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PollGroupStats {
+        let mut s = self.stats.get();
+        s.iobuf_outstanding = self.iobuf.outstanding() as u64;
+        s
+    }
+
+    fn poll(&self) -> PollStatus {
+        let mut busy = false;
+        let mut i = 0;
+        let mut closed = false;
+        loop {
+            let c = {
+                let inner = self.inner.borrow();
+                match inner.conns.get(i) {
+                    Some(c) => c.clone(),
+                    None => break,
+                }
+            };
+            let (st, done) = Conn::poll(&c, self);
+            busy |= st.is_busy();
+            closed |= done;
+            i += 1;
+        }
+        let accepted = {
+            let inner = self.inner.borrow();
+            inner.acceptors.iter().any(|a| a.poll(self))
+        };
+        if closed {
+            self.inner
+                .borrow_mut()
+                .conns
+                .retain(|c| !c.borrow().is_closed());
+        }
+        PollStatus::from_busy(busy || accepted || closed)
+    }
+
+    fn housekeeping(&self) -> PollStatus {
+        let now = self.thread.now();
+        let conns: Vec<Rc<RefCell<Conn>>> = self.inner.borrow().conns.clone();
+        let mut busy = false;
+        for c in conns {
+            busy |= Conn::housekeeping(&c, self, now);
+        }
+        PollStatus::from_busy(busy)
+    }
+
+    /// Takes a new connection.
+    pub(crate) fn add_conn(&self, conn: Rc<RefCell<Conn>>) {
+        self.bump(|s| {
+            s.connections += 1;
+            s.current_connections += 1;
+        });
+        self.inner.borrow_mut().conns.push(conn);
+    }
+
+    pub(crate) fn add_acceptor(&self, a: Acceptor) {
+        self.inner.borrow_mut().acceptors.push(a);
+    }
+
+    pub(crate) fn remove_acceptor(&self, addr: std::net::SocketAddr) {
+        self.inner
+            .borrow_mut()
+            .acceptors
+            .retain(|a| a.local_addr() != addr);
+    }
+
+    /// This thread's namespace table of subsystem `sid`, built on first use.
+    pub(crate) fn subsys(&self, sid: u32) -> Rc<PgSubsys> {
+        if let Some(s) = self.inner.borrow().subsys.get(&sid) {
+            return s.clone();
+        }
+        let table = Rc::new(PgSubsys::default());
+        if let Some(ss) = self.tgt.subsystem_by_id(sid) {
+            for ns in ss.namespaces.values() {
+                table.set(ns.nsid, Some(ns.bdev.clone()));
+            }
+        }
+        self.inner.borrow_mut().subsys.insert(sid, table.clone());
+        table
+    }
+
+    pub(crate) fn set_ns(&self, sid: u32, nsid: u32, bdev: Option<Arc<Bdev>>) {
+        let t = self.inner.borrow().subsys.get(&sid).cloned();
+        if let Some(t) = t {
+            t.set(nsid, bdev);
+        }
+    }
+
+    pub(crate) fn drop_subsystem(&self, sid: u32) {
+        self.inner.borrow_mut().subsys.remove(&sid);
+    }
+
+    pub(crate) fn register_admin(&self, sid: u32, cntlid: u16, conn: &Rc<RefCell<Conn>>) {
+        self.inner
+            .borrow_mut()
+            .admins
+            .insert((sid, cntlid), Rc::downgrade(conn));
+    }
+
+    pub(crate) fn unregister_admin(&self, sid: u32, cntlid: u16) {
+        self.inner.borrow_mut().admins.remove(&(sid, cntlid));
+    }
+
+    fn admin_conn(&self, sid: u32, cntlid: u16) -> Option<Rc<RefCell<Conn>>> {
+        self.inner
+            .borrow()
+            .admins
+            .get(&(sid, cntlid))
+            .and_then(|w| w.upgrade())
+    }
+
+    pub(crate) fn ns_changed(&self, sid: u32, cntlid: u16, nsid: u32) {
+        if let Some(c) = self.admin_conn(sid, cntlid) {
+            c.borrow_mut().ns_changed(self, nsid);
+        }
+    }
+
+    pub(crate) fn close_admin(&self, sid: u32, cntlid: u16, why: &'static str) {
+        if let Some(c) = self.admin_conn(sid, cntlid) {
+            c.borrow_mut().close(self, why);
+        }
+    }
+
+    pub(crate) fn close_ctrlr_qpairs(&self, sid: u32, cntlid: u16) {
+        let conns: Vec<Rc<RefCell<Conn>>> = self.inner.borrow().conns.clone();
+        for c in conns {
+            let mine = c.borrow().belongs_to(sid, cntlid);
+            if mine {
+                c.borrow_mut().close(self, "its controller went away");
+            }
+        }
+    }
+
+    /// Closes every connection and stops polling; the thread then exits.
+    pub(crate) fn stop(&self) {
+        let conns: Vec<Rc<RefCell<Conn>>> = std::mem::take(&mut self.inner.borrow_mut().conns);
+        for c in &conns {
+            c.borrow_mut().close(self, "the target is shutting down");
+        }
+        drop(conns);
+        let (pollers, acceptors) = {
+            let mut inner = self.inner.borrow_mut();
+            inner.subsys.clear();
+            inner.admins.clear();
+            (
+                std::mem::take(&mut inner.pollers),
+                std::mem::take(&mut inner.acceptors),
+            )
+        };
+        drop(acceptors);
+        drop(pollers);
+        self.thread.exit();
+    }
+}
+
+impl Target {
+    /// Every poll group's counters, gathered by message.
+    pub fn poll_group_stats(self: &Arc<Self>) -> Vec<(String, PollGroupStats)> {
+        let pgs = lock(&self.state).poll_groups.clone();
+        let mut out = Vec::new();
+        for t in pgs {
+            let tgt = self.clone();
+            let name = t.name().to_owned();
+            let r = t.call(move || PollGroup::current(&tgt).map(|pg| pg.stats()));
+            if let Ok(Some(s)) = r {
+                out.push((name, s));
+            }
+        }
+        out
+    }
+}

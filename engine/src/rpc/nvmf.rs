@@ -1,0 +1,538 @@
+//! The NVMe-oF target's methods, with SPDK's names and parameters (`nvmf_*`), and the
+//! option-setting methods SPDK's `save_config` writes for subsystems Pollux has no
+//! counterpart of, so that an SPDK config loads unchanged.
+
+use super::methods::parse;
+use super::{RpcContext, RpcError, RpcServer};
+use crate::nvmf::{ListenAddr, NvmfError, SubsysParams, SubsysType, TcpOpts};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+impl From<NvmfError> for RpcError {
+    fn from(e: NvmfError) -> Self {
+        RpcError::invalid_params(e.0)
+    }
+}
+
+pub(super) fn register(s: &mut RpcServer) {
+    s.register("nvmf_create_transport", nvmf_create_transport);
+    s.register("nvmf_get_transports", nvmf_get_transports);
+    s.register("nvmf_create_subsystem", nvmf_create_subsystem);
+    s.register("nvmf_delete_subsystem", nvmf_delete_subsystem);
+    s.register("nvmf_get_subsystems", nvmf_get_subsystems);
+    s.register("nvmf_subsystem_add_ns", nvmf_subsystem_add_ns);
+    s.register("nvmf_subsystem_remove_ns", nvmf_subsystem_remove_ns);
+    s.register("nvmf_subsystem_add_listener", |c, p| listener(c, p, true));
+    s.register("nvmf_subsystem_remove_listener", |c, p| {
+        listener(c, p, false)
+    });
+    s.register("nvmf_subsystem_add_host", |c, p| host(c, p, true));
+    s.register("nvmf_subsystem_remove_host", |c, p| host(c, p, false));
+    s.register(
+        "nvmf_subsystem_allow_any_host",
+        nvmf_subsystem_allow_any_host,
+    );
+    s.register("nvmf_get_stats", nvmf_get_stats);
+    // Options of SPDK subsystems that have no counterpart here (socket layer, accel,
+    // scheduler) or whose Pollux counterpart is fixed at start (iobuf pools): SPDK's
+    // save_config writes them, so they are accepted; each logs what it did not do.
+    for m in [
+        "nvmf_set_config",
+        "nvmf_set_max_subsystems",
+        "nvmf_set_crdt",
+        "iobuf_set_options",
+        "accel_set_options",
+        "sock_set_default_impl",
+        "sock_impl_set_options",
+        "bdev_set_options",
+        "bdev_nvme_set_options",
+        "bdev_nvme_set_hotplug",
+        "bdev_wait_for_examine",
+        "framework_set_scheduler",
+        "vmd_enable",
+    ] {
+        s.register(m, move |_, p| {
+            if p.as_ref().is_some_and(|v| !(v.is_object() || v.is_null())) {
+                return Err(RpcError::invalid_params(format!(
+                    "{m} takes an object of parameters"
+                )));
+            }
+            tracing::info!(
+                method = m,
+                "accepted for SPDK config compatibility; it changes nothing in Pollux"
+            );
+            Ok(json!(true))
+        });
+    }
+}
+
+/// Parameters of `nvmf_create_transport`: SPDK decodes them leniently (unknown keys
+/// ignored), so RDMA-only keys in a TCP entry are fine.
+#[derive(Deserialize)]
+struct TransportParams {
+    trtype: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+fn no_tgt_name(t: &Option<String>) -> Result<(), RpcError> {
+    match t {
+        None => Ok(()),
+        Some(n) => Err(RpcError::failed(format!(
+            "Unable to find a target: Pollux has one target; drop tgt_name {n:?}"
+        ))),
+    }
+}
+
+fn nvmf_create_transport(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    let p: TransportParams = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    if !p.trtype.eq_ignore_ascii_case("tcp") {
+        return Err(RpcError::invalid_params(format!(
+            "Invalid transport type '{}': this target serves TCP",
+            p.trtype
+        )));
+    }
+    // Take the keys TcpOpts knows; ignore the other transports' keys as SPDK does.
+    let known: serde_json::Map<String, Value> = {
+        let defaults = serde_json::to_value(TcpOpts::default()).expect("serializable");
+        let names = defaults.as_object().expect("an object");
+        p.rest
+            .into_iter()
+            .filter(|(k, _)| {
+                let keep = names.contains_key(k);
+                if !keep {
+                    tracing::info!(key = %k, "nvmf_create_transport: option ignored (not a TCP option of Pollux)");
+                }
+                keep
+            })
+            .collect()
+    };
+    let opts: TcpOpts = serde_json::from_value(Value::Object(known))
+        .map_err(|e| RpcError::invalid_params(format!("invalid parameters: {e}")))?;
+    ctx.nvmf.create_transport(opts).map_err(|e| {
+        if e.0.contains("already exists") {
+            RpcError::failed("Transport type 'TCP' already exists")
+        } else {
+            RpcError::invalid_params(e.0)
+        }
+    })?;
+    tracing::info!("NVMe/TCP transport created");
+    Ok(json!(true))
+}
+
+fn transport_json(o: &TcpOpts) -> Value {
+    let mut v = serde_json::to_value(o).expect("serializable");
+    let m = v.as_object_mut().expect("an object");
+    let mut out = serde_json::Map::new();
+    out.insert("trtype".into(), json!("TCP"));
+    out.append(m);
+    Value::Object(out)
+}
+
+fn nvmf_get_transports(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct P {
+        trtype: Option<String>,
+        tgt_name: Option<String>,
+    }
+    let p: P = parse(p.filter(|v| !v.is_null()))?;
+    no_tgt_name(&p.tgt_name)?;
+    let t = ctx.nvmf.transport();
+    if let Some(want) = &p.trtype {
+        if !want.eq_ignore_ascii_case("tcp") || t.is_none() {
+            return Err(RpcError {
+                code: -19,
+                message: format!("No such device: no {want} transport"),
+            });
+        }
+    }
+    Ok(Value::Array(t.iter().map(transport_json).collect()))
+}
+
+fn nvmf_create_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        nqn: String,
+        serial_number: Option<String>,
+        model_number: Option<String>,
+        #[serde(default)]
+        allow_any_host: bool,
+        #[serde(default)]
+        max_namespaces: u32,
+        #[serde(default)]
+        min_cntlid: u16,
+        #[serde(default)]
+        max_cntlid: u16,
+        #[serde(default)]
+        ana_reporting: bool,
+        tgt_name: Option<String>,
+    }
+    let p: P = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    if p.ana_reporting {
+        return Err(RpcError::invalid_params(
+            "ana_reporting is not supported by Pollux: leave it out or false",
+        ));
+    }
+    ctx.nvmf.create_subsystem(SubsysParams {
+        nqn: p.nqn.clone(),
+        serial: p.serial_number,
+        model: p.model_number,
+        allow_any_host: p.allow_any_host,
+        max_namespaces: p.max_namespaces,
+        min_cntlid: p.min_cntlid,
+        max_cntlid: p.max_cntlid,
+    })?;
+    tracing::info!(nqn = %p.nqn, "subsystem created");
+    Ok(json!(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NqnOnly {
+    nqn: String,
+    tgt_name: Option<String>,
+}
+
+fn nvmf_delete_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    let p: NqnOnly = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    ctx.nvmf.delete_subsystem(&p.nqn)?;
+    tracing::info!(nqn = %p.nqn, "subsystem deleted");
+    Ok(json!(true))
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+fn parse_hex<const N: usize>(what: &str, s: &str) -> Result<[u8; N], RpcError> {
+    let clean: String = s.chars().filter(|c| *c != '-').collect();
+    let bad =
+        || RpcError::invalid_params(format!("{what} {s:?} must be {} hexadecimal digits", N * 2));
+    if clean.len() != N * 2 {
+        return Err(bad());
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&clean[i * 2..i * 2 + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn listen_json(l: &ListenAddr) -> Value {
+    json!({
+        "trtype": "TCP",
+        "transport": "TCP",
+        "adrfam": l.adrfam.as_str(),
+        "traddr": l.addr.ip().to_string(),
+        "trsvcid": l.addr.port().to_string(),
+    })
+}
+
+fn nvmf_get_subsystems(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct P {
+        nqn: Option<String>,
+        tgt_name: Option<String>,
+    }
+    let p: P = parse(p.filter(|v| !v.is_null()))?;
+    no_tgt_name(&p.tgt_name)?;
+    let info = ctx.nvmf.info();
+    let mut out = Vec::new();
+    for ss in &info.subsystems {
+        if p.nqn.as_deref().is_some_and(|n| n != ss.nqn) {
+            continue;
+        }
+        let mut v = json!({
+            "nqn": ss.nqn,
+            "subtype": match ss.subtype { SubsysType::Discovery => "Discovery", SubsysType::Nvme => "NVMe" },
+            "listen_addresses": ss.listeners.iter().map(listen_json).collect::<Vec<_>>(),
+            "allow_any_host": ss.allow_any_host,
+            "hosts": ss.hosts.iter().map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
+        });
+        if ss.subtype == SubsysType::Nvme {
+            let m = v.as_object_mut().expect("an object");
+            m.insert("serial_number".into(), json!(ss.serial));
+            m.insert("model_number".into(), json!(ss.model));
+            m.insert("max_namespaces".into(), json!(ss.max_namespaces));
+            m.insert("min_cntlid".into(), json!(ss.min_cntlid));
+            m.insert("max_cntlid".into(), json!(ss.max_cntlid));
+            let ns: Vec<Value> = ss
+                .namespaces
+                .values()
+                .map(|n| {
+                    let mut j = json!({
+                        "nsid": n.nsid,
+                        "bdev_name": n.bdev.name(),
+                        "name": n.bdev.name(),
+                        "uuid": n.uuid.to_string(),
+                    });
+                    if let Some(g) = n.nguid {
+                        j["nguid"] = json!(hex_upper(&g));
+                    }
+                    if let Some(e) = n.eui64 {
+                        j["eui64"] = json!(hex_upper(&e));
+                    }
+                    j
+                })
+                .collect();
+            m.insert("namespaces".into(), json!(ns));
+        }
+        out.push(v);
+    }
+    if let Some(n) = &p.nqn {
+        if out.is_empty() {
+            return Err(RpcError {
+                code: -19,
+                message: format!("No such device: subsystem {n} does not exist"),
+            });
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn nvmf_subsystem_add_ns(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ns {
+        bdev_name: String,
+        #[serde(default)]
+        nsid: u32,
+        nguid: Option<String>,
+        eui64: Option<String>,
+        uuid: Option<String>,
+        ptpl_file: Option<String>,
+        anagrpid: Option<u32>,
+        no_auto_visible: Option<bool>,
+    }
+    #[derive(Deserialize)]
+    struct P {
+        nqn: String,
+        namespace: Ns,
+        tgt_name: Option<String>,
+    }
+    let p: P = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    let ns = p.namespace;
+    if ns.ptpl_file.is_some() || ns.no_auto_visible == Some(true) {
+        return Err(RpcError::invalid_params(
+            "ptpl_file and no_auto_visible are not supported by Pollux",
+        ));
+    }
+    let _ = ns.anagrpid;
+    let bdev =
+        ctx.engine.bdevs().get(&ns.bdev_name).ok_or_else(|| {
+            RpcError::invalid_params(format!("bdev {} does not exist", ns.bdev_name))
+        })?;
+    let nguid = ns
+        .nguid
+        .as_deref()
+        .map(|s| parse_hex::<16>("nguid", s))
+        .transpose()?;
+    let eui64 = ns
+        .eui64
+        .as_deref()
+        .map(|s| parse_hex::<8>("eui64", s))
+        .transpose()?;
+    let uuid = ns
+        .uuid
+        .as_deref()
+        .map(|s| {
+            uuid::Uuid::parse_str(s)
+                .map_err(|_| RpcError::invalid_params(format!("uuid {s:?} is not a UUID")))
+        })
+        .transpose()?;
+    let nsid = ctx.nvmf.add_ns(&p.nqn, bdev, ns.nsid, uuid, nguid, eui64)?;
+    tracing::info!(nqn = %p.nqn, nsid, bdev = %ns.bdev_name, "namespace added");
+    Ok(json!(nsid))
+}
+
+fn nvmf_subsystem_remove_ns(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        nqn: String,
+        nsid: u32,
+        tgt_name: Option<String>,
+    }
+    let p: P = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    ctx.nvmf.remove_ns(&p.nqn, p.nsid)?;
+    tracing::info!(nqn = %p.nqn, nsid = p.nsid, "namespace removed");
+    Ok(json!(true))
+}
+
+fn resolve_nqn(nqn: &str) -> &str {
+    // SPDK's rpc.py accepts "discovery" for the discovery subsystem.
+    if nqn == "discovery" {
+        pollux_nvme::spec::fabrics::DISCOVERY_NQN
+    } else {
+        nqn
+    }
+}
+
+fn listener(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    struct La {
+        trtype: String,
+        adrfam: Option<String>,
+        traddr: String,
+        trsvcid: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct P {
+        nqn: String,
+        listen_address: La,
+        tgt_name: Option<String>,
+        #[serde(default)]
+        secure_channel: bool,
+    }
+    let p: P = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    if p.secure_channel {
+        return Err(RpcError::invalid_params(
+            "secure_channel (TLS) is not supported by Pollux",
+        ));
+    }
+    let la = &p.listen_address;
+    let addr = ListenAddr::parse(
+        &la.trtype,
+        la.adrfam.as_deref(),
+        &la.traddr,
+        la.trsvcid.as_deref().unwrap_or("4420"),
+    )?;
+    let nqn = resolve_nqn(&p.nqn);
+    if add {
+        ctx.nvmf.add_listener(nqn, addr)?;
+    } else {
+        ctx.nvmf.remove_listener(nqn, addr)?;
+    }
+    Ok(json!(true))
+}
+
+fn host(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    struct P {
+        nqn: String,
+        host: String,
+        tgt_name: Option<String>,
+        psk: Option<String>,
+        dhchap_key: Option<String>,
+        dhchap_ctrlr_key: Option<String>,
+    }
+    let p: P = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    if p.psk.is_some() || p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
+        return Err(RpcError::invalid_params(
+            "psk and DH-HMAC-CHAP keys are not supported by Pollux",
+        ));
+    }
+    if add {
+        ctx.nvmf.add_host(&p.nqn, &p.host)?;
+    } else {
+        ctx.nvmf.remove_host(&p.nqn, &p.host)?;
+    }
+    Ok(json!(true))
+}
+
+fn nvmf_subsystem_allow_any_host(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        nqn: String,
+        allow_any_host: bool,
+        tgt_name: Option<String>,
+    }
+    let p: P = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    ctx.nvmf.allow_any_host(&p.nqn, p.allow_any_host)?;
+    Ok(json!(true))
+}
+
+fn nvmf_get_stats(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct P {
+        tgt_name: Option<String>,
+    }
+    let p: P = parse(p.filter(|v| !v.is_null()))?;
+    no_tgt_name(&p.tgt_name)?;
+    let pgs: Vec<Value> = ctx
+        .nvmf
+        .poll_group_stats()
+        .into_iter()
+        .map(|(name, s)| {
+            let mut v = serde_json::to_value(s).expect("serializable");
+            v["name"] = json!(name);
+            v["transports"] = json!([{"trtype": "TCP"}]);
+            v
+        })
+        .collect();
+    Ok(json!({"tick_rate": 1_000_000_000u64, "poll_groups": pgs}))
+}
+
+/// The `nvmf` section of `save_config`: transport, then per subsystem its creation,
+/// listeners, hosts and namespaces (SPDK's order).
+pub(super) fn saved_config(ctx: &RpcContext) -> Vec<Value> {
+    let info = ctx.nvmf.info();
+    let mut out = Vec::new();
+    if let Some(t) = &info.transport {
+        out.push(json!({"method": "nvmf_create_transport", "params": transport_json(t)}));
+    }
+    for ss in &info.subsystems {
+        if ss.subtype == SubsysType::Discovery {
+            for l in &ss.listeners {
+                out.push(json!({"method": "nvmf_subsystem_add_listener", "params": {
+                    "nqn": ss.nqn, "listen_address": listen_json_saved(l)}}));
+            }
+            continue;
+        }
+        out.push(json!({"method": "nvmf_create_subsystem", "params": {
+            "nqn": ss.nqn,
+            "allow_any_host": ss.allow_any_host,
+            "serial_number": ss.serial,
+            "model_number": ss.model,
+            "max_namespaces": ss.max_namespaces,
+            "min_cntlid": ss.min_cntlid,
+            "max_cntlid": ss.max_cntlid,
+            "ana_reporting": false,
+        }}));
+        for l in &ss.listeners {
+            out.push(json!({"method": "nvmf_subsystem_add_listener", "params": {
+                "nqn": ss.nqn, "listen_address": listen_json_saved(l)}}));
+        }
+        for h in &ss.hosts {
+            out.push(
+                json!({"method": "nvmf_subsystem_add_host", "params": {"nqn": ss.nqn, "host": h}}),
+            );
+        }
+        for n in ss.namespaces.values() {
+            let mut ns =
+                json!({"nsid": n.nsid, "bdev_name": n.bdev.name(), "uuid": n.uuid.to_string()});
+            if let Some(g) = n.nguid {
+                ns["nguid"] = json!(hex_upper(&g));
+            }
+            if let Some(e) = n.eui64 {
+                ns["eui64"] = json!(hex_upper(&e));
+            }
+            out.push(json!({"method": "nvmf_subsystem_add_ns", "params": {"nqn": ss.nqn, "namespace": ns}}));
+        }
+    }
+    out
+}
+
+fn listen_json_saved(l: &ListenAddr) -> Value {
+    json!({
+        "trtype": "TCP",
+        "adrfam": l.adrfam.as_str(),
+        "traddr": l.addr.ip().to_string(),
+        "trsvcid": l.addr.port().to_string(),
+    })
+}

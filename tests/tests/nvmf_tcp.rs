@@ -1,0 +1,1121 @@
+//! The NVMe/TCP target end to end over loopback: configured by JSON-RPC exactly as
+//! polluxd is, driven by the project's own initiator (`pollux_nvme::fabrics`) and by
+//! raw PDUs for what a well-behaved host never sends.
+
+use pollux_engine::dma::{HugepagePolicy, IobufOpts};
+use pollux_engine::reactor::Engine;
+use pollux_engine::rpc::RpcServer;
+use pollux_nvme::fabrics::{AdminQueue, Completion, Error, TcpOptions, TcpQpair};
+use pollux_nvme::spec::admin::{GetLogPageDw, admin_opc, aer_dw0, feature, log_id};
+use pollux_nvme::spec::cmd::{Cqe, SglDescriptor, Sqe, Status, sgl_subtype, sgl_type};
+use pollux_nvme::spec::fabrics::{
+    ConnectData, ConnectFields, DISCOVERY_NQN, FabricsCmd, OPC_FABRICS, PropertyFields, fctype,
+};
+use pollux_nvme::spec::identify::nqn_field;
+use pollux_nvme::spec::tcp::{
+    self as pdu, CapsuleCmd, CapsuleResp, CommonHeader, DataHeader, IcReq, Negotiated, PduType,
+    TermReq,
+};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+const NQN: &str = "nqn.2016-06.io.pollux:test";
+const RAW_HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
+
+/// polluxd in-process: an engine, the RPC methods, the target.
+struct Daemon {
+    engine: Option<Engine>,
+    rpc: Arc<RpcServer>,
+    addr: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    /// Two malloc namespaces (4 KiB and 512 B blocks) in subsystem NQN on a fresh port.
+    fn start() -> Daemon {
+        Self::start_with(json!({"trtype": "TCP"}), true)
+    }
+
+    fn start_with(transport: Value, any_host: bool) -> Daemon {
+        let n = std::thread::available_parallelism().unwrap().get().min(2);
+        let engine = Engine::builder()
+            .core_mask(if n == 2 { "0-1" } else { "0" })
+            .iobuf(IobufOpts {
+                hugepages: HugepagePolicy::Prefer,
+                ..IobufOpts::small()
+            })
+            .start()
+            .unwrap();
+        let rpc = Arc::new(RpcServer::new(engine.handle()));
+        let port = free_port();
+        let d = Daemon {
+            engine: Some(engine),
+            rpc,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        };
+        d.call(
+            "bdev_malloc_create",
+            json!({"name": "M0", "num_blocks": 4096, "block_size": 4096}),
+        );
+        d.call(
+            "bdev_malloc_create",
+            json!({"name": "M1", "num_blocks": 16384, "block_size": 512}),
+        );
+        d.call("nvmf_create_transport", transport);
+        d.call(
+            "nvmf_create_subsystem",
+            json!({"nqn": NQN, "allow_any_host": any_host, "serial_number": "PX123", "model_number": "Pollux test"}),
+        );
+        d.call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "M0"}}),
+        );
+        d.call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "M1"}}),
+        );
+        let la = json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
+        d.call(
+            "nvmf_subsystem_add_listener",
+            json!({"nqn": NQN, "listen_address": la}),
+        );
+        d.call(
+            "nvmf_subsystem_add_listener",
+            json!({"nqn": "discovery", "listen_address": la}),
+        );
+        d
+    }
+
+    fn call(&self, method: &str, params: Value) -> Value {
+        self.rpc
+            .call(method, Some(params))
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    fn opts(&self) -> TcpOptions {
+        let mut o = TcpOptions::new(self.addr, NQN);
+        o.io_queues = 4;
+        o.timeout = Duration::from_secs(10);
+        o
+    }
+
+    fn stats(&self) -> Vec<Value> {
+        self.call("nvmf_get_stats", json!({}))["poll_groups"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn stat(&self, key: &str) -> u64 {
+        self.stats().iter().map(|p| p[key].as_u64().unwrap()).sum()
+    }
+
+    /// Waits until no connection is open and every data buffer is back.
+    fn wait_idle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.stats();
+            let open: u64 = s
+                .iter()
+                .map(|p| p["current_connections"].as_u64().unwrap())
+                .sum();
+            let bufs: u64 = s
+                .iter()
+                .map(|p| p["iobuf_outstanding"].as_u64().unwrap())
+                .sum();
+            let pending: u64 = s
+                .iter()
+                .map(|p| p["pending_bdev_io"].as_u64().unwrap())
+                .sum();
+            if open == 0 && bufs == 0 && pending == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "target not idle: {s:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.rpc.nvmf().shutdown(Duration::from_secs(5));
+        if let Some(e) = self.engine.take() {
+            let r = e.shutdown();
+            if !std::thread::panicking() {
+                assert!(r.pools_full, "buffers missing at shutdown: {r:?}");
+            }
+        }
+    }
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn wait_one(q: &mut TcpQpair<Vec<u8>>) -> Completion<Vec<u8>> {
+    let mut out = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.is_none() {
+        q.wait(Duration::from_millis(100), |c| out = Some(c))
+            .unwrap();
+        assert!(Instant::now() < deadline, "no completion");
+    }
+    out.unwrap()
+}
+
+/// Writes then reads back, on every queue pair and namespace, sizes from one block to
+/// 128 KiB (R2T for everything above the in-capsule size).
+fn write_read_verify(admin: &mut AdminQueue, qpairs: &mut [TcpQpair<Vec<u8>>]) {
+    let nss = admin.active_namespaces().unwrap();
+    assert_eq!(nss, vec![1, 2]);
+    for (qi, q) in qpairs.iter_mut().enumerate() {
+        for &nsid in &nss {
+            let bs = admin.identify_namespace(nsid).unwrap().block_size() as usize;
+            let mut lba = (qi as u64) * 1024;
+            for len in [bs, 4096, 8192, 65536, 131072] {
+                let nlb = (len / bs) as u32;
+                let data = pattern(len, lba ^ nsid as u64 ^ (qi as u64) << 20);
+                q.write(nsid, lba, nlb, data.clone(), 1).unwrap();
+                let c = wait_one(q);
+                assert!(
+                    c.cqe.status().is_success(),
+                    "write {len}: {:?}",
+                    c.cqe.status()
+                );
+                q.read(nsid, lba, nlb, vec![0; len], 2).unwrap();
+                let c = wait_one(q);
+                assert!(
+                    c.cqe.status().is_success(),
+                    "read {len}: {:?}",
+                    c.cqe.status()
+                );
+                assert!(c.buf.unwrap() == data, "data mismatch: ns {nsid} len {len}");
+                lba += nlb as u64;
+            }
+        }
+    }
+    // Many in flight at once: a full queue of 4 KiB writes then reads.
+    let q = &mut qpairs[0];
+    let depth = 32u64;
+    for i in 0..depth {
+        q.write(1, 2048 + i, 1, pattern(4096, 77 + i), i).unwrap();
+    }
+    let mut done = 0;
+    while done < depth {
+        q.wait(Duration::from_secs(10), |c| {
+            assert!(c.cqe.status().is_success());
+            done += 1;
+        })
+        .unwrap();
+    }
+    for i in 0..depth {
+        q.read(1, 2048 + i, 1, vec![0; 4096], i).unwrap();
+    }
+    let mut done = 0;
+    while done < depth {
+        q.wait(Duration::from_secs(10), |c| {
+            assert!(c.cqe.status().is_success());
+            assert!(c.buf.unwrap() == pattern(4096, 77 + c.tag));
+            done += 1;
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn configured_by_rpc_then_data_verifies_over_several_queues_and_namespaces() {
+    let d = Daemon::start();
+    for (hd, dd) in [(false, false), (true, true), (true, false)] {
+        let mut o = d.opts();
+        o.hdgst = hd;
+        o.ddgst = dd;
+        let mut admin = AdminQueue::connect(&o).unwrap();
+        let id = admin.identify();
+        assert_eq!(
+            pollux_nvme::spec::identify::ascii_str(&id.sn),
+            Some("PX123")
+        );
+        assert_eq!(
+            pollux_nvme::spec::identify::ascii_str(&id.mn),
+            Some("Pollux test")
+        );
+        let mut qs: Vec<TcpQpair<Vec<u8>>> = (1..=3)
+            .map(|q| admin.create_io_qpair(q, 64).unwrap())
+            .collect();
+        write_read_verify(&mut admin, &mut qs);
+        // Flush, write zeroes, deallocate, compare.
+        let q = &mut qs[0];
+        q.flush(1, 9).unwrap();
+        assert!(wait_one(q).cqe.status().is_success());
+        drop(qs);
+        admin.shutdown().unwrap();
+    }
+    d.wait_idle();
+    assert_eq!(d.stat("protocol_errors"), 0);
+}
+
+#[test]
+fn compare_write_zeroes_and_deallocate() {
+    let d = Daemon::start();
+    let mut admin = AdminQueue::connect(&d.opts()).unwrap();
+    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 32).unwrap();
+    let data = pattern(8192, 5);
+    q.write(1, 10, 2, data.clone(), 0).unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    let rw = |opc: u8, slba: u64, nlb0: u16| {
+        let mut s = Sqe {
+            opc,
+            nsid: U32::new(1),
+            ..Default::default()
+        };
+        s.cdw10 = U32::new(slba as u32);
+        s.cdw12 = U32::new(nlb0 as u32);
+        s
+    };
+    use pollux_nvme::fabrics::XferDir;
+    // Compare: equal, then different.
+    q.submit(rw(0x05, 10, 1), Some(data.clone()), XferDir::HostToCtrl, 1)
+        .unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    let mut other = data.clone();
+    other[100] ^= 1;
+    q.submit(rw(0x05, 10, 1), Some(other), XferDir::HostToCtrl, 2)
+        .unwrap();
+    assert_eq!(wait_one(&mut q).cqe.status(), Status::COMPARE_FAILURE);
+    // Write Zeroes on the first block.
+    q.submit(rw(0x08, 10, 0), None, XferDir::None, 3).unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    q.read(1, 10, 2, vec![1; 8192], 4).unwrap();
+    let back = wait_one(&mut q).buf.unwrap();
+    assert!(back[..4096].iter().all(|&b| b == 0));
+    assert!(back[4096..] == data[4096..]);
+    // Deallocate the second block: reads back as zeroes on malloc.
+    let mut range = vec![0u8; 16];
+    range[4..8].copy_from_slice(&1u32.to_le_bytes());
+    range[8..16].copy_from_slice(&11u64.to_le_bytes());
+    let mut dsm = rw(0x09, 0, 0);
+    dsm.cdw10 = U32::new(0);
+    dsm.cdw11 = U32::new(1 << 2);
+    q.submit(dsm, Some(range), XferDir::HostToCtrl, 5).unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    q.read(1, 10, 2, vec![1; 8192], 6).unwrap();
+    assert!(wait_one(&mut q).buf.unwrap().iter().all(|&b| b == 0));
+    // Beyond the end; an unknown namespace; an unknown opcode.
+    q.read(1, 4095, 2, vec![0; 8192], 7).unwrap();
+    assert_eq!(wait_one(&mut q).cqe.status(), Status::LBA_OUT_OF_RANGE);
+    q.read(9, 0, 1, vec![0; 4096], 8).unwrap();
+    assert_eq!(wait_one(&mut q).cqe.status(), Status::INVALID_NAMESPACE);
+    q.submit(rw(0x7e, 0, 0), None, XferDir::None, 9).unwrap();
+    assert_eq!(wait_one(&mut q).cqe.status(), Status::INVALID_OPCODE);
+    drop(q);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+}
+
+#[test]
+fn a_host_not_on_the_allow_list_is_refused_with_invalid_host() {
+    let d = Daemon::start_with(json!({"trtype": "TCP"}), false);
+    let allowed = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";
+    d.call(
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": allowed}),
+    );
+    match AdminQueue::connect(&d.opts()) {
+        Err(Error::ConnectRejected { status, dw0, .. }) => {
+            assert_eq!(status, Status::CONNECT_INVALID_HOST);
+            // IATTR set, IPO 512: the host NQN in the Connect data.
+            assert_eq!(dw0, 0x0001_0200);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut o = d.opts();
+    o.hostnqn = allowed.into();
+    let admin = AdminQueue::connect(&o).unwrap();
+    admin.shutdown().unwrap();
+    // Removing the host tears its controller down.
+    let admin = AdminQueue::connect(&o).unwrap();
+    d.call(
+        "nvmf_subsystem_remove_host",
+        json!({"nqn": NQN, "host": allowed}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.stat("current_admin_qpairs") != 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(admin);
+    d.wait_idle();
+}
+
+#[test]
+fn discovery_lists_the_subsystem_for_allowed_hosts() {
+    let d = Daemon::start();
+    let mut o = TcpOptions::new(d.addr, DISCOVERY_NQN);
+    o.timeout = Duration::from_secs(10);
+    let mut disc = AdminQueue::connect(&o).unwrap();
+    let (hdr, entries) = disc.discovery_log().unwrap();
+    assert_eq!(hdr.numrec.get() as usize, entries.len());
+    let nvme: Vec<_> = entries.iter().filter(|e| e.subtype == 2).collect();
+    assert_eq!(nvme.len(), 1, "{entries:?}");
+    let e = nvme[0];
+    assert_eq!(e.trtype, 3);
+    assert_eq!(e.subnqn_str(), Some(NQN));
+    assert_eq!(e.traddr_str(), Some("127.0.0.1"));
+    assert_eq!(e.trsvcid_str(), Some(d.addr.port().to_string().as_str()));
+    assert_eq!(e.cntlid.get(), 0xffff);
+    disc.shutdown().unwrap();
+    // A host that may not use the subsystem does not see it.
+    d.call(
+        "nvmf_subsystem_allow_any_host",
+        json!({"nqn": NQN, "allow_any_host": false}),
+    );
+    let mut disc = AdminQueue::connect(&o).unwrap();
+    let (_, entries) = disc.discovery_log().unwrap();
+    assert!(entries.iter().all(|e| e.subtype != 2), "{entries:?}");
+    disc.shutdown().unwrap();
+    d.wait_idle();
+}
+
+#[test]
+fn a_silent_controller_is_torn_down_after_kato() {
+    let d = Daemon::start();
+    let mut o = d.opts();
+    o.kato_ms = 500;
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
+    let start = Instant::now();
+    // Silence on the admin queue; the I/O queue goes with its controller.
+    let err = loop {
+        match q.poll(0, |_| {}) {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(start.elapsed() < Duration::from_secs(10), "not torn down");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert!(start.elapsed() >= Duration::from_millis(450), "{err}");
+    assert_eq!(d.stat("keep_alive_timeouts"), 1);
+    drop(q);
+    drop(admin);
+    d.wait_idle();
+    // A host that keeps the controller alive keeps it.
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(150));
+        admin.keep_alive().unwrap();
+    }
+    admin.shutdown().unwrap();
+    assert_eq!(d.stat("keep_alive_timeouts"), 1);
+}
+
+#[test]
+fn a_connection_killed_mid_io_returns_every_buffer() {
+    let d = Daemon::start();
+    for _ in 0..5 {
+        let mut admin = AdminQueue::connect(&d.opts()).unwrap();
+        let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 64).unwrap();
+        for i in 0..48u64 {
+            q.write(1, i * 32, 32, pattern(131072, i), i).unwrap();
+        }
+        let _ = q.poll(0, |_| {});
+        // Gone without a goodbye: sockets close with writes waiting for R2T data.
+        drop(q);
+        drop(admin);
+    }
+    d.wait_idle();
+    // And the raw way: a write whose data the host never sends after the R2T.
+    let mut r = Raw::connect(d.addr);
+    r.ic(false, false);
+    r.connect_admin(NQN);
+    r.enable();
+    let mut sf = Sqe {
+        opc: admin_opc::SET_FEATURES,
+        ..Default::default()
+    };
+    sf.cdw10 = U32::new(feature::NUMBER_OF_QUEUES as u32);
+    assert!(r.command(sf, &[], 0).status().is_success());
+    let cntlid = r.cmd_cntlid();
+    let mut io = Raw::connect(d.addr);
+    io.ic(false, false);
+    io.connect_q(NQN, 1, cntlid, RAW_HOST);
+    let mut w = Sqe {
+        opc: 0x01,
+        nsid: U32::new(1),
+        ..Default::default()
+    };
+    w.cdw12 = U32::new(31);
+    io.send_cmd(w, &[], 131072);
+    let (ch, _) = io.recv();
+    assert_eq!(ch.pdu_type, PduType::R2t as u8);
+    assert!(d.stat("iobuf_outstanding") > 0);
+    drop(io);
+    drop(r);
+    d.wait_idle();
+}
+
+#[test]
+fn namespace_changes_raise_an_asynchronous_event() {
+    let d = Daemon::start();
+    let mut r = Raw::connect(d.addr);
+    r.ic(false, false);
+    r.connect_admin(NQN);
+    r.enable();
+    // Ask for namespace attribute notices, then park an AER.
+    let mut sf = Sqe {
+        opc: admin_opc::SET_FEATURES,
+        ..Default::default()
+    };
+    sf.cdw10 = U32::new(feature::ASYNC_EVENT_CONFIG as u32);
+    sf.cdw11 = U32::new(1 << 8);
+    assert!(r.command(sf, &[], 0).status().is_success());
+    let aer = Sqe {
+        opc: admin_opc::ASYNC_EVENT_REQUEST,
+        cid: U16::new(31),
+        ..Default::default()
+    };
+    r.send_cmd(aer, &[], 0);
+    d.call(
+        "bdev_malloc_create",
+        json!({"name": "M2", "num_blocks": 64, "block_size": 4096}),
+    );
+    let nsid = d.call(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "M2"}}),
+    );
+    assert_eq!(nsid, json!(3));
+    let cqe = r.recv_resp();
+    assert_eq!(cqe.cid.get(), 31);
+    assert_eq!(cqe.dw0.get(), aer_dw0(2, 0, log_id::CHANGED_NS_LIST));
+    assert_eq!(cqe.dw0.get(), 0x0004_0002);
+    // The Changed Namespace List names it, and reading it (RAE clear) re-arms.
+    let mut glp = GetLogPageDw::new(log_id::CHANGED_NS_LIST, 4096, 0).to_sqe();
+    glp.opc = admin_opc::GET_LOG_PAGE;
+    glp.nsid = U32::new(0xffff_ffff);
+    let (cqe, data) = r.command_read(glp, 4096);
+    assert!(cqe.status().is_success());
+    assert_eq!(&data[..8], &[3, 0, 0, 0, 0, 0, 0, 0]);
+    r.send_cmd(aer, &[], 0);
+    d.call("nvmf_subsystem_remove_ns", json!({"nqn": NQN, "nsid": 3}));
+    let cqe = r.recv_resp();
+    assert_eq!((cqe.cid.get(), cqe.dw0.get()), (31, 0x0004_0002));
+    // An Abort of a parked AER completes it as aborted.
+    r.send_cmd(aer, &[], 0);
+    let mut ab = Sqe {
+        opc: admin_opc::ABORT,
+        cid: U16::new(7),
+        ..Default::default()
+    };
+    ab.cdw10 = U32::new(31 << 16);
+    r.send_cmd(ab, &[], 0);
+    let a = r.recv_resp();
+    let b = r.recv_resp();
+    let (aer_c, abort_c) = if a.cid.get() == 31 { (a, b) } else { (b, a) };
+    assert_eq!(aer_c.status(), Status::ABORT_REQUESTED);
+    assert!(abort_c.status().is_success());
+    drop(r);
+    d.wait_idle();
+}
+
+#[test]
+fn save_config_loads_back_to_the_same_state() {
+    let (saved, subsystems) = {
+        let d = Daemon::start();
+        d.call(
+            "nvmf_subsystem_add_host",
+            json!({"nqn": NQN, "host": "nqn.2014-08.io.example:h1"}),
+        );
+        (
+            d.call("save_config", json!({})),
+            d.call("nvmf_get_subsystems", json!({})),
+        )
+    };
+    let n = std::thread::available_parallelism().unwrap().get().min(2);
+    let engine = Engine::builder()
+        .core_mask(if n == 2 { "0-1" } else { "0" })
+        .iobuf(IobufOpts::small())
+        .start()
+        .unwrap();
+    let rpc = Arc::new(RpcServer::new(engine.handle()));
+    let d = Daemon {
+        engine: Some(engine),
+        rpc,
+        addr: "127.0.0.1:1".parse().unwrap(),
+    };
+    d.rpc.load_config(&saved).unwrap();
+    assert_eq!(d.call("nvmf_get_subsystems", json!({})), subsystems);
+    assert_eq!(d.call("save_config", json!({})), saved);
+}
+
+#[test]
+fn spdk_option_methods_and_bad_rpc_params_are_handled() {
+    let d = Daemon::start();
+    // What SPDK's save_config writes for its other subsystems loads.
+    let spdk = json!({"subsystems": [
+        {"subsystem": "iobuf", "config": [{"method": "iobuf_set_options", "params": {"small_pool_count": 8192, "large_pool_count": 1024, "small_bufsize": 8192, "large_bufsize": 135168}}]},
+        {"subsystem": "sock", "config": [{"method": "sock_set_default_impl", "params": {"impl_name": "posix"}},
+            {"method": "sock_impl_set_options", "params": {"impl_name": "posix", "recv_buf_size": 2097152, "send_buf_size": 2097152, "enable_recv_pipe": true}}]},
+        {"subsystem": "scsi", "config": null},
+        {"subsystem": "nvmf", "config": [{"method": "nvmf_set_config", "params": {"discovery_filter": "match_any", "admin_cmd_passthru": {"identify_ctrlr": false}}},
+            {"method": "nvmf_set_max_subsystems", "params": {"max_subsystems": 1024}},
+            {"method": "nvmf_set_crdt", "params": {"crdt1": 0, "crdt2": 0, "crdt3": 0}}]},
+        {"subsystem": "bdev", "config": [{"method": "bdev_set_options", "params": {"bdev_io_pool_size": 65535, "bdev_io_cache_size": 256, "bdev_auto_examine": true}}, {"method": "bdev_wait_for_examine"}]}
+    ]});
+    d.rpc.load_config(&spdk).unwrap();
+    for (m, p, needle) in [
+        ("nvmf_create_subsystem", json!({"nqn": "not-an-nqn"}), "NQN"),
+        (
+            "nvmf_create_subsystem",
+            json!({"nqn": NQN}),
+            "already exists",
+        ),
+        (
+            "nvmf_create_subsystem",
+            json!({"nqn": "nqn.2016-06.io.pollux:x", "bogus": 1}),
+            "bogus",
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "nope"}}),
+            "nope",
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "M0"}}),
+            "already",
+        ),
+        (
+            "nvmf_subsystem_remove_ns",
+            json!({"nqn": NQN, "nsid": 77}),
+            "77",
+        ),
+        (
+            "nvmf_subsystem_add_listener",
+            json!({"nqn": NQN, "listen_address": {"trtype": "RDMA", "traddr": "1.2.3.4", "trsvcid": "4420"}}),
+            "RDMA",
+        ),
+        (
+            "nvmf_subsystem_add_listener",
+            json!({"nqn": NQN, "listen_address": {"trtype": "TCP", "traddr": "not-ip", "trsvcid": "4420"}}),
+            "not-ip",
+        ),
+        (
+            "nvmf_create_transport",
+            json!({"trtype": "TCP"}),
+            "already exists",
+        ),
+        (
+            "nvmf_delete_subsystem",
+            json!({"nqn": "nqn.2016-06.io.pollux:none"}),
+            "does not exist",
+        ),
+    ] {
+        let e = d.rpc.call(m, Some(p)).unwrap_err();
+        assert!(e.message.contains(needle), "{m}: {}", e.message);
+    }
+    let t = d.call("nvmf_get_transports", json!({}));
+    assert_eq!(t[0]["trtype"], "TCP");
+    assert_eq!(t[0]["in_capsule_data_size"], 4096);
+}
+
+/// A host made of raw PDUs, for what the initiator never sends.
+struct Raw {
+    s: TcpStream,
+    neg: Negotiated,
+    cid: u16,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw {
+            s,
+            neg: Negotiated::default(),
+            cid: 100,
+        }
+    }
+
+    fn ic(&mut self, hd: bool, dd: bool) {
+        let mut req = IcReq::new_zeroed();
+        req.dgst = hd as u8 | (dd as u8) << 1;
+        let mut out = Vec::new();
+        pdu::frame(
+            &mut out,
+            req.as_mut_bytes(),
+            PduType::IcReq,
+            0,
+            &self.neg,
+            0,
+        );
+        self.s.write_all(&out).unwrap();
+        let (ch, _) = self.recv();
+        assert_eq!(ch.pdu_type, PduType::IcResp as u8);
+        self.neg = Negotiated {
+            established: true,
+            hdgst: hd,
+            ddgst: dd,
+            pda: 0,
+            plen_max: 1 << 20,
+        };
+    }
+
+    /// One whole PDU (header and all); panics on a timeout.
+    fn recv(&mut self) -> (CommonHeader, Vec<u8>) {
+        let mut head = [0u8; 8];
+        self.s.read_exact(&mut head).expect("a PDU from the target");
+        let ch = CommonHeader::read_from_bytes(&head).unwrap();
+        let mut rest = vec![0u8; ch.plen.get() as usize - 8];
+        self.s.read_exact(&mut rest).unwrap();
+        let mut all = head.to_vec();
+        all.extend(rest);
+        (ch, all)
+    }
+
+    /// What the target sends next: a TermReq's FES, or None when it just closed.
+    fn term(&mut self) -> Option<u16> {
+        let mut head = [0u8; 8];
+        match self.s.read_exact(&mut head) {
+            Err(_) => None,
+            Ok(()) => {
+                let ch = CommonHeader::read_from_bytes(&head).unwrap();
+                assert_eq!(ch.pdu_type, PduType::C2hTermReq as u8, "{ch:?}");
+                let mut rest = vec![0u8; ch.plen.get() as usize - 8];
+                self.s.read_exact(&mut rest).unwrap();
+                let mut all = head.to_vec();
+                all.extend(rest);
+                let t = TermReq::read_from_bytes(&all[..24]).unwrap();
+                // Then the connection closes.
+                let mut b = [0u8; 1];
+                assert_eq!(self.s.read(&mut b).unwrap_or(0), 0);
+                Some(t.fes.get())
+            }
+        }
+    }
+
+    fn send_cmd(&mut self, mut sqe: Sqe, data: &[u8], ttag_len: u32) {
+        if sqe.cid.get() == 0 {
+            self.cid += 1;
+            sqe.cid = U16::new(self.cid);
+        }
+        let sgl = if !data.is_empty() {
+            SglDescriptor::new(
+                sgl_type::DATA_BLOCK,
+                sgl_subtype::OFFSET,
+                0,
+                data.len() as u32,
+            )
+        } else {
+            SglDescriptor::new(
+                sgl_type::TRANSPORT_DATA_BLOCK,
+                sgl_subtype::TRANSPORT,
+                0,
+                ttag_len,
+            )
+        };
+        sqe.set_sgl(&sgl);
+        let mut cmd = CapsuleCmd {
+            sqe,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        pdu::frame(
+            &mut out,
+            cmd.as_mut_bytes(),
+            PduType::CapsuleCmd,
+            0,
+            &self.neg,
+            data.len(),
+        );
+        out.extend_from_slice(data);
+        if self.neg.ddgst && !data.is_empty() {
+            out.extend_from_slice(&pdu::crc32c(data).to_le_bytes());
+        }
+        self.s.write_all(&out).unwrap();
+    }
+
+    fn recv_resp(&mut self) -> Cqe {
+        loop {
+            let (ch, all) = self.recv();
+            if ch.pdu_type == PduType::CapsuleResp as u8 {
+                return CapsuleResp::read_from_bytes(&all[..24]).unwrap().cqe;
+            }
+        }
+    }
+
+    fn command(&mut self, sqe: Sqe, data: &[u8], len: u32) -> Cqe {
+        self.send_cmd(sqe, data, len);
+        self.recv_resp()
+    }
+
+    fn command_read(&mut self, sqe: Sqe, len: u32) -> (Cqe, Vec<u8>) {
+        self.send_cmd(sqe, &[], len);
+        let mut data = vec![0u8; len as usize];
+        loop {
+            let (ch, all) = self.recv();
+            match PduType::from_u8(ch.pdu_type).unwrap() {
+                PduType::C2hData => {
+                    let h = DataHeader::read_from_bytes(&all[..24]).unwrap();
+                    let off = h.datao.get() as usize;
+                    let n = h.datal.get() as usize;
+                    let p = ch.pdo as usize;
+                    data[off..off + n].copy_from_slice(&all[p..p + n]);
+                    if ch.flags & pdu::FLAG_SUCCESS != 0 {
+                        return (Cqe::default(), data);
+                    }
+                }
+                PduType::CapsuleResp => {
+                    return (CapsuleResp::read_from_bytes(&all[..24]).unwrap().cqe, data);
+                }
+                t => panic!("unexpected {t:?}"),
+            }
+        }
+    }
+
+    fn connect_admin(&mut self, subnqn: &str) -> u16 {
+        self.connect_q(subnqn, 0, 0xffff, RAW_HOST)
+    }
+
+    fn connect_q(&mut self, subnqn: &str, qid: u16, cntlid: u16, hostnqn: &str) -> u16 {
+        let mut f = FabricsCmd {
+            opc: OPC_FABRICS,
+            fctype: fctype::CONNECT,
+            ..Default::default()
+        };
+        let c = ConnectFields {
+            qid: U16::new(qid),
+            sqsize: U16::new(31),
+            ..Default::default()
+        };
+        f.specific.copy_from_slice(c.as_bytes());
+        let mut data = ConnectData::new_zeroed();
+        data.cntlid = U16::new(cntlid);
+        data.hostid = [1; 16];
+        nqn_field(&mut data.subnqn, subnqn);
+        nqn_field(&mut data.hostnqn, hostnqn);
+        let cqe = self.command(f.to_sqe(), data.as_bytes(), 0);
+        assert!(cqe.status().is_success(), "{:?}", cqe.status());
+        cqe.dw0.get() as u16
+    }
+
+    fn enable(&mut self) {
+        let mut f = FabricsCmd {
+            opc: OPC_FABRICS,
+            fctype: fctype::PROPERTY_SET,
+            ..Default::default()
+        };
+        let p = PropertyFields {
+            ofst: U32::new(0x14),
+            value: U64::new(0x0046_0001),
+            ..Default::default()
+        };
+        f.specific.copy_from_slice(p.as_bytes());
+        assert!(self.command(f.to_sqe(), &[], 0).status().is_success());
+    }
+}
+
+/// Every malformed input gets a TermReq, an NVMe error or a close; the target keeps
+/// serving, and no buffer stays out.
+#[test]
+fn malformed_input_gets_a_protocol_error_and_the_target_keeps_serving() {
+    let d = Daemon::start();
+    // A healthy host stays connected across all of it.
+    let mut admin = AdminQueue::connect(&d.opts()).unwrap();
+    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
+    let raw_header = |ty: u8, hlen: u8, pdo: u8, plen: u32| {
+        let ch = CommonHeader {
+            pdu_type: ty,
+            flags: 0,
+            hlen,
+            pdo,
+            plen: U32::new(plen),
+        };
+        let mut v = ch.as_bytes().to_vec();
+        v.resize(hlen.max(8) as usize, 0);
+        v
+    };
+    // (what, bytes after ICReq (None: before it), expected FES or None for close)
+    let fes_invalid = 1u16;
+    let fes_seq = 2u16;
+    let fes_hdgst = 3u16;
+    let fes_range = 4u16;
+    let fes_limit = 5u16;
+    let cases: Vec<(&str, bool, Vec<u8>, Option<u16>)> = vec![
+        (
+            "unknown PDU type",
+            true,
+            raw_header(0x08, 24, 0, 24),
+            Some(fes_invalid),
+        ),
+        (
+            "a C2H type from the host",
+            true,
+            raw_header(0x07, 24, 0, 24),
+            Some(fes_invalid),
+        ),
+        (
+            "wrong HLEN",
+            true,
+            raw_header(0x04, 70, 0, 70),
+            Some(fes_invalid),
+        ),
+        (
+            "PLEN 0xFFFFFFFF",
+            true,
+            raw_header(0x04, 72, 72, u32::MAX),
+            Some(fes_limit),
+        ),
+        (
+            "PLEN shorter than the header",
+            true,
+            raw_header(0x04, 72, 0, 10),
+            Some(fes_invalid),
+        ),
+        (
+            "capsule before ICReq",
+            false,
+            raw_header(0x04, 72, 0, 72),
+            Some(fes_seq),
+        ),
+        (
+            "second ICReq",
+            true,
+            {
+                let mut req = IcReq::new_zeroed();
+                let mut out = Vec::new();
+                pdu::frame(
+                    &mut out,
+                    req.as_mut_bytes(),
+                    PduType::IcReq,
+                    0,
+                    &Negotiated::default(),
+                    0,
+                );
+                out
+            },
+            Some(fes_seq),
+        ),
+        (
+            "ICReq with PFV 1",
+            false,
+            {
+                let mut req = IcReq::new_zeroed();
+                req.pfv = U16::new(1);
+                let mut out = Vec::new();
+                pdu::frame(
+                    &mut out,
+                    req.as_mut_bytes(),
+                    PduType::IcReq,
+                    0,
+                    &Negotiated::default(),
+                    0,
+                );
+                out
+            },
+            Some(6),
+        ),
+        (
+            "H2CData without R2T",
+            true,
+            {
+                let mut h = DataHeader {
+                    datal: U32::new(4),
+                    ..Default::default()
+                };
+                h.ch = CommonHeader {
+                    pdu_type: PduType::H2cData as u8,
+                    flags: pdu::FLAG_LAST_PDU,
+                    hlen: 24,
+                    pdo: 24,
+                    plen: U32::new(28),
+                };
+                let mut v = h.as_bytes().to_vec();
+                v.extend([0u8; 4]);
+                v
+            },
+            Some(fes_invalid),
+        ),
+    ];
+    for (what, after_ic, bytes, want) in cases {
+        let mut r = Raw::connect(d.addr);
+        if after_ic {
+            r.ic(false, false);
+        }
+        r.s.write_all(&bytes).unwrap();
+        assert_eq!(r.term(), want, "{what}");
+    }
+    // A bad header digest.
+    let mut r = Raw::connect(d.addr);
+    r.ic(true, false);
+    let mut cmd = CapsuleCmd::default();
+    let mut out = Vec::new();
+    pdu::frame(
+        &mut out,
+        cmd.as_mut_bytes(),
+        PduType::CapsuleCmd,
+        0,
+        &r.neg,
+        0,
+    );
+    let n = out.len();
+    out[n - 1] ^= 0xff;
+    r.s.write_all(&out).unwrap();
+    assert_eq!(r.term(), Some(fes_hdgst), "bad header digest");
+    // A bad data digest on in-capsule data: the command fails, the connection lives.
+    let mut r = Raw::connect(d.addr);
+    r.ic(false, true);
+    let mut f = FabricsCmd {
+        opc: OPC_FABRICS,
+        fctype: fctype::CONNECT,
+        ..Default::default()
+    };
+    f.specific[4] = 31;
+    let mut sqe = f.to_sqe();
+    sqe.cid = U16::new(1);
+    sqe.set_sgl(&SglDescriptor::new(
+        sgl_type::DATA_BLOCK,
+        sgl_subtype::OFFSET,
+        0,
+        1024,
+    ));
+    let mut cmd = CapsuleCmd {
+        sqe,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    pdu::frame(
+        &mut out,
+        cmd.as_mut_bytes(),
+        PduType::CapsuleCmd,
+        0,
+        &r.neg,
+        1024,
+    );
+    out.extend([0u8; 1024]);
+    out.extend(0xdead_beefu32.to_le_bytes());
+    r.s.write_all(&out).unwrap();
+    assert_eq!(r.recv_resp().status(), Status::TRANSIENT_TRANSPORT_ERROR);
+    drop(r);
+    // Commands before Connect get an NVMe error, and the connection stays.
+    let mut r = Raw::connect(d.addr);
+    r.ic(false, false);
+    let idf = Sqe {
+        opc: admin_opc::IDENTIFY,
+        ..Default::default()
+    };
+    assert_eq!(
+        r.command(idf, &[], 4096).status(),
+        Status::COMMAND_SEQUENCE_ERROR
+    );
+    r.connect_admin(NQN);
+    // Admin commands before CC.EN=1.
+    assert_eq!(
+        r.command(idf, &[], 4096).status(),
+        Status::COMMAND_SEQUENCE_ERROR
+    );
+    r.enable();
+    // H2CData beyond what the R2T asked for.
+    let mut io = Raw::connect(d.addr);
+    io.ic(false, false);
+    let mut sf = Sqe {
+        opc: admin_opc::SET_FEATURES,
+        ..Default::default()
+    };
+    sf.cdw10 = U32::new(feature::NUMBER_OF_QUEUES as u32);
+    assert!(r.command(sf, &[], 0).status().is_success());
+    let cntlid = r.cmd_cntlid();
+    io.connect_q(NQN, 1, cntlid, RAW_HOST);
+    let mut w = Sqe {
+        opc: 0x01,
+        nsid: U32::new(1),
+        ..Default::default()
+    };
+    w.cdw12 = U32::new(1);
+    w.cid = U16::new(5);
+    io.send_cmd(w, &[], 8192);
+    let (ch, all) = io.recv();
+    assert_eq!(ch.pdu_type, PduType::R2t as u8);
+    let ttag = u16::from_le_bytes([all[10], all[11]]);
+    let mut h = DataHeader {
+        cccid: U16::new(5),
+        ttag: U16::new(ttag),
+        datao: U32::new(4096),
+        datal: U32::new(8192),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    pdu::frame(
+        &mut out,
+        h.as_mut_bytes(),
+        PduType::H2cData,
+        pdu::FLAG_LAST_PDU,
+        &io.neg,
+        8192,
+    );
+    out.extend(vec![0u8; 8192]);
+    io.s.write_all(&out).unwrap();
+    assert_eq!(io.term(), Some(fes_range), "H2CData out of range");
+    drop(r);
+    // Random bytes.
+    for seed in 0..20u64 {
+        let mut r = Raw::connect(d.addr);
+        let junk = pattern(300, seed);
+        let _ = r.s.write_all(&junk);
+        // A TermReq or a close, never a hang.
+        let mut buf = [0u8; 512];
+        let _ = r.s.read(&mut buf);
+    }
+    // Hundreds of rapid connects, some left open a moment.
+    let mut keep = Vec::new();
+    for i in 0..300 {
+        let s = TcpStream::connect(d.addr).unwrap();
+        if i % 10 == 0 {
+            keep.push(s);
+        }
+    }
+    drop(keep);
+    // The healthy host never noticed.
+    q.write(1, 0, 1, pattern(4096, 1), 1).unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    q.read(1, 0, 1, vec![0; 4096], 2).unwrap();
+    assert!(wait_one(&mut q).buf.unwrap() == pattern(4096, 1));
+    admin.keep_alive().unwrap();
+    drop(q);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+    assert!(d.stat("protocol_errors") >= 12);
+}
+
+impl Raw {
+    /// The controller ID of this admin connection (Identify Controller's CNTLID).
+    fn cmd_cntlid(&mut self) -> u16 {
+        let mut idf = Sqe {
+            opc: admin_opc::IDENTIFY,
+            ..Default::default()
+        };
+        idf.cdw10 = U32::new(1);
+        let (_, data) = self.command_read(idf, 4096);
+        u16::from_le_bytes([data[78], data[79]])
+    }
+}
