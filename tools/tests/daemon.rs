@@ -138,3 +138,94 @@ fn a_bad_config_stops_the_daemon_with_a_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn quickstart_serves_nvme_tcp_and_pollux_rpc_configures_the_target() {
+    use pollux_nvme::fabrics::{AdminQueue, TcpOptions, TcpQpair};
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cfg = root.join("examples/quickstart.json");
+    // The quickstart listens on 4420; this test moves it to a free port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"4420\"", &format!("\"{port}\""));
+    let cfg = dir.path().join("quickstart.json");
+    std::fs::write(&cfg, text).unwrap();
+    let (child, sock) = start(dir.path(), &["-c", cfg.to_str().unwrap()]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let nqn = "nqn.2016-06.io.pollux:quickstart";
+    let subs = json(&rpc(&sock, &["nvmf_get_subsystems"]));
+    assert_eq!(subs[1]["nqn"], nqn);
+    assert_eq!(subs[1]["namespaces"][0]["bdev_name"], "Malloc0");
+    // A second namespace and a second listener, with pollux-rpc's flags.
+    json(&rpc(
+        &sock,
+        &[
+            "bdev_null_create",
+            "name=Null0",
+            "num_blocks=1024",
+            "block_size=4096",
+        ],
+    ));
+    let nsid = json(&rpc(
+        &sock,
+        &[
+            "nvmf_subsystem_add_ns",
+            "--nqn",
+            nqn,
+            "--bdev-name",
+            "Null0",
+        ],
+    ));
+    assert_eq!(nsid, 2);
+    let port2 = port.wrapping_add(1).max(1024);
+    let p2 = port2.to_string();
+    json(&rpc(
+        &sock,
+        &[
+            "nvmf_subsystem_add_listener",
+            "--nqn",
+            nqn,
+            "--trtype",
+            "tcp",
+            "--traddr",
+            "127.0.0.1",
+            "--trsvcid",
+            &p2,
+        ],
+    ));
+    let mut o = TcpOptions::new(addr, nqn);
+    o.io_queues = 1;
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    assert_eq!(admin.active_namespaces().unwrap(), vec![1, 2]);
+    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
+    let data: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
+    q.write(1, 3, 2, data.clone(), 0).unwrap();
+    let mut got = None;
+    while got.is_none() {
+        q.wait(Duration::from_secs(5), |c| got = Some(c)).unwrap();
+    }
+    assert!(got.unwrap().cqe.status().is_success());
+    q.read(1, 3, 2, vec![0; 8192], 1).unwrap();
+    let mut got = None;
+    while got.is_none() {
+        q.wait(Duration::from_secs(5), |c| got = Some(c)).unwrap();
+    }
+    assert!(got.unwrap().buf.unwrap() == data);
+    let stats = json(&rpc(&sock, &["nvmf_get_stats"]));
+    assert_eq!(stats["poll_groups"][0]["current_io_qpairs"], 1);
+    drop(q);
+    admin.shutdown().unwrap();
+    // save_config carries the target; SIGTERM stops cleanly with a host connected.
+    let saved = json(&rpc(&sock, &["save_config"]));
+    let nvmf = &saved["subsystems"][1];
+    assert_eq!(nvmf["subsystem"], "nvmf");
+    assert!(nvmf["config"].as_array().unwrap().len() >= 6);
+    let _held = AdminQueue::connect(&o).unwrap();
+    stop(child, &sock);
+}
