@@ -29,9 +29,9 @@ fn a_captured_session_decodes_as_nvme_tcp_without_errors() {
         "tshark is missing: apt-get install tshark (tests/run-all installs it as root)"
     );
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "capturing on loopback needs root: run the tests as root (tests/run-all)"
     );
     let engine = Engine::builder()

@@ -63,6 +63,8 @@ pub const MAXH2CDATA_MIN: u32 = 4096;
 
 /// Bytes of the receive staging buffer.
 const RX_BUF_LEN: usize = 64 * 1024;
+/// Bytes of queued PDUs that make a submission send at once rather than at the next poll.
+const SEND_BATCH_MAX: usize = 256 * 1024;
 /// Staging space for one PDU's header, digest and padding (PDO is at most 255).
 const HDR_MAX: usize = 256;
 /// Bytes of a common header.
@@ -514,7 +516,7 @@ impl<B: DataBuf> Conn<B> {
         (s.busy && s.cid == cid).then_some(i)
     }
 
-    /// Takes a command: checks, queues its PDU and tries to send it.
+    /// Takes a command: checks it and queues its PDU (sent by the next poll).
     fn submit(
         &mut self,
         sqe: Sqe,
@@ -559,9 +561,13 @@ impl<B: DataBuf> Conn<B> {
         // The in-capsule bytes are copied from `buf` before it moves into the slot.
         let idx = self.enqueue(sqe, len as u32, dir, tag, data);
         self.slots[idx].buf = buf;
-        if let Err(e) = self.flush() {
-            let e = self.fail(e);
-            self.pending = Some(e);
+        // Sent by the next poll, with whatever else is submitted before it: one send
+        // for a batch (as SPDK's sock layer flushes per poll). A large backlog goes now.
+        if self.tx.len() - self.tx_head >= SEND_BATCH_MAX {
+            if let Err(e) = self.flush() {
+                let e = self.fail(e);
+                self.pending = Some(e);
+            }
         }
         Ok(())
     }
@@ -1787,7 +1793,8 @@ impl AdminQueue {
 }
 
 /// An NVMe/TCP I/O queue pair: a non-blocking connection of its own. Submissions queue
-/// PDUs and send what the socket takes; [`TcpQpair::poll`] does all other progress.
+/// PDUs; [`TcpQpair::poll`] sends them (all submitted since the last poll in one go) and
+/// does all other progress.
 /// Buffers belong to the queue pair from submission to completion. Dropping it closes
 /// the connection and drops the buffers of commands still outstanding; take them back
 /// first with [`TcpQpair::drain_failed`] if they matter.
