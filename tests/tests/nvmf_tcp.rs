@@ -49,13 +49,21 @@ impl Daemon {
     }
 
     fn start_with(transport: Value, any_host: bool) -> Daemon {
-        let n = std::thread::available_parallelism().unwrap().get().min(2);
-        let engine = Engine::builder()
-            .core_mask(if n == 2 { "0-1" } else { "0" })
-            .iobuf(IobufOpts {
+        Self::start_with_pools(
+            transport,
+            any_host,
+            IobufOpts {
                 hugepages: HugepagePolicy::Prefer,
                 ..IobufOpts::small()
-            })
+            },
+        )
+    }
+
+    fn start_with_pools(transport: Value, any_host: bool, pools: IobufOpts) -> Daemon {
+        let n = std::thread::available_parallelism().unwrap().get().min(2);
+        let engine = Engine::builder()
+            .core_mask(if n == 2 { "0-1" } else { "[0]" })
+            .iobuf(pools)
             .start()
             .unwrap();
         let rpc = Arc::new(RpcServer::new(engine.handle()));
@@ -330,6 +338,110 @@ fn compare_write_zeroes_and_deallocate() {
     drop(q);
     admin.shutdown().unwrap();
     d.wait_idle();
+}
+
+/// Runs `depth` 128 KiB writes and 4 KiB writes at once on each of `queues` queue pairs
+/// of namespace `nsid`, then reads everything back.
+fn flood(d: &Daemon, nsid: u32, queues: u16, depth: u64) {
+    let mut admin = AdminQueue::connect(&d.opts()).unwrap();
+    let bs = admin.identify_namespace(nsid).unwrap().block_size();
+    let mut qs: Vec<TcpQpair<Vec<u8>>> = (1..=queues)
+        .map(|q| admin.create_io_qpair(q, 64).unwrap())
+        .collect();
+    let per = |len: u64| (len / bs) as u32;
+    for (qi, q) in qs.iter_mut().enumerate() {
+        for i in 0..depth {
+            let base = (qi as u64 * depth + i) * 36 * 4096 / bs;
+            q.write(nsid, base, per(131072), pattern(131072, base), 0)
+                .unwrap();
+            q.write(
+                nsid,
+                base + per(131072) as u64,
+                per(4096),
+                pattern(4096, base + 1),
+                0,
+            )
+            .unwrap();
+        }
+    }
+    for q in qs.iter_mut() {
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n < 2 * depth {
+            q.wait(Duration::from_millis(200), |c| {
+                assert!(c.cqe.status().is_success(), "{:?}", c.cqe.status());
+                n += 1;
+            })
+            .unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "writes stuck: {n} of {}",
+                2 * depth
+            );
+        }
+    }
+    for (qi, q) in qs.iter_mut().enumerate() {
+        for i in 0..depth {
+            let base = (qi as u64 * depth + i) * 36 * 4096 / bs;
+            q.read(nsid, base, per(131072), vec![0; 131072], base)
+                .unwrap();
+        }
+        let mut n = 0;
+        while n < depth {
+            q.wait(Duration::from_secs(30), |c| {
+                assert!(c.cqe.status().is_success());
+                assert!(
+                    c.buf.unwrap() == pattern(131072, c.tag),
+                    "data at {}",
+                    c.tag
+                );
+                n += 1;
+            })
+            .unwrap();
+        }
+    }
+    drop(qs);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+}
+
+#[test]
+fn starved_buffer_pools_slow_the_target_down_but_never_stall_it() {
+    // Eight large and sixteen small buffers for three queues of 48 writes each.
+    let d = Daemon::start_with_pools(
+        json!({"trtype": "TCP"}),
+        true,
+        IobufOpts {
+            small_pool_count: 16,
+            large_pool_count: 8,
+            small_cache_size: 2,
+            large_cache_size: 2,
+            ..IobufOpts::small()
+        },
+    );
+    flood(&d, 1, 3, 24);
+    assert_eq!(d.stat("protocol_errors"), 0);
+}
+
+#[test]
+fn a_full_bdev_queue_makes_commands_wait_not_fail() {
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("u0");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    // A ring of four entries per thread: most of each burst waits for room.
+    let mut o = pollux_engine::bdev::uring::UringOpts::new("U0", &path);
+    o.ring_depth = 4;
+    let b = pollux_engine::bdev::uring::create(o).unwrap();
+    d.rpc.nvmf().engine().bdevs().register(b).unwrap();
+    let nsid = d.call(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "U0"}}),
+    );
+    flood(&d, nsid.as_u64().unwrap() as u32, 2, 24);
 }
 
 #[test]

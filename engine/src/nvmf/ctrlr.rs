@@ -84,6 +84,8 @@ pub(crate) struct Ctrlr {
     shared: Arc<CtrlrShared>,
     subsys: Subsystem,
     opts: TcpOpts,
+    /// The connection's local address (for wildcard listeners in the discovery log).
+    local: std::net::SocketAddr,
     kato_ms: u32,
     last_ka: Nanos,
     cc: u32,
@@ -105,6 +107,7 @@ impl Ctrlr {
         subsys: Subsystem,
         kato_ms: u32,
         opts: TcpOpts,
+        local: std::net::SocketAddr,
         now: Nanos,
     ) -> Ctrlr {
         // A discovery controller connected without KATO still goes after 2 minutes of
@@ -122,6 +125,7 @@ impl Ctrlr {
             shared,
             subsys,
             opts,
+            local,
             kato_ms,
             last_ka: now,
             cc: 0,
@@ -421,7 +425,7 @@ impl Ctrlr {
                 let h = DiscoveryLogHeader::new(genctr, entries.len() as u64);
                 v[..1024].copy_from_slice(h.as_bytes());
                 for (i, (ss, l)) in entries.iter().enumerate() {
-                    let e = discovery_entry(ss, l, self.opts.max_queue_depth);
+                    let e = discovery_entry(ss, l, self.opts.max_aq_depth, self.local);
                     v[1024 * (i + 1)..1024 * (i + 2)].copy_from_slice(e.as_bytes());
                 }
                 v
@@ -623,7 +627,12 @@ fn identify_namespace(ns: &super::Namespace) -> IdentifyNamespace {
 
 /// A Discovery Log Page entry for a subsystem reached through a listener (base
 /// 5.16.1.23).
-fn discovery_entry(ss: &Subsystem, l: &super::ListenAddr, qdepth: u32) -> DiscoveryLogEntry {
+fn discovery_entry(
+    ss: &Subsystem,
+    l: &super::ListenAddr,
+    qdepth: u32,
+    local: std::net::SocketAddr,
+) -> DiscoveryLogEntry {
     use pollux_nvme::spec::log::{adrfam, subtype, treq, trtype};
     let mut e = DiscoveryLogEntry {
         trtype: trtype::TCP,
@@ -644,7 +653,14 @@ fn discovery_entry(ss: &Subsystem, l: &super::ListenAddr, qdepth: u32) -> Discov
     e.cntlid = U16::new(0xffff);
     e.asqsz = U16::new(qdepth.min(0xffff) as u16);
     e.set_trsvcid(&l.addr.port().to_string());
-    e.set_traddr(&l.addr.ip().to_string());
+    // A wildcard listener is reached at the address the host used for discovery (as
+    // Linux's target does).
+    let ip = if l.addr.ip().is_unspecified() {
+        local.ip()
+    } else {
+        l.addr.ip()
+    };
+    e.set_traddr(&ip.to_string());
     e.set_subnqn(&ss.nqn);
     e
 }

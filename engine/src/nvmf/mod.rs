@@ -44,6 +44,8 @@ pub const SERIAL_DEFAULT: &str = "00000000000000000000";
 pub const MODEL_DEFAULT: &str = "Pollux bdev Controller";
 /// Namespaces per subsystem when not given (SPDK's default is 32).
 pub const MAX_NAMESPACES_DEFAULT: u32 = 32;
+/// The most namespaces a subsystem may have (each poll group indexes them by NSID).
+pub const MAX_NAMESPACES_LIMIT: u32 = 4096;
 
 /// An error of the target's control path, with a message for the user.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -119,8 +121,9 @@ impl TcpOpts {
         if !(2..=4096).contains(&self.max_queue_depth) {
             return err("max_queue_depth must be 2 to 4096");
         }
-        if !(2..=4096).contains(&self.max_aq_depth) {
-            return err("max_aq_depth must be 2 to 4096");
+        if !(32..=4096).contains(&self.max_aq_depth) {
+            // Hosts connect admin queues of 32 entries (fabrics 3.3: ASQSZ at least 32).
+            return err("max_aq_depth must be 32 to 4096");
         }
         if self.max_io_qpairs_per_ctrlr == 0 || self.max_io_qpairs_per_ctrlr > 65535 {
             return err("max_io_qpairs_per_ctrlr must be 1 to 65535");
@@ -500,6 +503,12 @@ impl Target {
         if model.len() > 40 || !model.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return err(format!(
                 "model number {model:?} must be at most 40 printable ASCII characters"
+            ));
+        }
+        if p.max_namespaces > MAX_NAMESPACES_LIMIT {
+            return err(format!(
+                "max_namespaces {} is above the limit of {MAX_NAMESPACES_LIMIT}",
+                p.max_namespaces
             ));
         }
         let (min_cntlid, max_cntlid) = (
@@ -907,7 +916,7 @@ impl Target {
             .cloned()
             .ok_or(ConnectRefusal::InvalidData(OFF_CNTLID))?;
         drop(s);
-        if c.hostnqn != req.hostnqn || c.gone.load(Ordering::Acquire) {
+        if c.hostnqn != req.hostnqn {
             return Err(ConnectRefusal::InvalidData(OFF_HOSTNQN));
         }
         if c.hostid != req.hostid {
@@ -920,7 +929,13 @@ impl Target {
         if req.qid > nq {
             return Err(ConnectRefusal::InvalidCmd(OFF_QID));
         }
+        // `gone` is read and the queue joins under the queue lock, which ctrlr_gone also
+        // takes to set `gone`: a queue joins before the teardown sees the list, or not
+        // at all.
         let mut q = lock(&c.qpairs);
+        if c.gone.load(Ordering::Acquire) {
+            return Err(ConnectRefusal::InvalidData(OFF_CNTLID));
+        }
         if q.contains_key(&req.qid) {
             return Err(ConnectRefusal::InvalidCmd(OFF_QID));
         }
@@ -937,9 +952,12 @@ impl Target {
     /// The admin queue of `c` went away: the controller goes, and its I/O queues are
     /// closed.
     pub(crate) fn ctrlr_gone(&self, c: &Arc<CtrlrShared>) {
-        c.gone.store(true, Ordering::Release);
         lock(&self.state).ctrlrs.remove(&(c.subsys_id, c.cntlid));
-        let qs: Vec<ThreadHandle> = lock(&c.qpairs).values().cloned().collect();
+        let qs: Vec<ThreadHandle> = {
+            let q = lock(&c.qpairs);
+            c.gone.store(true, Ordering::Release);
+            q.values().cloned().collect()
+        };
         let mut seen = BTreeSet::new();
         for t in qs {
             if seen.insert(t.id().0) {

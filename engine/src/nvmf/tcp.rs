@@ -24,7 +24,7 @@
 use super::ctrlr::{self, AdminOutcome, Ctrlr, IoPlan};
 use super::poll_group::{PgSubsys, PollGroup};
 use super::{ConnectRefusal, ConnectReq, CtrlrShared, ListenAddr, Target, TcpOpts};
-use crate::bdev::{BdevIo, IoCallback, IoKind};
+use crate::bdev::{BdevIo, IoCallback, IoKind, IoStatus};
 use crate::thread::{FdWatch, IoChannel, Nanos, PollStatus, Thread, ThreadHandle};
 use pollux_nvme::spec::cmd::{Cqe, Sqe, Status, sgl_subtype, sgl_type};
 use pollux_nvme::spec::fabrics::{
@@ -220,6 +220,8 @@ struct Req {
     dw1: u32,
     io: Option<Box<BdevIo>>,
     aux: Vec<crate::dma::DmaBuf>,
+    /// In-capsule data that arrived while the pools were empty (rare; allocated then).
+    stash: Vec<u8>,
     op: Op,
 }
 
@@ -253,6 +255,7 @@ pub(crate) struct Conn {
     reqs: Vec<Req>,
     free: Vec<u16>,
     need_buf: std::collections::VecDeque<u16>,
+    io_wait: std::collections::VecDeque<u16>,
     role: Role,
     sqhd: u16,
     sqsize: u16,
@@ -282,6 +285,7 @@ fn new_req() -> Req {
         dw1: 0,
         io: Some(BdevIo::new()),
         aux: Vec::new(),
+        stash: Vec::new(),
         op: Op::Plain,
     }
 }
@@ -348,6 +352,7 @@ impl Conn {
                 reqs: vec![new_req()],
                 free: vec![0],
                 need_buf: std::collections::VecDeque::new(),
+                io_wait: std::collections::VecDeque::new(),
                 role: Role::None,
                 sqhd: 0,
                 sqsize: 1,
@@ -382,8 +387,12 @@ impl Conn {
         }
         let mut busy = c.flush(pg);
         busy |= c.retry_need_buf(pg);
+        busy |= c.retry_io_wait(pg);
         busy |= c.receive(pg);
         busy |= c.flush(pg);
+        // Unsent bytes or requests waiting for buffers or a bdev queue: the sockets are
+        // watched for input only, so keep polling rather than sleep on them.
+        busy |= c.spos < c.sbuf.len() || !c.need_buf.is_empty() || !c.io_wait.is_empty();
         if c.closing_after_flush && c.spos >= c.sbuf.len() {
             c.close(pg, "the host disconnected");
         }
@@ -431,6 +440,12 @@ impl Conn {
             }
         }
         self.need_buf.clear();
+        for slot in std::mem::take(&mut self.io_wait) {
+            if let Some(io) = self.reqs[slot as usize].io.as_mut() {
+                io.clear_bufs();
+            }
+            self.reqs[slot as usize].aux.clear();
+        }
         self.rbuf = Vec::new();
         self.sbuf = Vec::new();
         pg.bump(|s| s.current_connections -= 1);
@@ -487,11 +502,7 @@ impl Conn {
                 return busy;
             }
             // Handle every whole PDU buffered.
-            match self.parse(pg) {
-                Ok(true) => busy = true,
-                Ok(false) => {}
-                Err(Stall) => return true,
-            }
+            busy |= self.parse(pg);
             if self.closed {
                 return true;
             }
@@ -529,9 +540,8 @@ impl Conn {
         }
     }
 
-    /// Handles the whole PDUs in the receive buffer. `Err(Stall)`: a PDU waits for
-    /// buffers; it stays in the receive buffer.
-    fn parse(&mut self, pg: &PollGroup) -> Result<bool, Stall> {
+    /// Handles the whole PDUs in the receive buffer; returns whether there were any.
+    fn parse(&mut self, pg: &PollGroup) -> bool {
         let mut any = false;
         while self.rend - self.rstart >= 8 && !self.closed && !self.closing_after_flush {
             let ch = CommonHeader::read_from_bytes(&self.rbuf[self.rstart..self.rstart + 8])
@@ -542,7 +552,7 @@ impl Conn {
                     let hdr_len = (self.rend - self.rstart).min(ch.hlen.max(8) as usize);
                     let hdr = self.rbuf[self.rstart..self.rstart + hdr_len].to_vec();
                     self.fatal(pg, e, &hdr);
-                    return Ok(true);
+                    return true;
                 }
             };
             if self.rend - self.rstart < layout.plen {
@@ -554,15 +564,14 @@ impl Conn {
                     self.rstart += layout.plen;
                     any = true;
                 }
-                Err(HandleErr::Stall) => return Err(Stall),
-                Err(HandleErr::Fatal(e)) => {
+                Err(e) => {
                     let hdr = self.rbuf[start..start + layout.hlen].to_vec();
                     self.fatal(pg, e, &hdr);
-                    return Ok(true);
+                    return true;
                 }
             }
         }
-        Ok(any)
+        any
     }
 
     /// Sends a C2HTermReq for `e` (with the offending header) and closes.
@@ -609,9 +618,9 @@ impl Conn {
         Ok(())
     }
 
-    fn handle_pdu(&mut self, pg: &PollGroup, start: usize, l: &PduLayout) -> Result<(), HandleErr> {
+    fn handle_pdu(&mut self, pg: &PollGroup, start: usize, l: &PduLayout) -> Result<(), PduError> {
         match l.pdu_type {
-            PduType::IcReq => self.ic_req(start).map_err(HandleErr::Fatal),
+            PduType::IcReq => self.ic_req(start),
             PduType::H2cTermReq => {
                 let t = TermReq::read_from_bytes(&self.rbuf[start..start + 24]).expect("24");
                 tracing::warn!(peer = %self.peer, fes = t.fes.get(), fei = t.fei.get(),
@@ -622,7 +631,7 @@ impl Conn {
             }
             PduType::CapsuleCmd => match self.check_digests(start, l) {
                 Ok(()) => self.capsule(pg, start, l, false),
-                Err(DigestErr::Header) => Err(HandleErr::Fatal(HDGST_ERROR)),
+                Err(DigestErr::Header) => Err(HDGST_ERROR),
                 // The command completes with a transient transport error (tcp 7.4.6.1);
                 // the connection lives on.
                 Err(DigestErr::Data) => {
@@ -631,8 +640,8 @@ impl Conn {
                 }
             },
             PduType::H2cData => match self.check_digests(start, l) {
-                Ok(()) => self.h2c_data(pg, start, l).map_err(HandleErr::Fatal),
-                Err(DigestErr::Header) => Err(HandleErr::Fatal(HDGST_ERROR)),
+                Ok(()) => self.h2c_data(pg, start, l),
+                Err(DigestErr::Header) => Err(HDGST_ERROR),
                 Err(DigestErr::Data) => {
                     // The command's data cannot be trusted and the host's transfer
                     // state cannot be resynchronised: as Linux's target does, drop
@@ -644,10 +653,10 @@ impl Conn {
                 }
             },
             // check_header admits only H2C types on the controller side.
-            _ => Err(HandleErr::Fatal(PduError {
+            _ => Err(PduError {
                 fes: Fes::InvalidHeaderField,
                 fei: 0,
-            })),
+            }),
         }
     }
 
@@ -699,7 +708,7 @@ impl Conn {
         start: usize,
         l: &PduLayout,
         ddgst_bad: bool,
-    ) -> Result<(), HandleErr> {
+    ) -> Result<(), PduError> {
         let cmd = CapsuleCmd::read_from_bytes(&self.rbuf[start..start + 72]).expect("72 bytes");
         let sqe = cmd.sqe;
         let icd = &self.rbuf[start + l.data_offset..start + l.data_offset + l.data_len];
@@ -712,10 +721,10 @@ impl Conn {
             _ => ADMIN_ICD_SIZE,
         } as usize;
         if l.data_len > icd_max {
-            return Err(HandleErr::Fatal(PduError {
+            return Err(PduError {
                 fes: Fes::DataTransferLimitExceeded,
                 fei: 0,
-            }));
+            });
         }
         let dir = cmd_dir(&sqe);
         let sgl = sqe.sgl();
@@ -752,18 +761,21 @@ impl Conn {
         // Buffers first, so a capsule whose data is here is only consumed when it
         // can be copied out.
         let mut bufs = None;
+        let mut stash = false;
         if bad.is_none() && len > 0 && in_capsule {
             match self.alloc_bufs(pg, len) {
                 Some(b) => bufs = Some(b),
-                None => return Err(HandleErr::Stall),
+                // The data is kept aside so the stream behind it (H2CData for writes
+                // holding buffers) keeps moving.
+                None => stash = true,
             }
         }
         let Some(slot) = self.free.pop() else {
             // The host sent more commands than its queue has entries.
-            return Err(HandleErr::Fatal(PduError {
+            return Err(PduError {
                 fes: Fes::PduSequenceError,
                 fei: 0,
-            }));
+            });
         };
         self.sqhd = (self.sqhd + 1) % self.sqsize.max(1);
         let r = &mut self.reqs[slot as usize];
@@ -776,6 +788,13 @@ impl Conn {
         r.state = RState::Exec;
         if let Some(s) = bad {
             self.complete(pg, slot, s, 0);
+            return Ok(());
+        }
+        if stash {
+            r.stash.clear();
+            r.stash.extend_from_slice(icd);
+            r.state = RState::NeedBuf;
+            self.need_buf.push_back(slot);
             return Ok(());
         }
         if let Some(b) = bufs {
@@ -800,18 +819,31 @@ impl Conn {
 
     /// Takes buffers for a transport-moved transfer and starts it (R2T or execution).
     fn start_transfer(&mut self, pg: &PollGroup, slot: u16) {
-        let len = self.reqs[slot as usize].len;
-        let Some(bufs) = self.alloc_bufs(pg, len) else {
+        if !self.try_start_transfer(pg, slot) {
             self.reqs[slot as usize].state = RState::NeedBuf;
             self.need_buf.push_back(slot);
-            return;
+        }
+    }
+
+    /// Takes the request's buffers and moves it on (R2T, or execution); false when the
+    /// pools are short (nothing taken).
+    fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
+        let len = self.reqs[slot as usize].len;
+        let Some(bufs) = self.alloc_bufs(pg, len) else {
+            return false;
         };
         let r = &mut self.reqs[slot as usize];
         let io = r.io.as_mut().expect("a free request owns its I/O");
         for b in bufs {
             let _ = io.push_buf(b);
         }
-        if r.dir == Dir::H2c {
+        if !r.stash.is_empty() {
+            // In-capsule data that waited for buffers.
+            copy_into(io.bufs_mut(), 0, &r.stash);
+            r.stash.clear();
+            r.state = RState::Exec;
+            self.execute(pg, slot);
+        } else if r.dir == Dir::H2c {
             r.state = RState::AwaitH2c;
             let mut t = R2t {
                 cccid: r.sqe.cid,
@@ -826,28 +858,58 @@ impl Conn {
             r.state = RState::Exec;
             self.execute(pg, slot);
         }
+        true
     }
 
+    /// Requests waiting for buffers, in arrival order; stops at the first that still
+    /// cannot have them (buffers come back from completions on this thread).
     fn retry_need_buf(&mut self, pg: &PollGroup) -> bool {
         let mut any = false;
         while let Some(&slot) = self.need_buf.front() {
-            let len = self.reqs[slot as usize].len;
-            if self.alloc_bufs_probe(pg, len) {
-                self.need_buf.pop_front();
-                self.start_transfer(pg, slot);
-                any = true;
-            } else {
+            if !self.try_start_transfer(pg, slot) {
                 break;
             }
+            self.need_buf.pop_front();
+            any = true;
         }
         any
     }
 
-    fn alloc_bufs_probe(&self, pg: &PollGroup, len: u32) -> bool {
-        // Buffers are taken for real by start_transfer; a probe that takes and gives
-        // back one buffer costs two cache operations.
-        let want = (len as usize).min(pg.iobuf.device().large_bufsize());
-        pg.iobuf.get(want).is_some()
+    /// I/Os a full bdev queue refused, resubmitted in order.
+    fn retry_io_wait(&mut self, pg: &PollGroup) -> bool {
+        let mut any = false;
+        while let Some(&slot) = self.io_wait.front() {
+            let Role::Io { subsys, .. } = &self.role else {
+                self.io_wait.clear();
+                break;
+            };
+            let r = &mut self.reqs[slot as usize];
+            let Some(ns) = subsys.get(r.sqe.nsid.get()) else {
+                self.io_wait.pop_front();
+                self.complete(pg, slot, Status::INVALID_NAMESPACE, 0);
+                continue;
+            };
+            let io = r.io.take().expect("a waiting I/O is parked in its request");
+            match ns.ch.submit(io, &self.cb) {
+                Ok(()) => {
+                    self.io_wait.pop_front();
+                    self.in_flight += 1;
+                    pg.bump(|s| s.pending_bdev_io += 1);
+                    any = true;
+                }
+                Err(e) if e.status == IoStatus::NoMemory => {
+                    self.reqs[slot as usize].io = Some(e.io);
+                    break;
+                }
+                Err(e) => {
+                    self.io_wait.pop_front();
+                    let st = nvme_status(e.status);
+                    self.reqs[slot as usize].io = Some(e.io);
+                    self.complete(pg, slot, st, 0);
+                }
+            }
+        }
+        any
     }
 
     /// Buffers for `len` bytes: one small or large buffer, or several large ones.
@@ -972,6 +1034,12 @@ impl Conn {
         let io =
             r.io.as_mut()
                 .expect("an executing admin command owns its I/O");
+        if r.dir == Dir::C2h {
+            // Nothing of earlier I/Os may reach the host beyond what the command fills.
+            for b in io.bufs_mut() {
+                b.as_mut_slice().fill(0);
+            }
+        }
         let data = io.bufs_mut().first_mut().map(|b| b.as_mut_slice());
         // Admin data fits one buffer (8 KiB in capsule, or one iobuf).
         match ctrlr.admin(&pg.tgt, pg, &r.sqe, data, slot, now) {
@@ -1059,19 +1127,25 @@ impl Conn {
         io: Box<BdevIo>,
         ch: &crate::thread::IoChannel<crate::bdev::Bdev>,
     ) {
+        if !self.io_wait.is_empty() {
+            // Keep the order: behind those already waiting.
+            self.reqs[slot as usize].io = Some(io);
+            self.io_wait.push_back(slot);
+            return;
+        }
         match ch.submit(io, &self.cb) {
             Ok(()) => {
                 self.in_flight += 1;
                 pg.bump(|s| s.pending_bdev_io += 1);
             }
+            Err(e) if e.status == IoStatus::NoMemory => {
+                // The bdev's queue is full: wait for a completion, do not fail the
+                // command (the host would see an error after a few retries).
+                self.reqs[slot as usize].io = Some(e.io);
+                self.io_wait.push_back(slot);
+            }
             Err(e) => {
-                let (sct, sc, dnr) = e.status.nvme_status();
-                let st = Status {
-                    sct,
-                    sc,
-                    more: false,
-                    dnr,
-                };
+                let st = nvme_status(e.status);
                 self.reqs[slot as usize].io = Some(e.io);
                 self.complete(pg, slot, st, 0);
             }
@@ -1124,15 +1198,7 @@ impl Conn {
     fn io_done(&mut self, io: Box<BdevIo>, pg: &PollGroup) {
         let slot = io.ctx as u16;
         self.in_flight -= 1;
-        let st = {
-            let (sct, sc, dnr) = io.status().nvme_status();
-            Status {
-                sct,
-                sc,
-                more: false,
-                dnr,
-            }
-        };
+        let st = nvme_status(io.status());
         let r = &mut self.reqs[slot as usize];
         r.io = Some(io);
         if self.closed {
@@ -1309,6 +1375,7 @@ impl Conn {
                 subsys,
                 kato,
                 self.opts.clone(),
+                self.sock.local_addr().unwrap_or(self.local),
                 pg.thread.now(),
             );
             self.role = Role::Admin(Box::new(ctrlr));
@@ -1361,7 +1428,8 @@ impl Conn {
                 .map(|b| b.len())
                 .sum::<usize>()
                 .min(r.len as usize);
-            let success = self.opts.c2h_success && self.sqflow_off;
+            // SUCCESS drops the CQE: only when it carries nothing (dwords 0 and 1 zero).
+            let success = self.opts.c2h_success && self.sqflow_off && dw0 == 0 && r.dw1 == 0;
             let mut off = 0usize;
             for (i, b) in bufs.iter().enumerate() {
                 if off >= total {
@@ -1442,14 +1510,6 @@ impl Conn {
     }
 }
 
-/// A PDU waits for buffers.
-struct Stall;
-
-enum HandleErr {
-    Stall,
-    Fatal(PduError),
-}
-
 enum DigestErr {
     Header,
     Data,
@@ -1473,6 +1533,16 @@ fn alloc_bufs_for(
         left -= n;
     }
     Some(out)
+}
+
+fn nvme_status(s: IoStatus) -> Status {
+    let (sct, sc, dnr) = s.nvme_status();
+    Status {
+        sct,
+        sc,
+        more: false,
+        dnr,
+    }
 }
 
 /// Copies `src` into the scatter list at byte `off`.
