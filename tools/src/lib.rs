@@ -1,9 +1,11 @@
 //! # pollux-tools
 //!
 //! What Pollux's programs share. The programs (`polluxd`, the NVMe-oF target daemon;
-//! `pollux-perf`, the fio-like load generator; `pollux-rpc`, the JSON-RPC client) arrive
-//! grow with their issues: `polluxd` serves the engine's JSON-RPC methods today. This
-//! library holds what they share.
+//! `pollux-perf`, the fio-compatible load generator; `pollux-rpc`, the JSON-RPC client)
+//! share this library; [`perf`] holds pollux-perf's option parser, histograms and
+//! reports.
+
+pub mod perf;
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
