@@ -207,6 +207,11 @@ struct Job {
     iops_log_next_ns: u64,
     iops_log_ios: [u64; 2],
     rate_issued: [u64; 2],
+    reaped_since_fill: u32,
+    /// log_avg_msec windows of the latency logs: (sum of lat, clat, slat, count) per
+    /// direction, and when the window ends.
+    lat_win: [(u64, u64, u64, u64); 2],
+    lat_win_end: u64,
     ru0: (Duration, Duration, u64, u64, u64),
     poller: Option<Poller>,
 }
@@ -322,6 +327,9 @@ pub fn start(js: JobStart) {
             iops_log_next_ns: 0,
             iops_log_ios: [0; 2],
             rate_issued: [0; 2],
+            reaped_since_fill: 0,
+            lat_win: [(0, 0, 0, 0); 2],
+            lat_win_end: 0,
             ru0: thread_rusage(),
             poller: None,
             spec,
@@ -451,6 +459,17 @@ impl Job {
     /// Submits until the queue is full or nothing may be issued; returns how many.
     fn fill(&mut self) -> u32 {
         let depth = self.spec.iodepth.max(1);
+        // iodepth_batch_complete_min: reap at least this many before submitting again
+        // (unless nothing is in flight); iodepth_batch_submit: submit in batches this big.
+        let reap_min = self.spec.iodepth_batch_complete_min.clamp(1, depth);
+        if self.inflight > 0 && self.reaped_since_fill < reap_min {
+            return 0;
+        }
+        let batch = self.spec.iodepth_batch_submit.clamp(1, depth);
+        if self.inflight > 0 && depth - self.inflight < batch {
+            return 0;
+        }
+        self.reaped_since_fill = 0;
         let mut n = 0;
         while self.inflight < depth && !self.free_slots.is_empty() {
             let next = match self.phase {
@@ -782,6 +801,7 @@ impl Job {
         self.slots[slot as usize].live = false;
         self.free_slots.push(slot);
         self.inflight -= 1;
+        self.reaped_since_fill += 1;
         if let Some(e) = err {
             self.error(e);
         }
@@ -802,15 +822,61 @@ impl Job {
         self.live.bytes[d].fetch_add(s.len, Ordering::Relaxed);
         let t_ms = (now - self.run_start_ns) / 1_000_000;
         if self.spec.write_lat_log.is_some() {
-            let e = |v| (t_ms, v, d as u8, s.len, s.offset);
-            self.raw.lat_log.push(e(lat));
-            self.raw.clat_log.push(e(clat));
-            self.raw.slat_log.push(e(slat));
+            let avg = self.spec.log_avg_msec * 1_000_000;
+            if avg == 0 {
+                let e = |v| (t_ms, v, d as u8, s.len, s.offset);
+                self.raw.lat_log.push(e(lat));
+                self.raw.clat_log.push(e(clat));
+                self.raw.slat_log.push(e(slat));
+            } else {
+                // fio's log_avg_msec: one averaged entry per window and direction.
+                if now >= self.lat_win_end {
+                    self.flush_lat_window(now);
+                    self.lat_win_end = now + avg;
+                }
+                let w = &mut self.lat_win[d];
+                *w = (w.0 + lat, w.1 + clat, w.2 + slat, w.3 + 1);
+            }
         }
     }
 
+    fn flush_lat_window(&mut self, now: u64) {
+        let t_ms = now.saturating_sub(self.run_start_ns) / 1_000_000;
+        for d in 0..2 {
+            let (l, c, sl, n) = self.lat_win[d];
+            if n > 0 {
+                self.raw.lat_log.push((t_ms, l / n, d as u8, 0, 0));
+                self.raw.clat_log.push((t_ms, c / n, d as u8, 0, 0));
+                self.raw.slat_log.push((t_ms, sl / n, d as u8, 0, 0));
+            }
+        }
+        self.lat_win = [(0, 0, 0, 0); 2];
+    }
+
     fn sample(&mut self, now: u64) {
-        if !self.measuring() || now < self.sample_next_ns {
+        if !self.measuring() {
+            return;
+        }
+        if self.spec.write_iops_log.is_some() && now >= self.iops_log_next_ns {
+            // One entry per log_avg_msec (default 500 ms) and direction.
+            let win_ms = if self.spec.log_avg_msec > 0 {
+                self.spec.log_avg_msec
+            } else {
+                SAMPLE_MS
+            };
+            if self.iops_log_next_ns > self.run_start_ns {
+                let t_ms = (now - self.run_start_ns) / 1_000_000;
+                for d in 0..2 {
+                    if self.iops_log_ios[d] > 0 {
+                        let iops = self.iops_log_ios[d] * 1000 / win_ms;
+                        self.raw.iops_log.push((t_ms, iops, d as u8, 0, 0));
+                    }
+                }
+            }
+            self.iops_log_ios = [0; 2];
+            self.iops_log_next_ns = now + win_ms * 1_000_000;
+        }
+        if now < self.sample_next_ns {
             return;
         }
         let win = SAMPLE_MS as f64 / 1000.0;
@@ -825,16 +891,6 @@ impl Job {
             }
         }
         self.raw.iops_curve.push((t, total));
-        if self.spec.write_iops_log.is_some() {
-            let t_ms = (now - self.run_start_ns) / 1_000_000;
-            for d in 0..2 {
-                if self.iops_log_ios[d] > 0 {
-                    let iops = (self.iops_log_ios[d] as f64 / win) as u64;
-                    self.raw.iops_log.push((t_ms, iops, d as u8, 0, 0));
-                }
-            }
-            self.iops_log_ios = [0; 2];
-        }
         self.sample_ios = [0; 2];
         self.sample_bytes = [0; 2];
         self.sample_next_ns += SAMPLE_MS * 1_000_000;
@@ -842,6 +898,9 @@ impl Job {
 
     fn finish(&mut self) {
         let now = self.now();
+        if self.spec.log_avg_msec > 0 && self.spec.write_lat_log.is_some() {
+            self.flush_lat_window(now);
+        }
         let end = self.run_end_ns.unwrap_or(now).min(now);
         self.raw.runtime = Duration::from_nanos(end.saturating_sub(self.run_start_ns));
         // Verify time counts as run time, as fio's does.
