@@ -844,10 +844,12 @@ impl Job {
         let t_ms = now.saturating_sub(self.run_start_ns) / 1_000_000;
         for d in 0..2 {
             let (l, c, sl, n) = self.lat_win[d];
-            if n > 0 {
-                self.raw.lat_log.push((t_ms, l / n, d as u8, 0, 0));
-                self.raw.clat_log.push((t_ms, c / n, d as u8, 0, 0));
-                self.raw.slat_log.push((t_ms, sl / n, d as u8, 0, 0));
+            if let (Some(l), Some(c), Some(sl)) =
+                (l.checked_div(n), c.checked_div(n), sl.checked_div(n))
+            {
+                self.raw.lat_log.push((t_ms, l, d as u8, 0, 0));
+                self.raw.clat_log.push((t_ms, c, d as u8, 0, 0));
+                self.raw.slat_log.push((t_ms, sl, d as u8, 0, 0));
             }
         }
         self.lat_win = [(0, 0, 0, 0); 2];
