@@ -1,9 +1,9 @@
 //! # pollux-nvme
 //!
-//! NVMe for Pollux. This crate is being built issue by issue; today it holds only this
-//! map of what it will hold, so that the workspace has its final shape.
+//! NVMe for Pollux, built issue by issue: the spec structures and the NVMe/TCP host are
+//! here; the userspace PCIe driver (`pci`, `ctrlr`, `qpair`, `cmb`) is to come.
 //!
-//! - [`spec`] (started): the NVMe base, NVMe-oF and NVMe/TCP structures, declared once and shared by
+//! - [`spec`]: the NVMe base, NVMe-oF and NVMe/TCP structures, declared once and shared by
 //!   target and host: controller registers (CAP, VS, CC, CSTS, AQA, ASQ, ACQ, CMBLOC,
 //!   CMBSZ, CMBMSC), SQE/CQE, status codes, Identify structures, log pages, Fabrics
 //!   commands and the NVMe/TCP PDUs, each `#[repr(C)]` with compile-time size and offset
