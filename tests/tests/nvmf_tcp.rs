@@ -445,6 +445,54 @@ fn a_full_bdev_queue_makes_commands_wait_not_fail() {
 }
 
 #[test]
+fn an_ipv6_listener_serves_and_shows_in_discovery() {
+    let d = Daemon::start();
+    let port = free_port();
+    let la =
+        json!({"trtype": "TCP", "adrfam": "IPv6", "traddr": "::1", "trsvcid": port.to_string()});
+    d.call(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN, "listen_address": la}),
+    );
+    let subs = d.call("nvmf_get_subsystems", json!({"nqn": NQN}));
+    let las = subs[0]["listen_addresses"].as_array().unwrap();
+    assert!(
+        las.iter()
+            .any(|l| l["adrfam"] == "IPv6" && l["traddr"] == "::1"),
+        "{las:?}"
+    );
+    let mut o = d.opts();
+    o.addr = format!("[::1]:{port}").parse().unwrap();
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
+    q.write(1, 7, 1, pattern(4096, 6), 0).unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    q.read(1, 7, 1, vec![0; 4096], 0).unwrap();
+    assert!(wait_one(&mut q).buf.unwrap() == pattern(4096, 6));
+    drop(q);
+    admin.shutdown().unwrap();
+    // The IPv4 discovery listener lists the IPv6 address too (adrfam 2).
+    let mut disc_o = TcpOptions::new(d.addr, DISCOVERY_NQN);
+    disc_o.timeout = Duration::from_secs(10);
+    let mut disc = AdminQueue::connect(&disc_o).unwrap();
+    let (_, entries) = disc.discovery_log().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.adrfam == 2 && e.traddr_str() == Some("::1")),
+        "{entries:?}"
+    );
+    disc.shutdown().unwrap();
+    // Removing it closes the port.
+    d.call(
+        "nvmf_subsystem_remove_listener",
+        json!({"nqn": NQN, "listen_address": la}),
+    );
+    assert!(std::net::TcpStream::connect(o.addr).is_err());
+    d.wait_idle();
+}
+
+#[test]
 fn a_host_not_on_the_allow_list_is_refused_with_invalid_host() {
     let d = Daemon::start_with(json!({"trtype": "TCP"}), false);
     let allowed = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";

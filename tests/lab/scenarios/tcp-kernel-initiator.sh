@@ -1,0 +1,339 @@
+#!/bin/sh
+# tcp-kernel-initiator: polluxd in the guest serves a RAM namespace and an io_uring
+# namespace (a file in tmpfs) over NVMe/TCP on 127.0.0.1:4420; Linux 6.1's own initiator
+# (nvme-tcp, nvme-cli) and fio use it: discovery, connect, identify, verified I/O with and
+# without digests, host ACL, 20 disconnects under I/O (after which every pool must be
+# full), namespace hot add and remove, clean stop.
+# lab-timeout: 480
+. /lab/lib.sh
+
+NQN=nqn.2016-06.io.pollux:lab-tcp
+ACL_NQN=nqn.2016-06.io.pollux:lab-acl
+SN=POLLUXLAB00000000001
+MN="Pollux lab target"
+ALLOWED_HOST=nqn.2014-08.org.nvmexpress:uuid:5ef0c1e2-7a11-4c4b-9d1e-0000000000a2
+ALLOWED_ID=5ef0c1e2-7a11-4c4b-9d1e-0000000000a2
+DENIED_HOST=nqn.2014-08.org.nvmexpress:uuid:5ef0c1e2-7a11-4c4b-9d1e-0000000000d1
+DENIED_ID=5ef0c1e2-7a11-4c4b-9d1e-0000000000d1
+SOCK=/tmp/pollux.sock
+ADDR=127.0.0.1
+PORT=4420
+RECONNECTS=${LAB_RECONNECTS:-20}
+CFG=$LAB_ART/polluxd.json
+URING_FILE=/tmp/lab/uring0.img
+
+rpc() { pollux-rpc -s "$SOCK" -t 10 "$@"; }
+
+# The controller (nvmeX) connected to subsystem $1, if any.
+ctrl_of() {
+    for c in /sys/class/nvme/nvme*; do
+        [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$1" ] && { echo "${c##*/}"; return 0; }
+    done
+    return 1
+}
+
+# The block device (nvmeXnY) of namespace $2 of subsystem $1, if there is one.
+ns_dev() {
+    for s in /sys/class/nvme-subsystem/* /sys/class/nvme/*; do
+        [ "$(cat "$s/subsysnqn" 2>/dev/null)" = "$1" ] || continue
+        for d in "$s"/nvme*n"$2"; do
+            n=${d##*/}
+            case "$n" in *c*) continue ;; esac # nvmeXcYnZ: a multipath path, not the disk
+            [ -b "/dev/$n" ] && { echo "$n"; return 0; }
+        done
+    done
+    return 1
+}
+no_ns_dev() { ! ns_dev "$@" >/dev/null; }
+no_ctrl() { ! ctrl_of "$1" >/dev/null; }
+
+# connect [nvme connect options]: connects to $NQN and waits for both namespaces.
+connect() {
+    lab_run timeout 60 nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN" "$@" || return 1
+    lab_wait 20 ns_dev "$NQN" 1 >/dev/null && lab_wait 10 ns_dev "$NQN" 2 >/dev/null
+}
+
+disconnect() {
+    lab_run timeout 60 nvme disconnect -n "$NQN" || return 1
+    lab_wait 20 no_ctrl "$NQN"
+}
+
+# fio_verify TAG DEV...: random writes of 4 KiB to 1 MiB at QD32 on each device (in
+# parallel), then every block read back and checked (crc32c).
+fio_verify() {
+    _tag=$1
+    shift
+    _jobs=
+    for _d in "$@"; do _jobs="$_jobs --name=$_d --filename=/dev/$_d"; done
+    lab_run timeout -s KILL 240 fio --output="$LAB_ART/fio-$_tag.txt" \
+        --ioengine=libaio --direct=1 --rw=randwrite --bsrange=4k-1m --iodepth=32 --size=24m \
+        --verify=crc32c --do_verify=1 --verify_fatal=1 $_jobs
+    _rc=$?
+    cat "$LAB_ART/fio-$_tag.txt" | grep -E 'err=|IOPS=|verify' | head -20
+    [ "$_rc" -eq 0 ] && [ "$(grep -c 'err= 0' "$LAB_ART/fio-$_tag.txt")" -eq $# ]
+}
+
+# stats_zero FIELD...: nvmf_get_stats shows 0 for every FIELD in every poll group.
+stats_zero() {
+    rpc nvmf_get_stats >"$LAB_WORK/stats.json" 2>&1 || return 1
+    awk -v fields=" $* " '
+        /"name":/ { groups++ }
+        {
+            if (match($0, /"[a-z_]+": *[0-9]+/)) {
+                kv = substr($0, RSTART, RLENGTH); split(kv, p, /: */); k = p[1]; gsub(/"/, "", k)
+                if (index(fields, " " k " ") && p[2] + 0 != 0) { bad = bad " " k "=" p[2] }
+            }
+        }
+        END { if (bad != "") print "non-zero:" bad; exit !(groups > 0 && bad == "") }
+    ' "$LAB_WORK/stats.json"
+}
+stat_sum() { awk -v k="\"$1\":" '$1 == k { gsub(/,/, "", $2); s += $2 } END { print s + 0 }' "$LAB_WORK/stats.json"; }
+
+# ---- polluxd ----
+truncate -s 64M "$URING_FILE"
+cat >"$CFG" <<EOF
+{"subsystems": [
+ {"subsystem": "bdev", "config": [
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 131072, "block_size": 512}},
+  {"method": "bdev_uring_create", "params": {"name": "Uring0", "filename": "$URING_FILE", "block_size": 4096}},
+  {"method": "bdev_null_create", "params": {"name": "Null0", "num_blocks": 16384, "block_size": 4096}}
+ ]},
+ {"subsystem": "nvmf", "config": [
+  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+  {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true,
+    "serial_number": "$SN", "model_number": "$MN"}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0", "nsid": 1}}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Uring0", "nsid": 2}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN",
+    "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "$ADDR", "trsvcid": "$PORT"}}},
+  {"method": "nvmf_create_subsystem", "params": {"nqn": "$ACL_NQN", "allow_any_host": false,
+    "serial_number": "POLLUXLAB00000000002", "model_number": "Pollux lab ACL"}},
+  {"method": "nvmf_subsystem_add_host", "params": {"nqn": "$ACL_NQN", "host": "$ALLOWED_HOST"}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$ACL_NQN", "namespace": {"bdev_name": "Null0", "nsid": 1}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$ACL_NQN",
+    "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "$ADDR", "trsvcid": "$PORT"}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "discovery",
+    "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "$ADDR", "trsvcid": "$PORT"}}}
+ ]}
+]}
+EOF
+RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd.log" 2>&1 &
+PID=$!
+if lab_wait 30 rpc nvmf_get_subsystems >"$LAB_ART/subsystems.json" 2>/dev/null; then
+    lab_pass polluxd-start "polluxd (pid $PID) serves $NQN and $ACL_NQN on $ADDR:$PORT"
+else
+    tail -20 "$LAB_ART/polluxd.log"
+    lab_abort polluxd-start "polluxd did not come up (see polluxd.log)"
+fi
+
+# ---- discovery, connect, identify ----
+lab_run timeout 60 nvme discover -t tcp -a "$ADDR" -s "$PORT" >"$LAB_ART/discover.txt" 2>&1
+rc=$?
+cat "$LAB_ART/discover.txt"
+if [ $rc -eq 0 ] && grep -q "subnqn: *$NQN\$" "$LAB_ART/discover.txt"; then
+    lab_pass discover "nvme discover lists $NQN ($(grep -c '^=====Discovery Log Entry' "$LAB_ART/discover.txt") entries)"
+else
+    lab_fail discover "nvme discover (rc $rc) does not list $NQN"
+fi
+
+if connect; then
+    CTRL=$(ctrl_of "$NQN")
+    NS1=$(ns_dev "$NQN" 1)
+    NS2=$(ns_dev "$NQN" 2)
+    lab_pass connect "nvme connect: controller $CTRL, namespaces /dev/$NS1 (Malloc0) and /dev/$NS2 (Uring0)"
+else
+    lab_abort connect "nvme connect to $NQN failed, or its namespaces did not appear"
+fi
+
+lab_run nvme list >"$LAB_ART/nvme-list.txt" 2>&1
+cat "$LAB_ART/nvme-list.txt"
+if grep "$NS1 " "$LAB_ART/nvme-list.txt" | grep -F "$SN" | grep -qF "$MN"; then
+    lab_pass nvme-list "nvme list shows /dev/$NS1 with serial $SN and model '$MN'"
+else
+    lab_fail nvme-list "nvme list does not show /dev/$NS1 with serial $SN and model '$MN'"
+fi
+
+lab_run nvme id-ctrl "/dev/$CTRL" >"$LAB_ART/id-ctrl.txt" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -qE "^sn +: $SN" "$LAB_ART/id-ctrl.txt" &&
+    grep -qE "^mn +: $MN" "$LAB_ART/id-ctrl.txt" && grep -qE "^subnqn +: $NQN" "$LAB_ART/id-ctrl.txt"; then
+    lab_pass id-ctrl "nvme id-ctrl parses: sn, mn and subnqn as configured, $(grep -E '^(mdts|kas|ioccsz|sgls) ' "$LAB_ART/id-ctrl.txt" | tr -s ' ' | tr '\n' ' ')"
+else
+    grep -E '^(vid|sn|mn|fr|subnqn) ' "$LAB_ART/id-ctrl.txt"
+    lab_fail id-ctrl "nvme id-ctrl /dev/$CTRL: rc $rc, or sn/mn/subnqn differ from the config"
+fi
+
+idns_ok=1
+for pair in "$NS1:131072:9" "$NS2:16384:12"; do
+    dev=${pair%%:*}
+    rest=${pair#*:}
+    blocks=${rest%%:*}
+    lbads=${rest#*:}
+    lab_run nvme id-ns "/dev/$dev" >"$LAB_ART/id-ns-$dev.txt" 2>&1 || idns_ok=0
+    nsze=$(awk '$1 == "nsze" { print $3 }' "$LAB_ART/id-ns-$dev.txt")
+    grep -E '^(nsze|ncap|nuse|nlbaf|lbaf +0)' "$LAB_ART/id-ns-$dev.txt"
+    [ "$((nsze))" -eq "$blocks" ] || { echo "$dev: nsze $nsze, expected $blocks"; idns_ok=0; }
+    grep -qE "lbads:$lbads .*in use" "$LAB_ART/id-ns-$dev.txt" || { echo "$dev: LBA format in use is not lbads:$lbads"; idns_ok=0; }
+done
+if [ $idns_ok = 1 ]; then
+    lab_pass id-ns "nvme id-ns parses: /dev/$NS1 131072 x 512 B, /dev/$NS2 16384 x 4 KiB"
+else
+    lab_fail id-ns "nvme id-ns: a size or LBA format differs from the bdevs"
+fi
+
+# ---- verified I/O, then again with header and data digests ----
+t0=$(lab_up)
+if fio_verify plain "$NS1" "$NS2"; then
+    lab_pass fio-verify "randwrite 4k-1m QD32 then crc32c verify of /dev/$NS1 and /dev/$NS2: no error ($(lab_secs_since "$t0") s)"
+else
+    lab_fail fio-verify "fio randwrite+verify on /dev/$NS1 and /dev/$NS2 reported errors (fio-plain.txt)"
+fi
+disconnect || lab_fail disconnect "nvme disconnect failed or the controller stayed"
+
+if connect -g -G; then
+    NS1=$(ns_dev "$NQN" 1)
+    NS2=$(ns_dev "$NQN" 2)
+    lab_pass connect-digests "nvme connect -g -G (header and data digests): /dev/$NS1 /dev/$NS2"
+    t0=$(lab_up)
+    if fio_verify digests "$NS1" "$NS2"; then
+        lab_pass fio-verify-digests "the same verified fio run with digests: no error ($(lab_secs_since "$t0") s)"
+    else
+        lab_fail fio-verify-digests "fio randwrite+verify with digests reported errors (fio-digests.txt)"
+    fi
+    disconnect || lab_fail disconnect "nvme disconnect failed or the controller stayed"
+else
+    lab_fail connect-digests "nvme connect -g -G failed"
+fi
+
+# ---- host ACL ----
+lab_run timeout 60 nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$ACL_NQN" \
+    --hostnqn "$DENIED_HOST" --hostid "$DENIED_ID" >"$LAB_WORK/acl-denied" 2>&1
+rc=$?
+cat "$LAB_WORK/acl-denied"
+if [ $rc -ne 0 ] && no_ctrl "$ACL_NQN"; then
+    lab_pass acl-refused "a host not added to $ACL_NQN is refused (rc $rc; kernel: $(dmesg | grep -o 'Connect for subsystem.*not allowed.*' | tail -1))"
+else
+    lab_fail acl-refused "nvme connect with host $DENIED_HOST to $ACL_NQN (allow_any_host false) was not refused"
+fi
+timeout 30 nvme disconnect -n "$ACL_NQN" >/dev/null 2>&1
+if lab_run timeout 60 nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$ACL_NQN" \
+    --hostnqn "$ALLOWED_HOST" --hostid "$ALLOWED_ID" && lab_wait 10 ns_dev "$ACL_NQN" 1 >/dev/null; then
+    lab_pass acl-allowed "the added host connects to $ACL_NQN: /dev/$(ns_dev "$ACL_NQN" 1)"
+else
+    lab_fail acl-allowed "the host added with nvmf_subsystem_add_host cannot connect to $ACL_NQN"
+fi
+timeout 60 nvme disconnect -n "$ACL_NQN"
+lab_wait 20 no_ctrl "$ACL_NQN"
+
+if lab_wait 10 stats_zero current_connections protocol_errors; then
+    lab_pass protocol-clean "so far every connection closed and no protocol error (nvmf_get_stats)"
+else
+    cat "$LAB_WORK/stats.json"
+    lab_fail protocol-clean "after the tests above: $(stats_zero current_connections protocol_errors)"
+fi
+cp "$LAB_WORK/stats.json" "$LAB_ART/stats-before-reconnects.json"
+
+# ---- disconnect and reconnect under I/O ----
+t0=$(lab_up)
+i=1
+bad=
+busy=0
+while [ $i -le "$RECONNECTS" ]; do
+    if ! connect; then
+        bad="$bad connect#$i"
+        disconnect
+        i=$((i + 1))
+        continue
+    fi
+    n1=$(ns_dev "$NQN" 1)
+    n2=$(ns_dev "$NQN" 2)
+    # I/O errors are expected here once the controller goes away.
+    timeout -s KILL 120 fio --name=churn1 --filename="/dev/$n1" --name=churn2 --filename="/dev/$n2" \
+        --ioengine=libaio --direct=1 --rw=randrw --bsrange=4k-256k --iodepth=32 \
+        --time_based --runtime=60 >"$LAB_WORK/churn.$i" 2>&1 &
+    fpid=$!
+    sleep 1.5
+    lab_alive $fpid && busy=$((busy + 1))
+    disconnect || bad="$bad disconnect#$i"
+    wait $fpid
+    echo "reconnect $i/$RECONNECTS done at $(lab_up) s (fio exit $?)"
+    i=$((i + 1))
+done
+cat "$LAB_WORK/churn.$RECONNECTS" >"$LAB_ART/fio-churn-last.txt"
+secs=$(lab_secs_since "$t0")
+if [ -z "$bad" ]; then
+    lab_pass reconnects "$RECONNECTS connect/disconnect cycles with fio running ($busy with I/O in flight at the disconnect) in $secs s"
+else
+    lab_fail reconnects "failures in the $RECONNECTS cycles:$bad"
+fi
+if lab_alive $PID; then
+    lab_pass polluxd-alive "polluxd is still running after the disconnects"
+else
+    lab_fail polluxd-alive "polluxd died (see polluxd.log)"
+fi
+if lab_wait 20 stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io; then
+    lab_pass pools-full "nvmf_get_stats after the last disconnect: current_connections, qpairs, iobuf_outstanding and pending_bdev_io are 0 in every poll group (protocol_errors $(stat_sum protocol_errors))"
+else
+    cat "$LAB_WORK/stats.json"
+    lab_fail pools-full "after the last disconnect: $(stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io)"
+fi
+cp "$LAB_WORK/stats.json" "$LAB_ART/stats-after-reconnects.json"
+
+# ---- a last verified run ----
+if connect; then
+    NS1=$(ns_dev "$NQN" 1)
+    NS2=$(ns_dev "$NQN" 2)
+    if fio_verify final "$NS1" "$NS2"; then
+        lab_pass final-verify "connect and verified fio after the disconnects: no error"
+    else
+        lab_fail final-verify "fio randwrite+verify after the disconnects reported errors (fio-final.txt)"
+    fi
+else
+    lab_fail final-verify "cannot connect after the disconnects"
+fi
+
+# ---- namespace hot add and remove while connected ----
+if [ -n "$(ctrl_of "$NQN")" ]; then
+    rpc bdev_malloc_create name=Malloc1 num_blocks=32768 block_size=512 >/dev/null
+    t0=$(lab_up)
+    if lab_run rpc nvmf_subsystem_add_ns nqn="$NQN" namespace.bdev_name=Malloc1 namespace.nsid=3 &&
+        lab_wait 10 ns_dev "$NQN" 3 >/dev/null; then
+        NS3=$(ns_dev "$NQN" 3)
+        took=$(lab_secs_since "$t0")
+        if dd if="/dev/$NS3" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null; then
+            lab_pass ns-hot-add "nvmf_subsystem_add_ns nsid 3: /dev/$NS3 appeared after $took s and reads"
+        else
+            lab_fail ns-hot-add "/dev/$NS3 appeared after $took s but cannot be read"
+        fi
+    else
+        lab_fail ns-hot-add "no nsid 3 block device within 10 s of nvmf_subsystem_add_ns"
+    fi
+    t0=$(lab_up)
+    if lab_run rpc nvmf_subsystem_remove_ns nqn="$NQN" nsid=3 && lab_wait 10 no_ns_dev "$NQN" 3; then
+        lab_pass ns-hot-remove "nvmf_subsystem_remove_ns nsid 3: the device went away after $(lab_secs_since "$t0") s; nsid 1 and 2 stay: $(ns_dev "$NQN" 1) $(ns_dev "$NQN" 2)"
+    else
+        lab_fail ns-hot-remove "the nsid 3 block device is still there 10 s after nvmf_subsystem_remove_ns"
+    fi
+    disconnect || lab_fail disconnect "nvme disconnect failed or the controller stayed"
+else
+    lab_fail ns-hot-add "not connected"
+fi
+
+# ---- clean stop ----
+rpc nvmf_get_stats >"$LAB_ART/stats-end.json" 2>&1
+kill -TERM $PID
+lab_wait 20 eval '! lab_alive $PID'
+if lab_alive $PID; then
+    lab_fail clean-stop "polluxd still runs 20 s after SIGTERM"
+    kill -KILL $PID
+else
+    wait $PID
+    rc=$?
+    if [ $rc -eq 0 ] && ! grep -q 'missing from their pools' "$LAB_ART/polluxd.log"; then
+        lab_pass clean-stop "polluxd stopped on SIGTERM with status 0, every DMA buffer back in its pool"
+    else
+        lab_fail clean-stop "polluxd stopped with status $rc$(grep -q 'missing from their pools' "$LAB_ART/polluxd.log" && echo ', DMA buffers missing from their pools')"
+    fi
+fi
+
+exit 0
