@@ -763,7 +763,7 @@ impl Conn {
         let mut bufs = None;
         let mut stash = false;
         if bad.is_none() && len > 0 && in_capsule {
-            match self.alloc_bufs(pg, len) {
+            match alloc_bufs_for(pg, len) {
                 Some(b) => bufs = Some(b),
                 // The data is kept aside so the stream behind it (H2CData for writes
                 // holding buffers) keeps moving.
@@ -829,7 +829,7 @@ impl Conn {
     /// pools are short (nothing taken).
     fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
         let len = self.reqs[slot as usize].len;
-        let Some(bufs) = self.alloc_bufs(pg, len) else {
+        let Some(bufs) = alloc_bufs_for(pg, len) else {
             return false;
         };
         let r = &mut self.reqs[slot as usize];
@@ -910,26 +910,6 @@ impl Conn {
             }
         }
         any
-    }
-
-    /// Buffers for `len` bytes: one small or large buffer, or several large ones.
-    fn alloc_bufs(
-        &self,
-        pg: &PollGroup,
-        len: u32,
-    ) -> Option<arrayvec::ArrayVec<crate::dma::DmaBuf, { crate::bdev::SGL_SEGMENTS_MAX }>> {
-        let large = pg.iobuf.device().large_bufsize();
-        let mut out = arrayvec::ArrayVec::new();
-        let mut left = len as usize;
-        while left > 0 {
-            let n = left.min(large);
-            let b = pg.iobuf.get(n)?;
-            if out.try_push(b).is_err() {
-                return None;
-            }
-            left -= n;
-        }
-        Some(out)
     }
 
     fn h2c_data(&mut self, pg: &PollGroup, start: usize, l: &PduLayout) -> Result<(), PduError> {
@@ -1520,6 +1500,8 @@ const HDGST_ERROR: PduError = PduError {
     fei: 0,
 };
 
+/// Buffers for `len` bytes: one small or large buffer, or several large ones; `None`
+/// when the pools are short (nothing is kept).
 fn alloc_bufs_for(
     pg: &PollGroup,
     len: u32,
