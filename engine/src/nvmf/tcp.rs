@@ -194,6 +194,8 @@ enum RState {
     AwaitH2c,
     /// In a bdev or held by the controller (AER).
     Exec,
+    /// Completed; its data is still being sent from its buffers.
+    Sending,
 }
 
 /// What a request is doing beyond a plain bdev I/O.
@@ -250,8 +252,14 @@ pub(crate) struct Conn {
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
+    /// PDU headers, digests and small data, in send order; `sq` says what to send.
     sbuf: Vec<u8>,
-    spos: usize,
+    /// End of the bytes of `sbuf` already in `sq`.
+    marked: usize,
+    /// What to send: ranges of `sbuf` and data straight from requests' buffers.
+    sq: std::collections::VecDeque<Seg>,
+    /// Bytes of the front segment already sent.
+    front_off: usize,
     reqs: Vec<Req>,
     free: Vec<u16>,
     need_buf: std::collections::VecDeque<u16>,
@@ -348,7 +356,9 @@ impl Conn {
                 rstart: 0,
                 rend: 0,
                 sbuf: Vec::with_capacity(64 * 1024),
-                spos: 0,
+                marked: 0,
+                sq: std::collections::VecDeque::with_capacity(256),
+                front_off: 0,
                 reqs: vec![new_req()],
                 free: vec![0],
                 need_buf: std::collections::VecDeque::new(),
@@ -392,8 +402,8 @@ impl Conn {
         busy |= c.flush(pg);
         // Unsent bytes or requests waiting for buffers or a bdev queue: the sockets are
         // watched for input only, so keep polling rather than sleep on them.
-        busy |= c.spos < c.sbuf.len() || !c.need_buf.is_empty() || !c.io_wait.is_empty();
-        if c.closing_after_flush && c.spos >= c.sbuf.len() {
+        busy |= !c.sq.is_empty() || !c.need_buf.is_empty() || !c.io_wait.is_empty();
+        if c.closing_after_flush && c.sq.is_empty() {
             c.close(pg, "the host disconnected");
         }
         (PollStatus::from_busy(busy), c.closed)
@@ -448,6 +458,9 @@ impl Conn {
         }
         self.rbuf = Vec::new();
         self.sbuf = Vec::new();
+        self.sq.clear();
+        self.marked = 0;
+        self.front_off = 0;
         pg.bump(|s| s.current_connections -= 1);
         match std::mem::replace(&mut self.role, Role::None) {
             Role::None => {}
@@ -464,20 +477,74 @@ impl Conn {
         }
     }
 
-    fn flush(&mut self, pg: &PollGroup) -> bool {
-        if self.spos >= self.sbuf.len() {
-            return false;
+    /// Puts the bytes appended to `sbuf` since the last call in the send queue.
+    fn mark(&mut self) {
+        let end = self.sbuf.len();
+        if end == self.marked {
+            return;
         }
+        match self.sq.back_mut() {
+            Some(Seg::Bytes(_, e)) if *e == self.marked => *e = end,
+            _ => self.sq.push_back(Seg::Bytes(self.marked, end)),
+        }
+        self.marked = end;
+    }
+
+    /// Releases a request whose data has all been sent.
+    fn release(&mut self, slot: u16) {
+        let r = &mut self.reqs[slot as usize];
+        if let Some(io) = r.io.as_mut() {
+            io.clear_bufs();
+        }
+        r.aux.clear();
+        r.state = RState::Free;
+        self.free.push(slot);
+    }
+
+    /// Sends what the socket takes: one `writev` of up to 64 segments at a time, data
+    /// straight from the requests' buffers.
+    fn flush(&mut self, pg: &PollGroup) -> bool {
         let mut progress = false;
-        while self.spos < self.sbuf.len() {
-            match self.sock.write(&self.sbuf[self.spos..]) {
+        loop {
+            while let Some(&Seg::Release(slot)) = self.sq.front() {
+                self.sq.pop_front();
+                self.release(slot);
+            }
+            if self.sq.is_empty() {
+                self.sbuf.clear();
+                self.marked = 0;
+                self.front_off = 0;
+                return progress;
+            }
+            let res = {
+                let mut iov: arrayvec::ArrayVec<io::IoSlice<'_>, 64> = arrayvec::ArrayVec::new();
+                for (i, seg) in self.sq.iter().enumerate() {
+                    let skip = if i == 0 { self.front_off } else { 0 };
+                    let bytes: &[u8] = match *seg {
+                        Seg::Bytes(a, b) => &self.sbuf[a + skip..b],
+                        Seg::Data { slot, buf, len } => {
+                            let io = self.reqs[slot as usize]
+                                .io
+                                .as_ref()
+                                .expect("a request being sent owns its buffers");
+                            &io.bufs()[buf as usize].as_slice()[skip..len as usize]
+                        }
+                        Seg::Release(_) => continue,
+                    };
+                    if iov.try_push(io::IoSlice::new(bytes)).is_err() {
+                        break;
+                    }
+                }
+                (&self.sock).write_vectored(&iov)
+            };
+            match res {
                 Ok(0) => {
                     self.close(pg, "the peer stopped reading");
                     return true;
                 }
                 Ok(n) => {
-                    self.spos += n;
                     progress = true;
+                    self.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -488,11 +555,53 @@ impl Conn {
                 }
             }
         }
-        if self.spos >= self.sbuf.len() {
-            self.sbuf.clear();
-            self.spos = 0;
+        // A queue that never empties must not grow `sbuf` forever: drop what was sent.
+        let first = self
+            .sq
+            .iter()
+            .find_map(|s| match *s {
+                Seg::Bytes(a, _) => Some(a),
+                _ => None,
+            })
+            .unwrap_or(self.marked);
+        if first >= 256 * 1024 {
+            self.sbuf.drain(..first);
+            self.marked -= first;
+            for s in self.sq.iter_mut() {
+                if let Seg::Bytes(a, b) = s {
+                    *a -= first;
+                    *b -= first;
+                }
+            }
         }
         progress
+    }
+
+    /// Drops `n` sent bytes from the front of the send queue.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(&front) = self.sq.front() else {
+                return;
+            };
+            let len = match front {
+                Seg::Bytes(a, b) => b - a,
+                Seg::Data { len, .. } => len as usize,
+                Seg::Release(slot) => {
+                    self.sq.pop_front();
+                    self.release(slot);
+                    continue;
+                }
+            };
+            let rest = len - self.front_off;
+            if n >= rest {
+                n -= rest;
+                self.sq.pop_front();
+                self.front_off = 0;
+            } else {
+                self.front_off += n;
+                n = 0;
+            }
+        }
     }
 
     fn receive(&mut self, pg: &PollGroup) -> bool {
@@ -595,6 +704,7 @@ impl Conn {
             data.len(),
         );
         self.sbuf.extend_from_slice(data);
+        self.mark();
         self.flush(pg);
         self.close(pg, "protocol error");
     }
@@ -689,6 +799,7 @@ impl Conn {
             &neg,
             0,
         );
+        self.mark();
         self.rx.established = true;
         self.rx.hdgst = hd;
         self.rx.ddgst = dd;
@@ -854,6 +965,7 @@ impl Conn {
             };
             let neg = self.tx;
             pdu::frame(&mut self.sbuf, t.as_mut_bytes(), PduType::R2t, 0, &neg, 0);
+            self.mark();
         } else {
             r.state = RState::Exec;
             self.execute(pg, slot);
@@ -1400,6 +1512,7 @@ impl Conn {
         let r = &mut self.reqs[slot as usize];
         let neg = self.tx;
         let mut resp_needed = true;
+        let mut zero_copy = false;
         if status.is_success() && r.dir == Dir::C2h && r.len > 0 {
             let io = r.io.as_ref().expect("a completing command owns its I/O");
             let bufs = io.bufs();
@@ -1439,7 +1552,23 @@ impl Conn {
                     n,
                 );
                 let data = &b.as_slice()[..n];
-                self.sbuf.extend_from_slice(data);
+                if n >= ZERO_COPY_MIN {
+                    // Sent from the buffer itself; the request is released once it is.
+                    let end = self.sbuf.len();
+                    match self.sq.back_mut() {
+                        Some(Seg::Bytes(_, e)) if *e == self.marked => *e = end,
+                        _ => self.sq.push_back(Seg::Bytes(self.marked, end)),
+                    }
+                    self.marked = end;
+                    self.sq.push_back(Seg::Data {
+                        slot,
+                        buf: i as u8,
+                        len: n as u32,
+                    });
+                    zero_copy = true;
+                } else {
+                    self.sbuf.extend_from_slice(data);
+                }
                 if neg.ddgst {
                     self.sbuf
                         .extend_from_slice(&pdu::crc32c(data).to_le_bytes());
@@ -1473,13 +1602,13 @@ impl Conn {
                 0,
             );
         }
-        let r = &mut self.reqs[slot as usize];
-        if let Some(io) = r.io.as_mut() {
-            io.clear_bufs();
+        self.mark();
+        if zero_copy {
+            self.reqs[slot as usize].state = RState::Sending;
+            self.sq.push_back(Seg::Release(slot));
+        } else {
+            self.release(slot);
         }
-        r.aux.clear();
-        r.state = RState::Free;
-        self.free.push(slot);
     }
 
     fn qid(&self) -> u16 {
@@ -1488,6 +1617,20 @@ impl Conn {
             _ => 0,
         }
     }
+}
+
+/// C2H data of at least this many bytes is sent from its buffer rather than copied.
+const ZERO_COPY_MIN: usize = 2048;
+
+/// One piece of the send queue.
+#[derive(Clone, Copy, Debug)]
+enum Seg {
+    /// Bytes `a..b` of the send buffer.
+    Bytes(usize, usize),
+    /// `len` bytes of buffer `buf` of request `slot`.
+    Data { slot: u16, buf: u8, len: u32 },
+    /// Request `slot` is sent: release it.
+    Release(u16),
 }
 
 enum DigestErr {
