@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the host-side lab scripts (sourced, bash).
 
 # Where downloaded packages and unpacked trees live between runs.

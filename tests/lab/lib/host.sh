@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Host preparation (sourced by tests/lab/run): Debian packages, QEMU 7.2 and the guest
 # kernel, all cached under $LAB_CACHE.
 #
@@ -71,15 +72,16 @@ lab_host_tools() {
     fi
 }
 
-# QEMU's shared libraries are ordinary packages: the Depends of its two binary
-# packages, less QEMU's own packages and firmware.
+# QEMU's shared libraries are ordinary packages: the Depends of its two binary .debs
+# (first alternatives, no versions), less QEMU's own packages and firmware.
 lab_qemu_libs() {
-    local v libs
-    v=$(cat "$LAB_CACHE/qemu/.version")
-    lab_apt_update
-    mapfile -t libs < <(apt-cache depends "qemu-system-x86=$v" "qemu-system-common=$v" |
-        awk '/^ *Depends: /{print $2}' | grep -vE '^(qemu-|seabios|ipxe-qemu|<)' | sort -u)
-    ((${#libs[@]})) || lab_die "apt-cache depends qemu-system-x86=$v gave nothing"
+    local deb libs=()
+    for deb in "$LAB_CACHE"/debs/qemu-system-x86_*.deb "$LAB_CACHE"/debs/qemu-system-common_*.deb; do
+        mapfile -t -O "${#libs[@]}" libs < <(dpkg-deb -f "$deb" Depends | tr ',' '\n' |
+            sed -e 's/|.*//' -e 's/(.*)//' -e 's/:any//' -e 's/ //g' | grep -vE '^(qemu-|seabios|ipxe-qemu|$)')
+    done
+    ((${#libs[@]})) || lab_die "no Depends in the QEMU .debs in $LAB_CACHE/debs"
+    mapfile -t libs < <(printf '%s\n' "${libs[@]}" | sort -u)
     lab_apt_install "${libs[@]}"
 }
 
@@ -108,8 +110,9 @@ lab_host_qemu() {
     elif ldd "$QEMU_BIN" | grep -q 'not found'; then
         lab_qemu_libs # some were removed since
     fi
-    ldd "$QEMU_BIN" | grep -q 'not found' &&
+    if ldd "$QEMU_BIN" | grep -q 'not found'; then
         lab_die "QEMU misses libraries: $(ldd "$QEMU_BIN" | awk '/not found/{printf "%s ", $1}')"
+    fi
     export QEMU_MODULE_DIR=$dir/usr/lib/x86_64-linux-gnu/qemu
     QEMU_DATA=("-L" "$dir/usr/share/qemu" "-L" "$dir/usr/share/seabios")
 }

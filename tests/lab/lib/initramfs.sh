@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Builds the guest's initramfs (sourced by tests/lab/run).
 #
 # Layout: merged /usr (/bin, /sbin, /lib, /lib64 are links into /usr, as on the host),

@@ -19,7 +19,7 @@ P=/sys/bus/pci/devices/$NVME_BDF
 
 # ---- the emulated NVMe controller ----
 if [ -n "$NVME_BDF" ]; then
-    lab_pass nvme-controller "QEMU NVMe controller 1b36:$(cat "$P/device" | sed 's/^0x//') at $NVME_BDF"
+    lab_pass nvme-controller "QEMU NVMe controller 1b36:$(sed 's/^0x//' "$P/device") at $NVME_BDF"
 else
     lab_fail nvme-controller "no PCI device with class 0x010802 and vendor 0x1b36 (is -device nvme on QEMU's command line?)"
 fi
@@ -35,7 +35,7 @@ if [ -n "$NVME_BDF" ]; then
         lab_fail cmb "BAR2 is $cmb_mib MiB, the CMB needs 64 (cmb_size_mb=64 on QEMU's nvme device)"
     fi
     if lab_wait 10 test -b /dev/nvme0n1; then
-        lab_pass nvme-driver "the kernel nvme driver sees /dev/nvme0n1: $(cat /sys/class/nvme/nvme0/model 2>/dev/null | tr -s ' ')"
+        lab_pass nvme-driver "the kernel nvme driver sees /dev/nvme0n1: $(tr -s ' ' </sys/class/nvme/nvme0/model 2>/dev/null)"
     else
         lab_fail nvme-driver "no /dev/nvme0n1 from the kernel nvme driver"
     fi
