@@ -995,6 +995,22 @@ impl Raw {
     }
 }
 
+/// An ICReq PDU of format version `pfv`.
+fn ic_req(pfv: u16) -> Vec<u8> {
+    let mut req = IcReq::new_zeroed();
+    req.pfv = U16::new(pfv);
+    let mut out = Vec::new();
+    pdu::frame(
+        &mut out,
+        req.as_mut_bytes(),
+        PduType::IcReq,
+        0,
+        &Negotiated::default(),
+        0,
+    );
+    out
+}
+
 /// Every malformed input gets a TermReq, an NVMe error or a close; the target keeps
 /// serving, and no buffer stays out.
 #[test]
@@ -1058,43 +1074,8 @@ fn malformed_input_gets_a_protocol_error_and_the_target_keeps_serving() {
             raw_header(0x04, 72, 0, 72),
             Some(fes_seq),
         ),
-        (
-            "second ICReq",
-            true,
-            {
-                let mut req = IcReq::new_zeroed();
-                let mut out = Vec::new();
-                pdu::frame(
-                    &mut out,
-                    req.as_mut_bytes(),
-                    PduType::IcReq,
-                    0,
-                    &Negotiated::default(),
-                    0,
-                );
-                out
-            },
-            Some(fes_seq),
-        ),
-        (
-            "ICReq with PFV 1",
-            false,
-            {
-                let mut req = IcReq::new_zeroed();
-                req.pfv = U16::new(1);
-                let mut out = Vec::new();
-                pdu::frame(
-                    &mut out,
-                    req.as_mut_bytes(),
-                    PduType::IcReq,
-                    0,
-                    &Negotiated::default(),
-                    0,
-                );
-                out
-            },
-            Some(6),
-        ),
+        ("second ICReq", true, ic_req(0), Some(fes_seq)),
+        ("ICReq with PFV 1", false, ic_req(1), Some(6)),
         (
             "H2CData without R2T",
             true,
