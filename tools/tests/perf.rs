@@ -251,3 +251,59 @@ fn against_polluxd_over_tcp_verify_sees_zero_errors() {
     assert_eq!(s[0].errors + s[1].errors, 0);
     assert!(s[0].write_iops > 0.0 && s[1].read_iops > 0.0);
 }
+
+#[test]
+fn regressions_from_review_end_cleanly_with_the_right_verdict() {
+    let run = |args: &[&str]| {
+        let t = Instant::now();
+        let o = perf(args);
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{args:?} took too long"
+        );
+        o
+    };
+    // An I/O size the engine can never carry is an error, not a spin.
+    let o = run(&[
+        "--name=a",
+        "--ioengine=null",
+        "--size=64m",
+        "--bs=4m",
+        "--rw=read",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("need more than"));
+    // Mixed random read/write with verify: reads of blocks not yet written are not
+    // checked (fio's rule), and the verify pass finds everything written.
+    let o = run(&[
+        "--name=m",
+        "--ioengine=malloc",
+        "--size=1m",
+        "--rw=randrw",
+        "--bsrange=4k-16k",
+        "--verify=crc32c",
+        "--output-format=json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        read_fio_json(&String::from_utf8_lossy(&o.stdout))[0].errors,
+        0
+    );
+    // A time-based write job still verifies what it wrote when the time is up.
+    let o = run(&[
+        "--name=w",
+        "--ioengine=malloc",
+        "--size=1m",
+        "--rw=write",
+        "--verify=crc32c",
+        "--time_based",
+        "--runtime=1",
+        "--output-format=json",
+    ]);
+    assert!(o.status.success());
+    let s = read_fio_json(&String::from_utf8_lossy(&o.stdout));
+    assert!(
+        s[0].read_iops > 0.0,
+        "no verify reads after a time-based write"
+    );
+}

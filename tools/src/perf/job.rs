@@ -208,6 +208,8 @@ struct Job {
     iops_log_ios: [u64; 2],
     rate_issued: [u64; 2],
     reaped_since_fill: u32,
+    /// Why a submission can never succeed (the job stops).
+    refused: Option<String>,
     /// log_avg_msec windows of the latency logs: (sum of lat, clat, slat, count) per
     /// direction, and when the window ends.
     lat_win: [(u64, u64, u64, u64); 2],
@@ -274,6 +276,7 @@ pub fn start(js: JobStart) {
                         ..Default::default()
                     };
                     let _ = js.done.send(raw);
+                    thread.exit();
                     return;
                 }
             };
@@ -328,6 +331,7 @@ pub fn start(js: JobStart) {
             iops_log_ios: [0; 2],
             rate_issued: [0; 2],
             reaped_since_fill: 0,
+            refused: None,
             lat_win: [(0, 0, 0, 0); 2],
             lat_win_end: 0,
             ru0: thread_rusage(),
@@ -386,7 +390,14 @@ impl Job {
     }
 
     fn advance(&mut self, now: u64) {
-        let stop = self.live.stop.load(Ordering::Relaxed);
+        let stop = self.live.stop.load(Ordering::Relaxed) || self.refused.is_some();
+        if stop && matches!(self.phase, Phase::Delay | Phase::Ramp) {
+            // Stopped before measuring: nothing was counted.
+            self.run_start_ns = now;
+            self.end_run(now);
+            self.phase = Phase::Drain;
+            return;
+        }
         match self.phase {
             Phase::Delay if now >= self.start_ns => {
                 self.phase = Phase::Ramp;
@@ -412,10 +423,11 @@ impl Job {
                 let time_up = self.run_end_ns.is_some_and(|e| now >= e);
                 let bytes_done = !self.spec.time_based && self.issued_bytes >= self.io_limit;
                 let fatal = self.spec.verify_fatal && self.raw.errors > 0;
-                if time_up || stop || fatal {
+                if stop || fatal {
                     self.end_run(now);
                     self.phase = Phase::Drain;
-                } else if bytes_done && self.inflight == 0 {
+                } else if (time_up || bytes_done) && self.inflight == 0 {
+                    // The run is over (fill issues nothing more); verify what it wrote.
                     self.end_run(now);
                     self.start_verify_or_drain();
                 }
@@ -425,7 +437,9 @@ impl Job {
                 if stop || fatal {
                     self.phase = Phase::Drain;
                 } else if self.verify_pos >= self.verify_list.len() && self.inflight == 0 {
-                    if self.backlog > 0 && self.issued_bytes < self.io_limit {
+                    let over = self.run_end_ns.is_some_and(|e| now >= e)
+                        || (!self.spec.time_based && self.issued_bytes >= self.io_limit);
+                    if self.backlog > 0 && !over {
                         // A backlog verify pass inside the run: back to writing.
                         self.backlog = 0;
                         self.phase = Phase::Run;
@@ -477,6 +491,9 @@ impl Job {
                     if !self.spec.time_based && self.issued_bytes >= self.io_limit {
                         break;
                     }
+                    if self.run_end_ns.is_some_and(|e| self.now() >= e) {
+                        break;
+                    }
                     if self.spec.verify_backlog > 0
                         && self.backlog >= self.spec.verify_backlog
                         && self.spec.verify != VerifyKind::None
@@ -496,7 +513,11 @@ impl Job {
                     }
                     let len = self.workload.next_bs(d).min(self.region.1);
                     let off = self.workload.next_offset(d, len);
-                    (read, off, len, read && self.spec.verify != VerifyKind::None)
+                    // Plain reads are checked only when the job never writes (as fio):
+                    // in a mixed job a read may find a block not yet written.
+                    let check =
+                        read && self.spec.verify != VerifyKind::None && !self.spec.rw.writes();
+                    (read, off, len, check)
                 }
                 Phase::Ramp => {
                     let read = self.workload.next_is_read();
@@ -522,15 +543,19 @@ impl Job {
                 }
                 break;
             }
+            let verifying = self.phase == Phase::Verify;
+            if !self.submit(read, off, len, check) {
+                if verifying {
+                    self.verify_pos -= 1;
+                }
+                break;
+            }
             if self.phase == Phase::Run && !read && self.spec.verify != VerifyKind::None {
                 // The newest write of each byte is what verify expects: blocks it
                 // overlaps are forgotten (as fio's io_piece log does).
                 self.forget_overlaps(off, len);
                 self.written.insert(off, len);
                 self.backlog += 1;
-            }
-            if !self.submit(read, off, len, check) {
-                break;
             }
             n += 1;
         }
@@ -586,6 +611,7 @@ impl Job {
         let seed = self.seed;
         let vk = self.spec.verify;
         let write_fill = !read && vk != VerifyKind::None;
+        let mut refused: Option<String> = None;
         let ok = match &mut self.backend {
             Backend::Bdev {
                 bdev,
@@ -605,6 +631,10 @@ impl Job {
                         Some(b) => {
                             if io.push_buf(b).is_err() {
                                 ok = false;
+                                refused = Some(format!(
+                                    "{len} bytes need more than {} buffers of {large} bytes",
+                                    pollux_engine::bdev::SGL_SEGMENTS_MAX
+                                ));
                                 break;
                             }
                         }
@@ -632,6 +662,14 @@ impl Job {
                     match ch.submit(io, cb) {
                         Ok(()) => true,
                         Err(e) => {
+                            if e.status != pollux_engine::bdev::IoStatus::NoMemory {
+                                refused = Some(format!(
+                                    "{} refused a {} of {len} bytes at offset {off}: {:?}",
+                                    bdev.name(),
+                                    if read { "read" } else { "write" },
+                                    e.status
+                                ));
+                            }
                             let mut io = e.io;
                             io.clear_bufs();
                             ios.push(io);
@@ -658,6 +696,12 @@ impl Job {
                 match r {
                     Ok(()) => true,
                     Err(e) => {
+                        if !matches!(e, pollux_nvme::fabrics::SubmitError::QueueFull(_)) {
+                            refused = Some(format!(
+                                "the queue pair refused a {} of {len} bytes at offset {off}: {e}",
+                                if read { "read" } else { "write" }
+                            ));
+                        }
                         if let Some(b) = e.into_buf() {
                             free.push(b);
                         }
@@ -668,6 +712,11 @@ impl Job {
         };
         if !ok {
             self.free_slots.push(slot);
+            if let Some(why) = refused {
+                // Never going to work: an error, and the job stops.
+                self.error(why.clone());
+                self.refused = Some(why);
+            }
             return false;
         }
         let t_sub = self.now();

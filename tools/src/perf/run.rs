@@ -259,11 +259,20 @@ fn run_on(engine: &Engine, spec: &RunSpec, cores: &[usize]) -> Result<i32, Strin
         _ => tty,
     };
     for g in groups {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            break;
+        }
         let members: Vec<&Clone_> = clones.iter().filter(|c| c.groupid == g).collect();
+        // Every target first: a setup error leaves no job of the group running.
+        let mut targets = Vec::new();
+        for c in &members {
+            targets.push(make_target(engine, c, &mut nvmf, &mut uring_bdevs)?);
+        }
+        let mut targets = targets.into_iter();
         let (tx, rx) = crossbeam::channel::unbounded::<(usize, JobRaw)>();
         let mut lives = Vec::new();
         for c in &members {
-            let (target, region) = make_target(engine, c, &mut nvmf, &mut uring_bdevs)?;
+            let (target, region) = targets.next().expect("one target per member");
             let live = Arc::new(Live::default());
             lives.push((c.jobnum, live.clone(), c.spec.clone()));
             let (jtx, jrx) = crossbeam::channel::bounded::<JobRaw>(1);
@@ -519,7 +528,8 @@ fn make_target(
             let f = s.filename.clone().ok_or_else(|| {
                 format!("{}: ioengine={} needs filename", s.name, s.ioengine_name)
             })?;
-            if let Some(b) = uring_bdevs.get(&f) {
+            let key = format!("{f}|{}|{}", min_bs % 4096 != 0, s.direct);
+            if let Some(b) = uring_bdevs.get(&key) {
                 let total = b.num_blocks() * b.block_size() as u64;
                 return Ok((Target::Bdev(b.clone()), region(total)?));
             }
@@ -551,7 +561,7 @@ fn make_target(
                 o.block_size = Some(512);
             }
             let b = uring::create(o).map_err(|e| format!("{}: {e}", s.name))?;
-            uring_bdevs.insert(f, b.clone());
+            uring_bdevs.insert(key, b.clone());
             let total = b.num_blocks() * b.block_size() as u64;
             Ok((Target::Bdev(b), region(total)?))
         }
@@ -689,6 +699,7 @@ fn to_result(s: &JobSpec, groupid: u32, r: &JobRaw) -> JobResult {
         };
     }
     let el = r.runtime.as_secs_f64().max(1e-9);
+    let el = r.elapsed.as_secs_f64().max(el);
     out.usr_cpu = r.rusage.0.as_secs_f64() / el * 100.0;
     out.sys_cpu = r.rusage.1.as_secs_f64() / el * 100.0;
     out.ctx = r.rusage.2;
