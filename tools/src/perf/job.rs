@@ -153,6 +153,8 @@ struct Slot {
     t0: u64,
     t_sub: u64,
     check: bool,
+    /// The seed a verify read expects (the block's last write).
+    expect: Option<u32>,
     live: bool,
     /// Submitted while measuring (ramp I/Os are not counted when they complete).
     counted: bool,
@@ -197,8 +199,15 @@ struct Job {
     raw: JobRaw,
     live: Arc<Live>,
     done_tx: crossbeam::channel::Sender<JobRaw>,
-    written: BTreeMap<u64, u64>,
-    verify_list: Vec<(u64, u64)>,
+    /// Blocks written (offset -> length, seed of the write), for the verify pass.
+    written: BTreeMap<u64, (u64, u32)>,
+    verify_list: Vec<(u64, (u64, u32))>,
+    /// Writes issued: each write's seed differs, so a lost overwrite is caught.
+    write_gen: u32,
+    /// The seed of the last write submitted.
+    last_seed: u32,
+    /// The seed the next verify read expects.
+    next_expect: Option<u32>,
     verify_pos: usize,
     backlog: u64,
     sample_next_ns: u64,
@@ -322,6 +331,9 @@ pub fn start(js: JobStart) {
             done_tx: js.done,
             written: BTreeMap::new(),
             verify_list: Vec::new(),
+            write_gen: 0,
+            last_seed: 0,
+            next_expect: None,
             verify_pos: 0,
             backlog: 0,
             sample_next_ns: 0,
@@ -526,10 +538,11 @@ impl Job {
                     (read, self.workload.next_offset(d, len), len, false)
                 }
                 Phase::Verify => {
-                    let Some(&(off, len)) = self.verify_list.get(self.verify_pos) else {
+                    let Some(&(off, (len, seed))) = self.verify_list.get(self.verify_pos) else {
                         break;
                     };
                     self.verify_pos += 1;
+                    self.next_expect = Some(seed);
                     (true, off, len, true)
                 }
                 _ => break,
@@ -541,6 +554,7 @@ impl Job {
                 if self.phase == Phase::Verify {
                     self.verify_pos -= 1;
                 }
+                self.next_expect = None;
                 break;
             }
             let verifying = self.phase == Phase::Verify;
@@ -554,7 +568,7 @@ impl Job {
                 // The newest write of each byte is what verify expects: blocks it
                 // overlaps are forgotten (as fio's io_piece log does).
                 self.forget_overlaps(off, len);
-                self.written.insert(off, len);
+                self.written.insert(off, (len, self.last_seed));
                 self.backlog += 1;
             }
             n += 1;
@@ -578,7 +592,7 @@ impl Job {
         let hit: Vec<u64> = self
             .written
             .range(from..end)
-            .filter(|(o, l)| **o + **l > off)
+            .filter(|(o, (l, _))| **o + *l > off)
             .map(|(o, _)| *o)
             .collect();
         for o in hit {
@@ -608,9 +622,16 @@ impl Job {
     fn submit(&mut self, read: bool, off: u64, len: u64, check: bool) -> bool {
         let slot = self.free_slots.pop().expect("checked by the caller");
         let t0 = self.now();
-        let seed = self.seed;
         let vk = self.spec.verify;
         let write_fill = !read && vk != VerifyKind::None;
+        let seed = if write_fill {
+            self.write_gen = self.write_gen.wrapping_add(1);
+            self.seed ^ self.write_gen.wrapping_mul(0x9e37_79b9)
+        } else {
+            self.seed
+        };
+        self.last_seed = seed;
+        let expect = self.next_expect.take();
         let mut refused: Option<String> = None;
         let ok = match &mut self.backend {
             Backend::Bdev {
@@ -727,6 +748,7 @@ impl Job {
             t0,
             t_sub,
             check,
+            expect,
             live: true,
             counted: self.measuring(),
         };
@@ -755,9 +777,15 @@ impl Job {
                     }
                     &whole
                 };
-                err = verify::check(data, s.offset, self.spec.verify, &self.spec.verify_pattern)
-                    .err()
-                    .map(|e| e.0);
+                err = verify::check(
+                    data,
+                    s.offset,
+                    self.spec.verify,
+                    &self.spec.verify_pattern,
+                    s.expect,
+                )
+                .err()
+                .map(|e| e.0);
             }
             err
         } else {
@@ -814,9 +842,15 @@ impl Job {
                 ))
             } else if s.check {
                 buf.as_ref().and_then(|b| {
-                    verify::check(b, s.offset, self.spec.verify, &self.spec.verify_pattern)
-                        .err()
-                        .map(|e| e.0)
+                    verify::check(
+                        b,
+                        s.offset,
+                        self.spec.verify,
+                        &self.spec.verify_pattern,
+                        s.expect,
+                    )
+                    .err()
+                    .map(|e| e.0)
                 })
             } else {
                 None

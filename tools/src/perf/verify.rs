@@ -64,8 +64,15 @@ fn buf_len_u32(n: usize) -> u32 {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyError(pub String);
 
-/// Checks a block read at byte `offset`.
-pub fn check(buf: &[u8], offset: u64, kind: VerifyKind, pattern: &[u8]) -> Result<(), VerifyError> {
+/// Checks a block read at byte `offset`; `expect_seed`, when known, is the seed of the
+/// last write of that block (an older copy of the block fails).
+pub fn check(
+    buf: &[u8],
+    offset: u64,
+    kind: VerifyKind,
+    pattern: &[u8],
+    expect_seed: Option<u32>,
+) -> Result<(), VerifyError> {
     let len = buf.len();
     if len < HEADER_LEN {
         let mut want = vec![0u8; len];
@@ -99,6 +106,13 @@ pub fn check(buf: &[u8], offset: u64, kind: VerifyKind, pattern: &[u8]) -> Resul
         )));
     }
     let seed = u32::from_le_bytes(h[20..24].try_into().expect("4 bytes"));
+    if let Some(want) = expect_seed {
+        if want != seed {
+            return Err(VerifyError(format!(
+                "verify: stale block at offset {offset}, length {len}: written by write {seed:#010x}, expected the later write {want:#010x} (a lost write)"
+            )));
+        }
+    }
     match kind {
         VerifyKind::Crc32c | VerifyKind::Md5 => {
             let want = &h[24..40];
@@ -151,17 +165,23 @@ mod tests {
         for kind in [VerifyKind::Crc32c, VerifyKind::Md5, VerifyKind::Pattern] {
             let mut b = vec![0u8; 4096];
             fill(&mut b, 8192, 42, kind, &[0xde, 0xad]);
-            check(&b, 8192, kind, &[0xde, 0xad]).unwrap();
-            let e = check(&b, 4096, kind, &[0xde, 0xad]).unwrap_err();
+            check(&b, 8192, kind, &[0xde, 0xad], Some(42)).unwrap();
+            assert!(
+                check(&b, 8192, kind, &[0xde, 0xad], Some(43))
+                    .unwrap_err()
+                    .0
+                    .contains("stale")
+            );
+            let e = check(&b, 4096, kind, &[0xde, 0xad], None).unwrap_err();
             assert!(e.0.contains("misplaced"), "{e:?}");
             let mut c = b.clone();
             c[1000] ^= 1;
-            let e = check(&c, 8192, kind, &[0xde, 0xad]).unwrap_err();
+            let e = check(&c, 8192, kind, &[0xde, 0xad], None).unwrap_err();
             assert!(
                 e.0.contains("offset 8192") || e.0.contains("offset 9192"),
                 "{e:?}"
             );
-            let e = check(&[0u8; 4096], 8192, kind, &[]).unwrap_err();
+            let e = check(&[0u8; 4096], 8192, kind, &[], None).unwrap_err();
             assert!(e.0.contains("magic"), "{e:?}");
         }
     }
