@@ -292,6 +292,21 @@ impl Drop for IobufCache {
 }
 
 impl IoChannel<Iobuf> {
+    /// Buffers for `len` bytes as a scatter list of at most `N` entries: one small or
+    /// large buffer, or several large ones. `None` when the pools are short or `len`
+    /// needs more than `N` buffers (nothing is kept).
+    pub fn get_sgl<const N: usize>(&self, len: usize) -> Option<arrayvec::ArrayVec<DmaBuf, N>> {
+        let large = self.iobuf.large.buf_size;
+        let mut out = arrayvec::ArrayVec::new();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(large);
+            out.try_push(self.get(n)?).ok()?;
+            left -= n;
+        }
+        Some(out)
+    }
+
     /// A buffer of at least `len` bytes (small or large), with its length set to `len`;
     /// `None` when `len` exceeds the large buffer size or the pool is empty (retry
     /// later: back-pressure, not an error).

@@ -271,7 +271,6 @@ pub(crate) struct Conn {
     closed: bool,
     closing_after_flush: bool,
     created: Nanos,
-    in_flight: usize,
 }
 
 impl fmt::Debug for Conn {
@@ -370,7 +369,6 @@ impl Conn {
                 closed: false,
                 closing_after_flush: false,
                 created: pg.thread.now(),
-                in_flight: 0,
                 opts,
             })
         });
@@ -1002,24 +1000,11 @@ impl Conn {
                 continue;
             };
             let io = r.io.take().expect("a waiting I/O is parked in its request");
-            match ns.ch.submit(io, &self.cb) {
-                Ok(()) => {
-                    self.io_wait.pop_front();
-                    self.in_flight += 1;
-                    pg.bump(|s| s.pending_bdev_io += 1);
-                    any = true;
-                }
-                Err(e) if e.status == IoStatus::NoMemory => {
-                    self.reqs[slot as usize].io = Some(e.io);
-                    break;
-                }
-                Err(e) => {
-                    self.io_wait.pop_front();
-                    let st = nvme_status(e.status);
-                    self.reqs[slot as usize].io = Some(e.io);
-                    self.complete(pg, slot, st, 0);
-                }
+            if !self.try_submit(pg, slot, io, &ns.ch) {
+                break;
             }
+            self.io_wait.pop_front();
+            any = true;
         }
         any
     }
@@ -1223,23 +1208,36 @@ impl Conn {
             // Keep the order: behind those already waiting.
             self.reqs[slot as usize].io = Some(io);
             self.io_wait.push_back(slot);
-            return;
+        } else if !self.try_submit(pg, slot, io, ch) {
+            self.io_wait.push_back(slot);
         }
+    }
+
+    /// Submits `io` for request `slot`: true when it is in the bdev or the command has
+    /// completed with the bdev's refusal; false when the bdev's queue is full (the I/O is
+    /// parked in its request to wait for a completion: the host would see an error after
+    /// a few retries if it failed now).
+    fn try_submit(
+        &mut self,
+        pg: &PollGroup,
+        slot: u16,
+        io: Box<BdevIo>,
+        ch: &crate::thread::IoChannel<crate::bdev::Bdev>,
+    ) -> bool {
         match ch.submit(io, &self.cb) {
             Ok(()) => {
-                self.in_flight += 1;
                 pg.bump(|s| s.pending_bdev_io += 1);
+                true
             }
             Err(e) if e.status == IoStatus::NoMemory => {
-                // The bdev's queue is full: wait for a completion, do not fail the
-                // command (the host would see an error after a few retries).
                 self.reqs[slot as usize].io = Some(e.io);
-                self.io_wait.push_back(slot);
+                false
             }
             Err(e) => {
                 let st = nvme_status(e.status);
                 self.reqs[slot as usize].io = Some(e.io);
                 self.complete(pg, slot, st, 0);
+                true
             }
         }
     }
@@ -1289,7 +1287,6 @@ impl Conn {
     /// A bdev handed an I/O back.
     fn io_done(&mut self, io: Box<BdevIo>, pg: &PollGroup) {
         let slot = io.ctx as u16;
-        self.in_flight -= 1;
         let st = nvme_status(io.status());
         let r = &mut self.reqs[slot as usize];
         r.io = Some(io);
@@ -1643,21 +1640,12 @@ const HDGST_ERROR: PduError = PduError {
     fei: 0,
 };
 
-/// Buffers for `len` bytes: one small or large buffer, or several large ones; `None`
-/// when the pools are short (nothing is kept).
+/// Buffers for `len` bytes (`None` when the pools are short).
 fn alloc_bufs_for(
     pg: &PollGroup,
     len: u32,
 ) -> Option<arrayvec::ArrayVec<crate::dma::DmaBuf, { crate::bdev::SGL_SEGMENTS_MAX }>> {
-    let large = pg.iobuf.device().large_bufsize();
-    let mut out = arrayvec::ArrayVec::new();
-    let mut left = len as usize;
-    while left > 0 {
-        let n = left.min(large);
-        out.try_push(pg.iobuf.get(n)?).ok()?;
-        left -= n;
-    }
-    Some(out)
+    pg.iobuf.get_sgl(len as usize)
 }
 
 fn nvme_status(s: IoStatus) -> Status {

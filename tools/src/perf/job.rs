@@ -644,27 +644,19 @@ impl Job {
                 let mut io = ios.pop().expect("one BdevIo per slot");
                 let bs = bdev.block_size() as u64;
                 let large = bufs.device().large_bufsize() as u64;
-                let mut left = len;
-                let mut ok = true;
-                while left > 0 {
-                    let n = left.min(large);
-                    match bufs.get(n as usize) {
-                        Some(b) => {
-                            if io.push_buf(b).is_err() {
-                                ok = false;
-                                refused = Some(format!(
-                                    "{len} bytes need more than {} buffers of {large} bytes",
-                                    pollux_engine::bdev::SGL_SEGMENTS_MAX
-                                ));
-                                break;
-                            }
-                        }
-                        None => {
-                            ok = false;
-                            break;
-                        }
+                let segs = pollux_engine::bdev::SGL_SEGMENTS_MAX;
+                let mut ok = false;
+                if len > large * segs as u64 {
+                    refused = Some(format!(
+                        "{len} bytes need more than {segs} buffers of {large} bytes"
+                    ));
+                } else if let Some(sgl) =
+                    bufs.get_sgl::<{ pollux_engine::bdev::SGL_SEGMENTS_MAX }>(len as usize)
+                {
+                    for b in sgl {
+                        let _ = io.push_buf(b);
                     }
-                    left -= n;
+                    ok = true;
                 }
                 if !ok {
                     io.clear_bufs();
