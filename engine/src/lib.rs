@@ -158,6 +158,15 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// Something named that does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What.
+        what: String,
+    },
+    /// The userspace NVMe driver failed (its message says what to do).
+    #[error("{0}")]
+    Nvme(String),
     /// A name already taken.
     #[error("{what} already exists")]
     Exists {

@@ -953,14 +953,7 @@ mod tests {
     use crate::spec::cmd::Status;
 
     fn rw(opc: u8, slba: u64, nlb: u32) -> Sqe {
-        Sqe {
-            opc,
-            nsid: U32::new(1),
-            cdw10: U32::new(slba as u32),
-            cdw11: U32::new((slba >> 32) as u32),
-            cdw12: U32::new(nlb - 1),
-            ..Default::default()
-        }
+        Sqe::nvm_rw(opc, 1, slba, nlb)
     }
 
     fn setup(opts: CtrlrOpts) -> (Arc<Twin>, Arc<dyn Device>, Arc<Ctrlr>) {

@@ -1,7 +1,7 @@
 //! Block devices (SPDK's bdev layer).
 //!
 //! A [`Bdev`] has a name, a UUID, a block size and a block count, and a backend module
-//! ([`null`], [`malloc`], [`uring`]). Each thread that does I/O opens the bdev's channel
+//! ([`null`], [`malloc`], [`uring`], [`nvme`]). Each thread that does I/O opens the bdev's channel
 //! ([`Bdev::channel`], an [`IoChannel`]); the channel registers one poller that reaps the
 //! backend's completions. A [`BdevIo`] is read, write, flush, write-zeroes or unmap with a
 //! scatter list of [`DmaBuf`]s; it is created by the caller (usually once, and reused),
@@ -17,6 +17,7 @@ mod client;
 mod deferred;
 pub mod malloc;
 pub mod null;
+pub mod nvme;
 pub mod uring;
 
 pub use client::{BdevClient, ClientError};

@@ -44,6 +44,10 @@ pub(super) fn register(s: &mut RpcServer) {
         s.register(m, move |ctx, p| bdev_delete(ctx, p, product));
     }
     s.register("bdev_get_bdevs", bdev_get_bdevs);
+    s.register("bdev_nvme_attach_controller", bdev_nvme_attach_controller);
+    s.register("bdev_nvme_detach_controller", bdev_nvme_detach_controller);
+    s.register("bdev_nvme_get_controllers", bdev_nvme_get_controllers);
+    s.register("bdev_nvme_reset_controller", bdev_nvme_reset_controller);
     s.register("save_config", |ctx, _| {
         let bdev: Vec<Value> = ctx
             .engine
@@ -225,6 +229,215 @@ fn bdev_uring_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcErr
     })?;
     let saved = json!({"filename": p.filename, "block_size": bdev.block_size()});
     register_bdev(ctx, bdev, "bdev_uring_create", saved)
+}
+
+/// `bdev_nvme_attach_controller`: SPDK's parameters for a PCIe controller, and
+/// Pollux's driver options.
+fn bdev_nvme_attach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    use crate::bdev::nvme;
+    use pollux_nvme::ctrlr::CtrlrOpts;
+    use pollux_nvme::qpair::{ResetPolicy, SglMode};
+    #[derive(Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+        trtype: String,
+        traddr: String,
+        // SPDK's fields for fabrics controllers, accepted and meaningless for PCIe.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adrfam: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trsvcid: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subnqn: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostnqn: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prchk_reftag: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prchk_guard: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ctrlr_loss_timeout_sec: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reconnect_delay_sec: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fast_io_fail_timeout_sec: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        multipath: Option<String>,
+        // Pollux's driver options.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        num_io_queues: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        io_queue_size: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cmb: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cmb_sqs: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cmb_lists: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sgl: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        io_timeout_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reset_policy: Option<String>,
+    }
+    let raw = p.clone();
+    let p: P = parse(p)?;
+    if !p.trtype.eq_ignore_ascii_case("pcie") {
+        return Err(RpcError::invalid_params(format!(
+            "trtype {}: bdev_nvme_attach_controller attaches PCIe controllers (trtype PCIe, traddr 0000:00:04.0)",
+            p.trtype
+        )));
+    }
+    let mut o = CtrlrOpts::default();
+    if let Some(n) = p.num_io_queues {
+        o.num_io_queues = n.max(1);
+    }
+    if let Some(n) = p.io_queue_size {
+        o.io_queue_entries = n.clamp(2, 4096);
+    }
+    o.cmb = p.cmb.unwrap_or(o.cmb) || p.cmb_sqs == Some(true) || p.cmb_lists == Some(true);
+    o.cmb_sqs = p.cmb_sqs.unwrap_or(false);
+    o.cmb_lists = p.cmb_lists.unwrap_or(false);
+    o.sgl = match p.sgl.as_deref() {
+        None | Some("when_needed") => SglMode::WhenNeeded,
+        Some("never") => SglMode::Never,
+        Some("always") => SglMode::Always,
+        Some(x) => {
+            return Err(RpcError::invalid_params(format!(
+                "sgl {x:?}: one of never, when_needed, always"
+            )));
+        }
+    };
+    if let Some(ms) = p.io_timeout_ms {
+        o.io_timeout = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+    }
+    o.reset_policy = match p.reset_policy.as_deref() {
+        None | Some("retry") => ResetPolicy::Retry,
+        Some("abort") => ResetPolicy::Abort,
+        Some(x) => {
+            return Err(RpcError::invalid_params(format!(
+                "reset_policy {x:?}: retry or abort"
+            )));
+        }
+    };
+    let (_c, bdevs) = nvme::attach(nvme::NvmeAttachOpts {
+        name: p.name.clone(),
+        traddr: p.traddr.clone(),
+        ctrlr: o,
+    })?;
+    let mut names = Vec::new();
+    for (i, b) in bdevs.into_iter().enumerate() {
+        names.push(b.name().to_owned());
+        // The first namespace carries the attach call that recreates them all.
+        let r = if i == 0 {
+            ctx.engine.bdevs().register_with_config(
+                b,
+                "bdev_nvme_attach_controller",
+                raw.clone().unwrap_or(Value::Null),
+            )
+        } else {
+            ctx.engine.bdevs().register(b)
+        };
+        r?;
+    }
+    tracing::info!(ctrlr = %p.name, traddr = %p.traddr, bdevs = ?names, "NVMe controller attached");
+    Ok(json!(names))
+}
+
+fn bdev_nvme_detach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    struct P {
+        name: String,
+    }
+    let p: P = parse(p)?;
+    let names = crate::bdev::nvme::detach(&p.name)?;
+    for n in names {
+        ctx.engine.bdevs().remove(&n);
+    }
+    tracing::info!(ctrlr = %p.name, "NVMe controller detached");
+    Ok(json!(true))
+}
+
+fn bdev_nvme_reset_controller(_ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+    }
+    let p: P = parse(p)?;
+    let c = crate::bdev::nvme::NvmeController::get(&p.name)
+        .ok_or_else(|| RpcError::invalid_params(format!("no NVMe controller named {}", p.name)))?;
+    c.ctrlr()
+        .reset()
+        .map_err(|e| RpcError::failed(e.to_string()))?;
+    Ok(json!(true))
+}
+
+fn bdev_nvme_get_controllers(_ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    use crate::bdev::nvme::NvmeController;
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        #[serde(default)]
+        name: Option<String>,
+    }
+    let p: P = if p.is_some() { parse(p)? } else { P::default() };
+    let list = match &p.name {
+        Some(n) => vec![
+            NvmeController::get(n)
+                .ok_or_else(|| RpcError::invalid_params(format!("no NVMe controller named {n}")))?,
+        ],
+        None => NvmeController::list(),
+    };
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Value::Array(
+        list.iter()
+            .map(|c| {
+                let k = c.counters();
+                let d = c.ctrlr();
+                let s = d.stats();
+                let cmb = d.cmb().map(|m| {
+                    json!({
+                        "size": m.size(),
+                        "used": m.used(),
+                        "controller_base": format!("{:#x}", m.controller_base().get()),
+                        "sqs": m.supports_sqs(),
+                        "lists": m.supports_lists(),
+                        "data": m.supports_data(),
+                    })
+                });
+                json!({
+                    "name": c.name(),
+                    "ctrlrs": [{
+                        "state": "enabled",
+                        "trid": {"trtype": "PCIe", "traddr": c.traddr()},
+                        "cntlid": d.identify().cntlid.get(),
+                        "model_number": d.model(),
+                        "serial_number": d.serial(),
+                        "firmware_revision": d.firmware(),
+                        "max_transfer_bytes": d.max_transfer(),
+                        "io_queues": d.io_queues(),
+                        "sgl": d.sgl_supported(),
+                        "cmb": cmb,
+                        "bdevs": c.bdev_names(),
+                        "stats": {
+                            "commands_submitted": ld(&k.submitted),
+                            "commands_completed": ld(&k.completed),
+                            "split_ios": ld(&k.split),
+                            "prp_lists": ld(&k.prp_lists),
+                            "sgls": ld(&k.sgls),
+                            "retried_after_reset": ld(&k.retried),
+                            "resets": s.resets,
+                            "aborts": s.aborts,
+                            "async_events": s.events,
+                        },
+                    }],
+                })
+            })
+            .collect(),
+    ))
 }
 
 fn bdev_delete(ctx: &RpcContext, p: Option<Value>, product: &str) -> Result<Value, RpcError> {

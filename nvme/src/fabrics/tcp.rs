@@ -1861,15 +1861,7 @@ impl<B: DataBuf> TcpQpair<B> {
                 buf: Some(buf),
             });
         }
-        let sqe = Sqe {
-            opc,
-            nsid: U32::new(nsid),
-            cdw10: U32::new(slba as u32),
-            cdw11: U32::new((slba >> 32) as u32),
-            cdw12: U32::new(nlb - 1),
-            ..Default::default()
-        };
-        self.submit(sqe, Some(buf), dir, tag)
+        self.submit(Sqe::nvm_rw(opc, nsid, slba, nlb), Some(buf), dir, tag)
     }
 
     /// Reads `nlb` blocks (1-based count) at `slba` of `nsid` into `buf`, whose length

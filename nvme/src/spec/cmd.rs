@@ -61,6 +61,20 @@ assert_offset!(Sqe, cdw15, 60);
 pub const PSDT_SGL_MPTR_CONTIGUOUS: u8 = 0b01 << 6;
 
 impl Sqe {
+    /// An NVM command on blocks `slba..slba+nlb` of `nsid` (Read, Write, Write Zeroes,
+    /// Compare: SLBA in CDW10-11, 0's based NLB in CDW12; nvm 3.2). `nlb` is 1 to 65536.
+    pub fn nvm_rw(opc: u8, nsid: u32, slba: u64, nlb: u32) -> Sqe {
+        debug_assert!((1..=65536).contains(&nlb));
+        Sqe {
+            opc,
+            nsid: U32::new(nsid),
+            cdw10: U32::new(slba as u32),
+            cdw11: U32::new((slba >> 32) as u32),
+            cdw12: U32::new(nlb - 1),
+            ..Default::default()
+        }
+    }
+
     /// Fabrics Command Type, byte 4 of a Fabrics command (fabrics 6.1).
     pub fn fctype(&self) -> u8 {
         self.nsid.get().to_le_bytes()[0]

@@ -87,3 +87,40 @@ if [ "$LAB_SCENARIO" != init ]; then
     # /init kills this process group when the scenario ends or times out.
     echo $$ >"$LAB_ART/.pid"
 fi
+
+# lab_nvme_bdf: the PCI address of QEMU's emulated NVMe controller (class 010802,
+# vendor 1b36), or nothing.
+lab_nvme_bdf() {
+    for _d in /sys/bus/pci/devices/*; do
+        if [ "$(cat "$_d/class")" = 0x010802 ] && [ "$(cat "$_d/vendor")" = 0x1b36 ]; then
+            echo "${_d##*/}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# lab_vfio_tests NAME...: runs the userspace driver's tests (nvme/tests/vfio.rs) on
+# $NVME_BDF, one lab check per test, its CHECK lines in the detail.
+lab_vfio_tests() {
+    for _t in "$@"; do
+        _log=$LAB_ART/vfio-$_t.log
+        if POLLUX_NVME_BDF=$NVME_BDF POLLUX_NVME_SERIAL=${LAB_NVME_SERIAL:-} POLLUX_NVME_FW=${LAB_NVME_FW:-} \
+            RUST_BACKTRACE=1 timeout 300 pollux-nvme-vfio-tests --ignored --exact "$_t" --nocapture --test-threads=1 >"$_log" 2>&1 &&
+            grep -q 'test result: ok. 1 passed' "$_log"; then
+            lab_pass "$_t" "$(grep -oE '(CHECK|IDENTIFY|STATS|CMB) .*' "$_log" | sed 's/^CHECK //' | tr '\n' ';' | cut -c1-600)"
+        else
+            lab_fail "$_t" "$(grep -E 'panicked|assert|Error|error' "$_log" | head -4 | tr '\n' ' ' | cut -c1-600)"
+            tail -30 "$_log"
+        fi
+    done
+}
+
+# lab_bind_vfio / lab_bind_kernel: hands $NVME_BDF to vfio-pci or back to the nvme driver.
+lab_bind_vfio() {
+    modprobe vfio-pci && modprobe vfio_iommu_type1
+    pollux-setup bind "$NVME_BDF"
+}
+lab_bind_kernel() {
+    pollux-setup unbind "$NVME_BDF" && lab_wait 20 test -b /dev/nvme0n1
+}

@@ -8,6 +8,8 @@
 LAB_SMP=${POLLUX_LAB_SMP:-2}
 LAB_MEM=${POLLUX_LAB_MEM:-2048}
 LAB_BOOT_BUDGET=120 # seconds from QEMU's start to the first scenario, and for the power-off
+# The emulated controller's serial number (Identify checks it).
+LAB_NVME_SERIAL=lab1
 
 # The guest kernel's command line. transparent_hugepage=never: with THP, Linux 6.1's
 # nvme-tcp host sends write data in fragments that can run past the end of a huge page
@@ -32,8 +34,8 @@ lab_boot() {
         -kernel "$VMLINUZ" -initrd "$initrd"
         -append "$LAB_KERNEL_ARGS $append"
         -device intel-iommu,intremap=on
-        -blockdev "driver=file,filename=$run/nvme0.raw,node-name=nvme0"
-        -device nvme,serial=lab1,drive=nvme0,cmb_size_mb=64
+        -blockdev "driver=file,filename=$run/nvme0.raw,node-name=nvme0,discard=unmap"
+        -device "nvme,serial=$LAB_NVME_SERIAL,drive=nvme0,cmb_size_mb=64"
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=
     )
     printf '%q ' "${cmd[@]}" >"$run/qemu.cmd"

@@ -132,6 +132,8 @@ fn run(args: Args) -> Result<(), String> {
     server.nvmf().shutdown(Duration::from_secs(5));
     drop(server);
     let report = engine.shutdown();
+    // NVMe controllers of the userspace driver: CC.SHN, so the next driver finds them clean.
+    pollux_engine::bdev::nvme::shutdown_all();
     if !report.pools_full {
         tracing::warn!(pools = ?report.pools, "DMA buffers missing from their pools at shutdown");
     }

@@ -130,6 +130,9 @@ pub enum IoEngine {
     Uring,
     /// A remote NVMe-oF namespace (`--target` gives SPDK's transport ID string).
     Nvmf,
+    /// A namespace of a local PCIe controller through Pollux's userspace driver
+    /// (`--target='trtype:pcie traddr:0000:00:04.0 [ns:N]'`; the device bound to vfio-pci).
+    Nvme,
 }
 
 /// Output formats (fio's `--output-format`, comma-separated).

@@ -608,6 +608,13 @@ impl Builder {
                         .into(),
                 ));
             }
+            IoEngine::Nvme if s.target.is_none() => {
+                return Err(err(
+                    "ioengine=nvme needs target: --target='trtype:pcie traddr:0000:00:04.0' \
+                     (the controller bound to vfio-pci: pollux-setup bind 0000:00:04.0)"
+                        .into(),
+                ));
+            }
             IoEngine::Uring if s.filename.is_none() => {
                 return Err(err(format!(
                     "ioengine={} needs filename (a file or block device)",
@@ -888,6 +895,7 @@ fn parse_engine(v: &str) -> Result<IoEngine, String> {
         "null" => IoEngine::Null,
         "malloc" => IoEngine::Malloc,
         "nvmf" => IoEngine::Nvmf,
+        "nvme" => IoEngine::Nvme,
         _ if URING_ENGINES.contains(&v) => IoEngine::Uring,
         "spdk" | "spdk_bdev" | "spdk_nvme" => {
             return Err(

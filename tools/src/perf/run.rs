@@ -149,6 +149,7 @@ pub fn run(spec: &RunSpec) -> Result<i32, String> {
         .map_err(|e| format!("cannot start reactors on {mask}: {e}"))?;
     let result = run_on(&engine, spec, &cores);
     engine.shutdown();
+    pollux_engine::bdev::nvme::shutdown_all();
     result
 }
 
@@ -565,6 +566,53 @@ fn make_target(
             let total = b.num_blocks() * b.block_size() as u64;
             Ok((Target::Bdev(b), region(total)?))
         }
+        IoEngine::Nvme => {
+            let t = s.target.clone().ok_or("ioengine=nvme needs --target")?;
+            let (traddr, nsid) = parse_pcie_target(&t)?;
+            let key = format!("pcie|{traddr}");
+            let name = match uring_bdevs.keys().find(|k| k.starts_with(&key)) {
+                Some(k) => k[key.len() + 1..]
+                    .split('|')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+                None => {
+                    let name = format!(
+                        "perf_nvme{}",
+                        pollux_engine::bdev::nvme::NvmeController::list().len()
+                    );
+                    let mut o = pollux_nvme::ctrlr::CtrlrOpts::default();
+                    o.io_queue_entries = o.io_queue_entries.max((s.iodepth + 1).min(4096) as u16);
+                    let (_c, bdevs) = pollux_engine::bdev::nvme::attach(
+                        pollux_engine::bdev::nvme::NvmeAttachOpts {
+                            name: name.clone(),
+                            traddr: traddr.clone(),
+                            ctrlr: o,
+                        },
+                    )
+                    .map_err(|e| format!("{t}: {e}"))?;
+                    for b in bdevs {
+                        uring_bdevs.insert(format!("{key}|{name}|{}", b.name()), b);
+                    }
+                    name
+                }
+            };
+            let bname = format!("{name}n{nsid}");
+            let b = uring_bdevs
+                .iter()
+                .find(|(k, _)| k.starts_with(&key) && k.ends_with(&format!("|{bname}")))
+                .map(|(_, b)| b.clone())
+                .ok_or_else(|| format!("{t}: the controller has no active namespace {nsid}"))?;
+            let total = b.num_blocks() * b.block_size() as u64;
+            if min_bs % b.block_size() as u64 != 0 {
+                return Err(format!(
+                    "{}: bs must be a multiple of the namespace's block size ({})",
+                    s.name,
+                    b.block_size()
+                ));
+            }
+            Ok((Target::Bdev(b), region(total)?))
+        }
         IoEngine::Nvmf => {
             let t = s.target.clone().ok_or("ioengine=nvmf needs --target")?;
             let tid = TransportId::parse(&t)?;
@@ -593,6 +641,31 @@ fn make_target(
             ))
         }
     }
+}
+
+/// `trtype:pcie traddr:0000:00:04.0 [ns:N]`: the PCI address and the namespace (1 by
+/// default).
+pub fn parse_pcie_target(s: &str) -> Result<(String, u32), String> {
+    let mut traddr = None;
+    let mut nsid = 1;
+    let mut pcie = false;
+    for kv in s.split_whitespace() {
+        let (k, v) = kv
+            .split_once(':')
+            .ok_or_else(|| format!("target: {kv:?} is not key:value"))?;
+        match k.to_ascii_lowercase().as_str() {
+            "trtype" => pcie = v.eq_ignore_ascii_case("pcie"),
+            "traddr" => traddr = Some(v.to_owned()),
+            "ns" => nsid = v.parse().map_err(|_| format!("target: bad ns {v:?}"))?,
+            other => return Err(format!("target: unknown key {other:?} for trtype:pcie")),
+        }
+    }
+    if !pcie {
+        return Err(format!("target {s:?}: ioengine=nvme needs trtype:pcie"));
+    }
+    let traddr = traddr.ok_or_else(|| format!("target {s:?}: no traddr (the PCI address)"))?;
+    let traddr = pollux_nvme::pci::normalize_bdf(&traddr).map_err(|e| e.to_string())?;
+    Ok((traddr, nsid))
 }
 
 /// Merges clones' raw results (group_reporting).

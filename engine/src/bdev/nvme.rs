@@ -1,0 +1,623 @@
+//! The nvme bdev module: namespaces of PCIe NVMe controllers driven by Pollux's
+//! userspace driver (`pollux_nvme`), as bdevs `<name>n<nsid>` (SPDK's `bdev_nvme`).
+//!
+//! Attaching a controller opens it through VFIO, adds its container to the DMA
+//! registration map as a [`Mapper`] (every registered region gets an IOVA, and a slot in
+//! a [`RegionTable`]), brings the controller up, and creates one bdev per active
+//! namespace. Each thread that does I/O gets one queue pair per controller, shared by
+//! the controller's namespaces on that thread. A request's buffers are resolved to the
+//! controller's addresses ([`NvmeAddr`]) when it is submitted, by a table look-up; I/Os
+//! larger than the controller's transfer limit are split. An OS thread (not a reactor)
+//! processes admin completions: Asynchronous Events, timeouts, resets.
+
+use super::deferred::DeferredQueue;
+use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind, IoStatus};
+use crate::Error;
+use crate::dma::{Initiator, MAX_REGIONS, Mapper, MapperGuard, MemMap, RegionInfo, Segment};
+use crate::thread::{IoChannel, IoDevice, PollStatus, Thread};
+use arrayvec::ArrayVec;
+use pollux_nvme::ctrlr::{Ctrlr, CtrlrOpts, Event};
+use pollux_nvme::pci::{Device, DmaMem, NvmeAddr, RegionTable, VfioDevice};
+use pollux_nvme::qpair::{DataSeg, Qpair, QpairStats, SubmitError};
+use pollux_nvme::spec::admin::nvm_opc;
+use pollux_nvme::spec::cmd::{Sqe, Status};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use zerocopy::little_endian::U32;
+
+/// A controller's view of host memory: the VFIO container as a mapper of the DMA
+/// registration map, and the per-region table that resolves buffers.
+struct VfioMapper {
+    dev: Arc<dyn Device>,
+    table: Arc<RegionTable>,
+}
+
+impl Mapper for VfioMapper {
+    fn name(&self) -> String {
+        format!("vfio {}", self.dev.name())
+    }
+
+    fn map(&self, r: &RegionInfo) -> Result<(), Error> {
+        let addr = self
+            .dev
+            .map_dma(r.vaddr, r.len)
+            .map_err(|e| Error::Mapper {
+                mapper: self.name(),
+                why: e.to_string(),
+            })?;
+        self.table.set(r.id.index(), r.vaddr, r.len, addr);
+        Ok(())
+    }
+
+    fn unmap(&self, r: &RegionInfo) {
+        if let Some((addr, len)) = self.table.clear(r.id.index()) {
+            self.dev.unmap_dma(addr, len);
+        }
+    }
+}
+
+/// The NVMe controller as a DMA initiator: a buffer resolves to its IOVA in the
+/// controller's VFIO container.
+#[derive(Clone, Debug)]
+pub struct NvmeInitiator(Arc<RegionTable>);
+
+impl Initiator for NvmeInitiator {
+    type Addr = NvmeAddr;
+    fn resolve(&self, seg: &Segment) -> Option<NvmeAddr> {
+        self.0
+            .resolve(seg.region.index(), seg.vaddr, seg.len as usize)
+    }
+}
+
+/// Parameters of `bdev_nvme_attach_controller`.
+#[derive(Clone, Debug)]
+pub struct NvmeAttachOpts {
+    /// The controller's name; its bdevs are `<name>n<nsid>`.
+    pub name: String,
+    /// Its PCI address.
+    pub traddr: String,
+    /// Driver options.
+    pub ctrlr: CtrlrOpts,
+}
+
+/// Counters of one controller, over all threads.
+#[derive(Debug, Default)]
+pub struct NvmeCtrlrCounters {
+    /// Commands submitted.
+    pub submitted: AtomicU64,
+    /// Commands completed.
+    pub completed: AtomicU64,
+    /// Bdev I/Os split into several commands.
+    pub split: AtomicU64,
+    /// Commands whose data went through a PRP list.
+    pub prp_lists: AtomicU64,
+    /// Commands whose data went through SGLs.
+    pub sgls: AtomicU64,
+    /// Commands resubmitted after a reset.
+    pub retried: AtomicU64,
+}
+
+/// An attached controller.
+pub struct NvmeController {
+    name: String,
+    traddr: String,
+    ctrlr: Arc<Ctrlr>,
+    table: Arc<RegionTable>,
+    counters: NvmeCtrlrCounters,
+    stop: Arc<AtomicBool>,
+    admin_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    bdevs: Mutex<Vec<String>>,
+    _mapper: MapperGuard,
+}
+
+impl fmt::Debug for NvmeController {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NvmeController")
+            .field("name", &self.name)
+            .field("traddr", &self.traddr)
+            .finish()
+    }
+}
+
+fn controllers() -> &'static Mutex<BTreeMap<String, Arc<NvmeController>>> {
+    static C: std::sync::OnceLock<Mutex<BTreeMap<String, Arc<NvmeController>>>> =
+        std::sync::OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+impl NvmeController {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its PCI address.
+    pub fn traddr(&self) -> &str {
+        &self.traddr
+    }
+
+    /// The driver's controller.
+    pub fn ctrlr(&self) -> &Arc<Ctrlr> {
+        &self.ctrlr
+    }
+
+    /// Its bdevs' names.
+    pub fn bdev_names(&self) -> Vec<String> {
+        self.bdevs.lock().unwrap().clone()
+    }
+
+    /// Resolves buffers for this controller.
+    pub fn initiator(&self) -> NvmeInitiator {
+        NvmeInitiator(self.table.clone())
+    }
+
+    /// Counters over all threads.
+    pub fn counters(&self) -> &NvmeCtrlrCounters {
+        &self.counters
+    }
+
+    /// The attached controller called `name`.
+    pub fn get(name: &str) -> Option<Arc<NvmeController>> {
+        controllers().lock().unwrap().get(name).cloned()
+    }
+
+    /// Every attached controller.
+    pub fn list() -> Vec<Arc<NvmeController>> {
+        controllers().lock().unwrap().values().cloned().collect()
+    }
+}
+
+/// Attaches the controller at `opts.traddr` and creates a bdev per active namespace.
+/// The caller registers the bdevs.
+pub fn attach(opts: NvmeAttachOpts) -> Result<(Arc<NvmeController>, Vec<Arc<Bdev>>), Error> {
+    if controllers().lock().unwrap().contains_key(&opts.name) {
+        return Err(Error::Exists {
+            what: format!("NVMe controller {}", opts.name),
+        });
+    }
+    if let Some(c) = NvmeController::list()
+        .iter()
+        .find(|c| c.traddr == opts.traddr)
+    {
+        return Err(Error::Exists {
+            what: format!("a controller at {} ({})", opts.traddr, c.name),
+        });
+    }
+    let nvme = |e: pollux_nvme::pci::Error| Error::Nvme(e.to_string());
+    let dev: Arc<dyn Device> = Arc::new(VfioDevice::open(&opts.traddr).map_err(nvme)?);
+    let table = Arc::new(RegionTable::new(MAX_REGIONS));
+    let guard = MemMap::global().add_mapper(Arc::new(VfioMapper {
+        dev: dev.clone(),
+        table: table.clone(),
+    }))?;
+    let ctrlr = Ctrlr::attach(dev.clone(), opts.ctrlr.clone()).map_err(nvme)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let c = Arc::new(NvmeController {
+        name: opts.name.clone(),
+        traddr: dev.name().to_owned(),
+        ctrlr: ctrlr.clone(),
+        table,
+        counters: NvmeCtrlrCounters::default(),
+        stop: stop.clone(),
+        admin_thread: Mutex::new(None),
+        bdevs: Mutex::new(Vec::new()),
+        _mapper: guard,
+    });
+    let mut bdevs = Vec::new();
+    for ns in ctrlr.namespaces() {
+        let uuid = (ns.nguid != [0; 16]).then(|| uuid::Uuid::from_bytes(ns.nguid));
+        let b = Bdev::new(
+            BdevParams {
+                name: format!("{}n{}", opts.name, ns.nsid),
+                uuid,
+                block_size: ns.block_size,
+                num_blocks: ns.num_blocks,
+                product_name: "NVMe disk",
+            },
+            Box::new(NvmeBackend {
+                ctrl: c.clone(),
+                nsid: ns.nsid,
+                shift: ns.block_size.trailing_zeros(),
+            }),
+        )?;
+        bdevs.push(b);
+    }
+    *c.bdevs.lock().unwrap() = bdevs.iter().map(|b| b.name().to_owned()).collect();
+    // Admin completions (events, timeouts, resets) on a thread of their own: a reset
+    // waits for every reactor's queue pair to quiesce, so it must not run on one.
+    let weak = Arc::downgrade(&ctrlr);
+    let name = opts.name.clone();
+    let h = std::thread::Builder::new()
+        .name(format!("nvme-admin-{name}"))
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(c) = weak.upgrade() else { break };
+                for ev in c.process_admin() {
+                    if let Event::NamespacesChanged(list) = &ev {
+                        tracing::info!(ctrlr = %name, changed = ?list, "namespaces changed (new namespaces need a new attach)");
+                    }
+                }
+                drop(c);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+        .map_err(|e| Error::Io {
+            what: "spawn the NVMe admin thread".into(),
+            source: e,
+        })?;
+    *c.admin_thread.lock().unwrap() = Some(h);
+    controllers()
+        .lock()
+        .unwrap()
+        .insert(opts.name.clone(), c.clone());
+    Ok((c, bdevs))
+}
+
+/// Detaches controller `name`: its admin thread stops; the controller shuts down once
+/// its bdevs (and their channels) are gone. Returns its bdev names for the caller to
+/// unregister.
+pub fn detach(name: &str) -> Result<Vec<String>, Error> {
+    let c = controllers()
+        .lock()
+        .unwrap()
+        .remove(name)
+        .ok_or_else(|| Error::NotFound {
+            what: format!("NVMe controller {name}"),
+        })?;
+    c.stop.store(true, Ordering::Relaxed);
+    if let Some(h) = c.admin_thread.lock().unwrap().take() {
+        let _ = h.join();
+    }
+    Ok(c.bdev_names())
+}
+
+struct NvmeBackend {
+    ctrl: Arc<NvmeController>,
+    nsid: u32,
+    shift: u32,
+}
+
+impl BdevBackend for NvmeBackend {
+    fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
+        let ch = thread.get_io_channel(&self.ctrl)?;
+        Ok(Box::new(NvmeChannel {
+            failed: DeferredQueue::new(thread, 1024, 0),
+            ch,
+            nsid: self.nsid,
+            shift: self.shift,
+        }))
+    }
+}
+
+/// One bdev I/O in flight: its commands still outstanding and the worst status.
+struct Pending {
+    io: Option<Box<BdevIo>>,
+    left: u32,
+    status: IoStatus,
+}
+
+/// A thread's queue pair on one controller, shared by its namespaces' bdev channels.
+pub struct CtrlrChannel {
+    q: RefCell<Qpair>,
+    pending: RefCell<Vec<Pending>>,
+    free: RefCell<Vec<u32>>,
+    dsm: DmaMem,
+    initiator: NvmeInitiator,
+    max_xfer: u64,
+    ctrl: Arc<NvmeController>,
+    last: Cell<QpairStats>,
+}
+
+impl fmt::Debug for CtrlrChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CtrlrChannel")
+            .field("ctrlr", &self.ctrl.name)
+            .field("qpair", &*self.q.borrow())
+            .finish()
+    }
+}
+
+impl IoDevice for NvmeController {
+    type Channel = CtrlrChannel;
+
+    fn create_channel(self: &Arc<Self>, _thread: &Thread) -> Result<CtrlrChannel, Error> {
+        let q = self
+            .ctrlr
+            .create_io_qpair()
+            .map_err(|e| Error::Nvme(e.to_string()))?;
+        let n = q.capacity();
+        let dsm =
+            DmaMem::new(self.ctrlr.device(), n * 16).map_err(|e| Error::Nvme(e.to_string()))?;
+        tracing::debug!(ctrlr = %self.name, qid = q.qid(), "queue pair for this thread");
+        Ok(CtrlrChannel {
+            q: RefCell::new(q),
+            pending: RefCell::new(
+                (0..n)
+                    .map(|_| Pending {
+                        io: None,
+                        left: 0,
+                        status: IoStatus::Success,
+                    })
+                    .collect(),
+            ),
+            free: RefCell::new((0..n as u32).rev().collect()),
+            dsm,
+            initiator: self.initiator(),
+            max_xfer: self.ctrlr.max_transfer() as u64,
+            ctrl: self.clone(),
+            last: Cell::new(QpairStats::default()),
+        })
+    }
+}
+
+struct NvmeChannel {
+    ch: IoChannel<NvmeController>,
+    failed: DeferredQueue,
+    nsid: u32,
+    shift: u32,
+}
+
+fn io_status(s: Status) -> IoStatus {
+    match (s.sct, s.sc) {
+        (0, 0x00) => IoStatus::Success,
+        (0, 0x01) => IoStatus::InvalidOpcode,
+        (0, 0x02) => IoStatus::InvalidField,
+        (0, 0x07) | (0, 0x08) => IoStatus::Aborted,
+        (0, 0x80) => IoStatus::LbaOutOfRange,
+        (0, 0x81) => IoStatus::CapacityExceeded,
+        (2, 0x80) => IoStatus::WriteFault,
+        (2, 0x81) => IoStatus::UnrecoveredReadError,
+        _ => IoStatus::InternalError,
+    }
+}
+
+/// Commands of at most this many blocks (Write Zeroes' NLB field is 16 bits).
+const NLB_MAX: u64 = 1 << 16;
+
+fn sqe(opc: u8, nsid: u32, slba: u64, nlb: u64) -> Sqe {
+    Sqe::nvm_rw(opc, nsid, slba, nlb as u32)
+}
+
+impl NvmeChannel {
+    /// The commands `io` needs, with their data: each (sqe, segments).
+    fn plan(
+        &self,
+        c: &CtrlrChannel,
+        io: &BdevIo,
+        slot: u32,
+        out: &mut ArrayVec<(Sqe, ArrayVec<DataSeg, 20>), 32>,
+    ) -> Result<(), IoStatus> {
+        let slba = io.offset_blocks();
+        let nlb = io.num_blocks();
+        match io.kind() {
+            IoKind::Flush => out.push((
+                Sqe {
+                    opc: nvm_opc::FLUSH,
+                    nsid: U32::new(self.nsid),
+                    ..Default::default()
+                },
+                ArrayVec::new(),
+            )),
+            IoKind::WriteZeroes => {
+                let mut at = 0;
+                while at < nlb {
+                    let n = (nlb - at).min(NLB_MAX);
+                    out.try_push((
+                        sqe(nvm_opc::WRITE_ZEROES, self.nsid, slba + at, n),
+                        ArrayVec::new(),
+                    ))
+                    .map_err(|_| IoStatus::InvalidField)?;
+                    at += n;
+                }
+            }
+            IoKind::Unmap => {
+                // One Dataset Management range (NLB is 32 bits) in this slot's 16 bytes.
+                if nlb > u32::MAX as u64 {
+                    return Err(IoStatus::InvalidField);
+                }
+                let off = slot as usize * 16;
+                let mut r = [0u8; 16];
+                r[4..8].copy_from_slice(&(nlb as u32).to_le_bytes());
+                r[8..16].copy_from_slice(&slba.to_le_bytes());
+                // SAFETY: this slot's 16 bytes; no command uses them (the slot is free).
+                unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), c.dsm.ptr(off), 16) };
+                let mut segs = ArrayVec::new();
+                segs.push(DataSeg {
+                    addr: c.dsm.addr(off),
+                    len: 16,
+                });
+                out.push((
+                    Sqe {
+                        opc: nvm_opc::DATASET_MANAGEMENT,
+                        nsid: U32::new(self.nsid),
+                        cdw11: U32::new(1 << 2),
+                        ..Default::default()
+                    },
+                    segs,
+                ));
+            }
+            IoKind::Read | IoKind::Write => {
+                let opc = if io.kind() == IoKind::Read {
+                    nvm_opc::READ
+                } else {
+                    nvm_opc::WRITE
+                };
+                // The data, resolved for this controller, cut into commands of at most
+                // the transfer limit (and 65536 blocks).
+                let chunk = c.max_xfer.min(NLB_MAX << self.shift);
+                let mut cur: ArrayVec<DataSeg, 20> = ArrayVec::new();
+                let mut cur_len = 0u64;
+                let mut lba = slba;
+                for b in io.bufs() {
+                    let Some(base) = b.resolve(&c.initiator) else {
+                        tracing::error!(ctrlr = %c.ctrl.name, "a buffer outside the registered DMA regions");
+                        return Err(IoStatus::InternalError);
+                    };
+                    let mut off = 0u64;
+                    let len = b.len() as u64;
+                    while off < len {
+                        let n = (len - off).min(chunk - cur_len);
+                        cur.try_push(DataSeg {
+                            addr: base.offset(off),
+                            len: n as u32,
+                        })
+                        .map_err(|_| IoStatus::InvalidField)?;
+                        cur_len += n;
+                        off += n;
+                        if cur_len == chunk {
+                            let blocks = cur_len >> self.shift;
+                            out.try_push((
+                                sqe(opc, self.nsid, lba, blocks),
+                                std::mem::take(&mut cur),
+                            ))
+                            .map_err(|_| IoStatus::InvalidField)?;
+                            lba += blocks;
+                            cur_len = 0;
+                        }
+                    }
+                }
+                if cur_len > 0 {
+                    let blocks = cur_len >> self.shift;
+                    out.try_push((sqe(opc, self.nsid, lba, blocks), cur))
+                        .map_err(|_| IoStatus::InvalidField)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BackendChannel for NvmeChannel {
+    fn submit(&self, io: Box<BdevIo>) -> Result<(), Box<BdevIo>> {
+        let c: &CtrlrChannel = &self.ch;
+        let Some(&slot) = c.free.borrow().last() else {
+            return Err(io);
+        };
+        let mut cmds = ArrayVec::new();
+        if let Err(st) = self.plan(c, &io, slot, &mut cmds) {
+            return self.failed.push(io, st);
+        }
+        let mut q = c.q.borrow_mut();
+        if q.capacity() - q.outstanding() < cmds.len() {
+            return Err(io);
+        }
+        c.free.borrow_mut().pop();
+        if cmds.len() > 1 {
+            c.ctrl.counters.split.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut sent = 0;
+        let mut status = IoStatus::Success;
+        for (sqe, segs) in &cmds {
+            match q.submit(*sqe, segs, slot as u64) {
+                Ok(()) => sent += 1,
+                Err(SubmitError::Busy) => {
+                    // Resetting: what was sent completes later; the rest is retried by
+                    // the caller only if nothing was sent.
+                    status = IoStatus::NoMemory;
+                    break;
+                }
+                Err(SubmitError::Invalid(why)) => {
+                    tracing::error!(ctrlr = %c.ctrl.name, %why, "command refused");
+                    status = IoStatus::InvalidField;
+                    break;
+                }
+            }
+        }
+        drop(q);
+        if sent == 0 {
+            c.free.borrow_mut().push(slot);
+            if status == IoStatus::NoMemory {
+                return Err(io);
+            }
+            return self.failed.push(io, status);
+        }
+        let mut p = c.pending.borrow_mut();
+        p[slot as usize] = Pending {
+            io: Some(io),
+            left: sent,
+            status: if status == IoStatus::NoMemory {
+                IoStatus::InternalError
+            } else {
+                status
+            },
+        };
+        c.ctrl
+            .counters
+            .submitted
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn poll(&self) -> PollStatus {
+        let c: &CtrlrChannel = &self.ch;
+        let mut busy = self.failed.poll() == PollStatus::Busy;
+        loop {
+            let mut done: ArrayVec<(u64, Status), 64> = ArrayVec::new();
+            c.q.borrow_mut()
+                .poll(64, |tag, cqe| done.push((tag, cqe.status())));
+            if done.is_empty() {
+                break;
+            }
+            busy = true;
+            c.ctrl
+                .counters
+                .completed
+                .fetch_add(done.len() as u64, Ordering::Relaxed);
+            for (tag, st) in done {
+                let finished = {
+                    let mut p = c.pending.borrow_mut();
+                    let e = &mut p[tag as usize];
+                    if !st.is_success() && e.status == IoStatus::Success {
+                        e.status = io_status(st);
+                    }
+                    e.left -= 1;
+                    if e.left == 0 {
+                        e.io.take().map(|io| (io, e.status))
+                    } else {
+                        None
+                    }
+                };
+                if let Some((io, status)) = finished {
+                    c.free.borrow_mut().push(tag as u32);
+                    io.complete(status);
+                }
+            }
+        }
+        // Fold the queue pair's counters into the controller's now and then.
+        let s = c.q.borrow().stats();
+        let last = c.last.get();
+        if s.prp_lists != last.prp_lists || s.sgls != last.sgls || s.retried != last.retried {
+            let k = &c.ctrl.counters;
+            k.prp_lists
+                .fetch_add(s.prp_lists - last.prp_lists, Ordering::Relaxed);
+            k.sgls.fetch_add(s.sgls - last.sgls, Ordering::Relaxed);
+            k.retried
+                .fetch_add(s.retried - last.retried, Ordering::Relaxed);
+            c.last.set(s);
+        }
+        // Commands in flight: keep polling (the reactor must not sleep on them).
+        if busy || c.q.borrow().outstanding() > 0 {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+}
+
+/// Detaches every controller and shuts each down (CC.SHN), for a clean exit: call it
+/// after the engine stopped (no queue pair in use).
+pub fn shutdown_all() {
+    let names: Vec<String> = controllers().lock().unwrap().keys().cloned().collect();
+    for n in names {
+        let c = NvmeController::get(&n);
+        let _ = detach(&n);
+        if let Some(c) = c {
+            if let Err(e) = c.ctrlr.shutdown() {
+                tracing::warn!(ctrlr = %n, error = %e, "controller shutdown failed");
+            }
+        }
+    }
+}
