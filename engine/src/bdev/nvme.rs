@@ -98,6 +98,10 @@ pub struct NvmeCtrlrCounters {
     pub sgls: AtomicU64,
     /// Commands resubmitted after a reset.
     pub retried: AtomicU64,
+    /// Queue pairs whose submission queue lies in the CMB.
+    pub sqs_in_cmb: AtomicU64,
+    /// Queue pairs whose PRP/SGL lists lie in the CMB.
+    pub lists_in_cmb: AtomicU64,
 }
 
 /// An attached controller.
@@ -186,8 +190,17 @@ pub fn attach(opts: NvmeAttachOpts) -> Result<(Arc<NvmeController>, Vec<Arc<Bdev
             what: format!("a controller at {} ({})", opts.traddr, c.name),
         });
     }
+    let dev: Arc<dyn Device> =
+        Arc::new(VfioDevice::open(&opts.traddr).map_err(|e| Error::Nvme(e.to_string()))?);
+    attach_device(opts, dev)
+}
+
+/// [`attach`] with the device already open (the unit tests' twin, for one).
+pub fn attach_device(
+    opts: NvmeAttachOpts,
+    dev: Arc<dyn Device>,
+) -> Result<(Arc<NvmeController>, Vec<Arc<Bdev>>), Error> {
     let nvme = |e: pollux_nvme::pci::Error| Error::Nvme(e.to_string());
-    let dev: Arc<dyn Device> = Arc::new(VfioDevice::open(&opts.traddr).map_err(nvme)?);
     let table = Arc::new(RegionTable::new(MAX_REGIONS));
     let guard = MemMap::global().add_mapper(Arc::new(VfioMapper {
         dev: dev.clone(),
@@ -331,7 +344,13 @@ impl IoDevice for NvmeController {
         let n = q.capacity();
         let dsm =
             DmaMem::new(self.ctrlr.device(), n * 16).map_err(|e| Error::Nvme(e.to_string()))?;
-        tracing::debug!(ctrlr = %self.name, qid = q.qid(), "queue pair for this thread");
+        tracing::info!(ctrlr = %self.name, qid = q.qid(), sq_in_cmb = q.sq_in_cmb(), lists_in_cmb = q.lists_in_cmb(), "queue pair for this thread");
+        if q.sq_in_cmb() {
+            self.counters.sqs_in_cmb.fetch_add(1, Ordering::Relaxed);
+        }
+        if q.lists_in_cmb() {
+            self.counters.lists_in_cmb.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(CtrlrChannel {
             q: RefCell::new(q),
             pending: RefCell::new(

@@ -4,20 +4,24 @@
 //!   anonymous memory locked in RAM, with one warning naming the command that reserves
 //!   hugepages. Pollux never refuses to start only because hugepages are missing.
 //! - [`MemMap`]: the process's registration map (SPDK's `mem_map`). Every DMA region is
-//!   registered once; every [`Mapper`] (an io_uring ring's registered-buffer table now; a
-//!   VFIO container and an RDMA protection domain later) is told about every region,
-//!   including those registered before the mapper existed, and about unregistration.
+//!   registered once; every [`Mapper`] (an io_uring ring's registered-buffer table, an
+//!   NVMe controller's VFIO container in [`crate::bdev::nvme`], an RDMA protection domain
+//!   ([`RdmaMapper`])) is told about every region, including those registered before the
+//!   mapper existed, and about unregistration.
 //! - [`Iobuf`]: fixed-size buffer pools, small and large as SPDK's iobuf, with per-thread
 //!   caches (an [`IoChannel`](crate::thread::IoChannel) per thread). A [`DmaBuf`] goes back
 //!   to its thread's cache when dropped; in steady state no I/O touches the heap.
 //! - [`addr`]: per-initiator addresses as distinct types. A buffer segment resolves, for a
 //!   named initiator, to the address that initiator uses: [`CpuAddr`] for the CPU,
-//!   [`UringAddr`] for io_uring's registered buffers. One initiator's address cannot be
-//!   handed to another device: that does not compile.
+//!   [`UringAddr`] for io_uring's registered buffers, `NvmeAddr` for an NVMe controller
+//!   (`crate::bdev::nvme::NvmeInitiator`), [`RdmaLocal`] for an RDMA NIC (and
+//!   [`RdmaRemote`] for a peer's keyed memory). One initiator's address cannot be handed
+//!   to another device: that does not compile.
 
 pub mod addr;
 mod map;
 mod pool;
+mod rdma;
 mod region;
 
 pub use addr::{Cpu, CpuAddr, Initiator, Segment, UringAddr};
@@ -25,4 +29,5 @@ pub use map::{
     Domain, MAX_REGIONS, Mapper, MapperGuard, MemMap, REGION_LEN_MAX, RegionId, RegionInfo,
 };
 pub use pool::{DmaBuf, Iobuf, IobufOpts};
+pub use rdma::{RdmaInitiator, RdmaLocal, RdmaMapper, RdmaRemote};
 pub use region::{Backing, DmaRegion, HostMem, HugepagePolicy, hugepages_free};

@@ -429,6 +429,8 @@ fn bdev_nvme_get_controllers(_ctx: &RpcContext, p: Option<Value>) -> Result<Valu
                             "prp_lists": ld(&k.prp_lists),
                             "sgls": ld(&k.sgls),
                             "retried_after_reset": ld(&k.retried),
+                            "qpairs_with_sq_in_cmb": ld(&k.sqs_in_cmb),
+                            "qpairs_with_lists_in_cmb": ld(&k.lists_in_cmb),
                             "resets": s.resets,
                             "aborts": s.aborts,
                             "async_events": s.events,

@@ -39,7 +39,7 @@ _lab_put_elf() {
 
 # lab_build_initramfs OUT_CPIO BIN_DIR LAB_DIR
 #   BIN_DIR holds polluxd, pollux-rpc, pollux-perf, pollux-setup and
-#   pollux-nvme-vfio-tests (the driver's tests, nvme/tests/vfio.rs); LAB_DIR is tests/lab (guest/ and scenarios/).
+#   pollux-nvme-vfio-tests and pollux-rdma-rxe-tests (device tests run in the guest); LAB_DIR is tests/lab (guest/ and scenarios/).
 lab_build_initramfs() {
     local out=$1 bindir=$2 labdir=$3
     local R=$LAB_CACHE/work/root
@@ -52,7 +52,7 @@ lab_build_initramfs() {
 
     # The project's binaries.
     local b
-    for b in polluxd pollux-rpc pollux-perf pollux-setup pollux-nvme-vfio-tests; do
+    for b in polluxd pollux-rpc pollux-perf pollux-setup pollux-nvme-vfio-tests pollux-rdma-rxe-tests; do
         [[ -x $bindir/$b ]] || lab_die "$bindir/$b is missing (cargo build --release -p pollux-tools)"
         _lab_put_elf "$bindir/$b" "/usr/bin/$b"
     done
