@@ -514,3 +514,54 @@ fn shutdown_leaves_the_controller_clean_with_the_data_in_place() {
         "CHECK shutdown: CSTS.SHST=2 (complete); 1 MiB left at LBA {lba} in /tmp/lab-nvme-mark.bin"
     );
 }
+
+/// Namespace Attachment (admin 15h) of `nsid` to this controller (`sel` 0 attach, 1
+/// detach), with the controller list {1, cntlid}.
+fn ns_attach(c: &Ctrlr, nsid: u32, sel: u32) -> Result<(), pollux_nvme::pci::Error> {
+    let mut list = [0u8; 4096];
+    list[0..2].copy_from_slice(&1u16.to_le_bytes());
+    list[2..4].copy_from_slice(&c.identify().cntlid.get().to_le_bytes());
+    let sqe = Sqe {
+        opc: pollux_nvme::spec::admin::admin_opc::NAMESPACE_ATTACHMENT,
+        nsid: U32::new(nsid),
+        cdw10: U32::new(sel),
+        ..Default::default()
+    };
+    c.admin_command(sqe, pollux_nvme::ctrlr::AdminData::Out(&list))
+        .map(|_| ())
+}
+
+fn wait_event(c: &Ctrlr) -> Vec<pollux_nvme::ctrlr::Event> {
+    let t0 = Instant::now();
+    loop {
+        let ev = c.process_admin();
+        if !ev.is_empty() {
+            return ev;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no Asynchronous Event in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+#[ignore = "needs a VFIO-bound NVMe controller: tests/lab/run nvme-vfio"]
+fn namespace_attachment_raises_an_event_and_rescans() {
+    use pollux_nvme::ctrlr::Event;
+    let (_dev, c) = attach(CtrlrOpts::default());
+    let ids = |c: &Ctrlr| c.namespaces().iter().map(|n| n.nsid).collect::<Vec<_>>();
+    assert_eq!(ids(&c), vec![1], "QEMU's namespace 2 starts detached");
+    ns_attach(&c, 2, 0).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait_event(&c), vec![Event::NamespacesChanged(vec![2])]);
+    assert_eq!(ids(&c), vec![1, 2]);
+    println!(
+        "CHECK attach: Namespace Attachment of nsid 2 -> AEN (Notice, Namespace Attribute Changed), Changed NS List [2], namespaces now [1, 2]"
+    );
+    ns_attach(&c, 2, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wait_event(&c), vec![Event::NamespacesChanged(vec![2])]);
+    assert_eq!(ids(&c), vec![1]);
+    println!("CHECK detach: the AEN again, namespaces back to [1]");
+    assert!(c.stats().events >= 2);
+}

@@ -20,6 +20,7 @@
 
 pub mod addr;
 mod map;
+pub mod p2p;
 mod pool;
 mod rdma;
 mod region;

@@ -2,7 +2,8 @@
 # Boots the guest and turns its lab channel into results (sourced by tests/lab/run).
 
 # The QEMU machine: TCG (KVM does not work on these hosts), 2 vCPUs, 2 GiB, an emulated
-# NVMe controller with a 64 MiB CMB behind a virtual IOMMU (intel-iommu; the guest
+# NVMe controller with a 64 MiB CMB behind a virtual IOMMU (in an NVM subsystem, with
+# namespace 1 attached and namespace 2 detached, so Namespace Attachment raises events) (intel-iommu; the guest
 # kernel has no VFIO no-IOMMU mode), a virtio-net NIC on QEMU's user network, and two
 # serial ports: ttyS0 the console, ttyS1 the lab channel.
 LAB_SMP=${POLLUX_LAB_SMP:-2}
@@ -26,6 +27,7 @@ LAB_KERNEL_ARGS="console=ttyS0 panic=-1 loglevel=4 log_buf_len=4M intel_iommu=on
 lab_boot() {
     local run=$1 initrd=$2 deadline=$3 append=$4
     truncate -s 256M "$run/nvme0.raw"
+    truncate -s 16M "$run/nvme1.raw"
     local cmd=(
         "$QEMU_BIN" "${QEMU_DATA[@]}"
         -machine q35,accel=tcg,kernel-irqchip=split -cpu max -smp "$LAB_SMP" -m "$LAB_MEM"
@@ -35,7 +37,11 @@ lab_boot() {
         -append "$LAB_KERNEL_ARGS $append"
         -device intel-iommu,intremap=on
         -blockdev "driver=file,filename=$run/nvme0.raw,node-name=nvme0,discard=unmap"
-        -device "nvme,serial=$LAB_NVME_SERIAL,drive=nvme0,cmb_size_mb=64"
+        -blockdev "driver=file,filename=$run/nvme1.raw,node-name=nvme1,discard=unmap"
+        -device nvme-subsys,id=nvmesubsys0,nqn=nqn.2019-08.org.qemu:lab
+        -device "nvme,serial=$LAB_NVME_SERIAL,subsys=nvmesubsys0,cmb_size_mb=64"
+        -device nvme-ns,drive=nvme0,nsid=1
+        -device nvme-ns,drive=nvme1,nsid=2,detached=on
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=
     )
     printf '%q ' "${cmd[@]}" >"$run/qemu.cmd"
@@ -63,7 +69,7 @@ lab_boot() {
     LAB_TAIL_PID=
     tr -d '\r' <"$run/console.raw" >"$run/console.log"
     tr -d '\r' <"$run/lab.raw" >"$run/lab.log"
-    rm -f "$run/console.raw" "$run/lab.raw" "$run/nvme0.raw"
+    rm -f "$run/console.raw" "$run/lab.raw" "$run/nvme0.raw" "$run/nvme1.raw"
 }
 
 # lab_progress LAB_LOG QEMU_PID: prints the lab channel's news as it comes, until QEMU ends.

@@ -3,7 +3,8 @@
 # VFIO (vfio-pci behind the vIOMMU): Identify matches what QEMU was given; random data
 # round-trips with 4 KiB to the largest transfer at queue depths 1 to 128 over two queue
 # pairs; Write Zeroes and deallocate read back zeroes; an I/O past the end gets LBA Out
-# of Range; a reset during I/O loses and duplicates nothing; pollux-perf (ioengine=nvme)
+# of Range; a reset during I/O loses and duplicates nothing; attaching and detaching
+# namespace 2 (Namespace Attachment) raises Asynchronous Events and the driver rescans; pollux-perf (ioengine=nvme)
 # verifies 4k-1m random writes on two queue pairs; shutdown leaves the controller clean,
 # and the kernel's nvme driver reads back what the userspace driver wrote. Then the
 # kernel driver runs the same fio verify workload on /dev/nvme0n1 (functional parity).
@@ -23,7 +24,8 @@ fi
 lab_vfio_tests identify_matches_what_qemu_was_given \
     random_data_round_trips_on_two_queue_pairs_at_depths_1_to_128 \
     write_zeroes_deallocate_and_out_of_range \
-    a_reset_during_io_loses_and_duplicates_nothing
+    a_reset_during_io_loses_and_duplicates_nothing \
+    namespace_attachment_raises_an_event_and_rescans
 
 # pollux-perf through the nvme bdev: two jobs, each its own queue pair.
 PERF_JOB=$LAB_WORK/nvme.fio
