@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 /// A controller's enabled CMB.
 pub struct Cmb {
+    dev: Arc<dyn Device>,
+    bar: u8,
     mmio: Mmio,
     bar_off: u64,
     cba: u64,
@@ -55,9 +57,19 @@ impl Cmb {
         if sz.sz() == 0 {
             return Ok(None);
         }
-        let unit = 4096u64 << (4 * sz.szu() as u32);
+        let (Some(unit), Some(size)) = (
+            4096u64.checked_shl(4 * sz.szu() as u32),
+            (sz.sz() as u64).checked_shl(12 + 4 * sz.szu() as u32),
+        ) else {
+            return Err(Error::Unsupported {
+                ctrlr: dev.name().into(),
+                what: format!(
+                    "CMBSZ {:#x} describes a CMB too large to address",
+                    u32::from(sz)
+                ),
+            });
+        };
         let bar_off = loc.ofst() as u64 * unit;
-        let size = sz.bytes();
         let bar = loc.bir();
         let mmio = dev.map_bar(bar)?;
         if bar_off + size > mmio.len() as u64 {
@@ -105,6 +117,8 @@ impl Cmb {
             "CMB enabled"
         );
         Ok(Some(Arc::new(Cmb {
+            dev: dev.clone(),
+            bar,
             mmio,
             bar_off,
             cba,
@@ -113,6 +127,12 @@ impl Cmb {
             free: Mutex::new(vec![(0, size)]),
             used: AtomicU64::new(0),
         })))
+    }
+
+    /// The whole CMB as a dma-buf, for an RDMA NIC to register (`ibv_reg_dmabuf_mr`);
+    /// an error says why not (a kernel before 6.19 has no VFIO dma-buf export).
+    pub fn export_dma_buf(&self) -> Result<std::os::fd::OwnedFd, Error> {
+        self.dev.export_dma_buf(self.bar, self.bar_off, self.size)
     }
 
     /// Its size in bytes.

@@ -16,8 +16,8 @@
 use crate::cmb::Cmb;
 use crate::pci::{Device, DmaMem, Error, NvmeAddr};
 use crate::qpair::{
-    DataSeg, GONE, QUIESCE, QUIESCED, Qpair, QpairParts, QpairShared, QueueMem, RESTART,
-    ResetPolicy, SglMode,
+    DataSeg, FAILED, GONE, QUIESCE, QUIESCED, Qpair, QpairParts, QpairShared, QueueMem, RESTART,
+    RUNNING, ResetPolicy, SglMode,
 };
 use crate::spec::admin::{admin_opc, cns, log_id};
 use crate::spec::cmd::{Cqe, Sqe, Status};
@@ -127,6 +127,11 @@ struct Admin {
     aers: u32,
     events: VecDeque<Event>,
     ns_changed: bool,
+    /// Data buffers of admin commands that timed out (the controller may still write
+    /// them): freed after the next reset.
+    retired: Vec<DmaMem>,
+    /// An admin command timed out: reset the controller.
+    hung: bool,
 }
 
 /// A PCIe NVMe controller (see the module documentation).
@@ -147,6 +152,8 @@ pub struct Ctrlr {
     aborts: AtomicU64,
     events: AtomicU64,
     shut_down: Mutex<bool>,
+    /// Serialises resets against queue creation and deletion.
+    reset_lock: Mutex<()>,
 }
 
 impl fmt::Debug for Ctrlr {
@@ -217,7 +224,7 @@ impl Ctrlr {
         let to = Duration::from_millis(500 * cap.to().max(1) as u64);
         disable(&dev, to)?;
         let cmb = if opts.cmb { Cmb::enable(&dev)? } else { None };
-        let entries = opts.admin_queue_entries.clamp(2, 4096).min(cap.mqes() + 1);
+        let entries = queue_entries(opts.admin_queue_entries, cap);
         let q = Self::admin_qpair(&dev, entries, cap)?;
         let buf = DmaMem::new(&dev, ADMIN_BUF)?;
         let mut admin = Admin {
@@ -227,6 +234,8 @@ impl Ctrlr {
             aers: 0,
             events: VecDeque::new(),
             ns_changed: false,
+            retired: Vec::new(),
+            hung: false,
         };
         enable(&dev, &admin.q, entries, to)?;
         let mut raw = vec![0u8; 4096];
@@ -241,10 +250,9 @@ impl Ctrlr {
         let mdts = cdata.mdts;
         let page_min = 4096u64 << cap.mpsmin();
         let limit = (crate::qpair::PRP_LIST_ENTRIES as u64) * crate::qpair::PAGE;
-        let max_xfer = if mdts == 0 {
-            limit
-        } else {
-            (page_min << mdts).min(limit)
+        let max_xfer = match page_min.checked_shl(mdts as u32) {
+            Some(m) if mdts != 0 && m != 0 => m.min(limit),
+            _ => limit,
         } as u32;
         let n = opts.num_io_queues.max(1) - 1;
         let cqe = Self::admin_cmd_locked(
@@ -292,6 +300,7 @@ impl Ctrlr {
             aborts: AtomicU64::new(0),
             events: AtomicU64::new(0),
             shut_down: Mutex::new(false),
+            reset_lock: Mutex::new(()),
         };
         c.scan_namespaces()?;
         c.submit_aers();
@@ -454,6 +463,13 @@ impl Ctrlr {
             });
             if result.is_none() {
                 if t0.elapsed() > opts.admin_timeout {
+                    // The controller may still write the data buffer: retire it (a
+                    // fresh one serves the next command) and reset at the next chance.
+                    if let Ok(fresh) = DmaMem::new(dev, ADMIN_BUF) {
+                        let old = std::mem::replace(&mut a.buf, fresh);
+                        a.retired.push(old);
+                    }
+                    a.hung = true;
                     return Err(Error::Timeout {
                         ctrlr: dev.name().into(),
                         what: format!("{what} got no completion"),
@@ -628,6 +644,7 @@ impl Ctrlr {
             }
             reset |= q.want_reset.swap(0, Ordering::AcqRel) != 0;
         }
+        reset |= std::mem::take(&mut self.admin.lock().unwrap().hung);
         if reset {
             if let Err(e) = self.reset() {
                 tracing::error!(ctrlr = self.dev.name(), error = %e, "controller reset failed");
@@ -666,11 +683,7 @@ impl Ctrlr {
     }
 
     fn create_io_qpair_with(self: &Arc<Self>, qid: u16) -> Result<Qpair, Error> {
-        let entries = self
-            .opts
-            .io_queue_entries
-            .clamp(2, 4096)
-            .min(self.cap.mqes() + 1);
+        let entries = queue_entries(self.opts.io_queue_entries, self.cap);
         let cmb = self.cmb.as_ref();
         let sq = match cmb.filter(|c| self.opts.cmb_sqs && c.supports_sqs()) {
             Some(c) => cmb_mem(c, entries as usize * 64)?,
@@ -699,13 +712,17 @@ impl Ctrlr {
             policy: self.opts.reset_policy,
             timeout: self.opts.io_timeout,
         });
-        self.create_queues(q.shared())?;
-        self.qpairs.lock().unwrap().push(Arc::downgrade(q.shared()));
+        {
+            // Not while a reset re-creates queues.
+            let _r = self.reset_lock.lock().unwrap();
+            self.create_queues(q.shared())?;
+            self.qpairs.lock().unwrap().push(Arc::downgrade(q.shared()));
+        }
         let weak = Arc::downgrade(self);
-        q.set_on_drop(Box::new(move |qid| {
-            if let Some(c) = weak.upgrade() {
-                c.delete_queues(qid);
-            }
+        q.set_on_drop(Box::new(move |qid| match weak.upgrade() {
+            Some(c) => c.delete_queues(qid),
+            // The controller is gone (shut down): nothing uses the queues any more.
+            None => true,
         }));
         tracing::debug!(
             ctrlr = self.dev.name(),
@@ -758,51 +775,80 @@ impl Ctrlr {
         )
     }
 
-    fn delete_queues(&self, qid: u16) {
+    /// Deletes queue pair `qid`'s queues; false when the controller may still use
+    /// their memory (a deletion failed: the memory must then be kept).
+    fn delete_queues(&self, qid: u16) -> bool {
+        let _r = self.reset_lock.lock().unwrap();
+        let mut clean = true;
         if !*self.shut_down.lock().unwrap() {
             if let Err(e) = self.delete_cmd(admin_opc::DELETE_IO_SQ, qid) {
-                tracing::warn!(ctrlr = self.dev.name(), qid, error = %e, "Delete I/O SQ failed");
+                tracing::warn!(ctrlr = self.dev.name(), qid, error = %e, "Delete I/O SQ failed: its memory is kept");
+                clean = false;
             }
             if let Err(e) = self.delete_cmd(admin_opc::DELETE_IO_CQ, qid) {
-                tracing::warn!(ctrlr = self.dev.name(), qid, error = %e, "Delete I/O CQ failed");
+                tracing::warn!(ctrlr = self.dev.name(), qid, error = %e, "Delete I/O CQ failed: its memory is kept");
+                clean = false;
             }
         }
-        self.qids.lock().unwrap()[qid as usize] = false;
+        if clean {
+            self.qids.lock().unwrap()[qid as usize] = false;
+        }
+        clean
     }
 
     /// Resets the controller: every queue pair quiesces (on its next poll), the
     /// controller is disabled and enabled again, the queues are re-created, and what
     /// was in flight is resubmitted or aborted by the [`ResetPolicy`].
     pub fn reset(&self) -> Result<(), Error> {
+        let _r = self.reset_lock.lock().unwrap();
         let live = self.live_qpairs();
         for q in &live {
-            q.state.store(QUIESCE, Ordering::Release);
+            // A queue pair being dropped (GONE) is left alone.
+            let _ = q
+                .state
+                .compare_exchange(RUNNING, QUIESCE, Ordering::AcqRel, Ordering::Relaxed);
         }
         let t0 = Instant::now();
         while live.iter().any(|q| {
             let s = q.state.load(Ordering::Acquire);
-            s != QUIESCED && s != GONE
+            s != QUIESCED && s != GONE && s != FAILED
         }) {
-            if t0.elapsed() > Duration::from_secs(2) {
+            if t0.elapsed() > Duration::from_secs(5) {
                 tracing::warn!(
                     ctrlr = self.dev.name(),
-                    "a queue pair did not quiesce in 2 s (is its thread polling?); resetting anyway"
+                    "a queue pair did not quiesce in 5 s (is its thread polling?); resetting anyway"
                 );
                 break;
             }
             std::thread::sleep(Duration::from_micros(100));
         }
+        match self.reset_locked(&live) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Nothing will bring the queues back: what was in flight completes as
+                // aborted and submissions fail, rather than waiting forever.
+                for q in &live {
+                    if q.state.load(Ordering::Acquire) != GONE {
+                        q.state.store(FAILED, Ordering::Release);
+                    }
+                }
+                tracing::error!(ctrlr = self.dev.name(), error = %e, "controller reset failed: its queue pairs fail");
+                Err(e)
+            }
+        }
+    }
+
+    fn reset_locked(&self, live: &[Arc<QpairShared>]) -> Result<(), Error> {
         let to = Duration::from_millis(500 * self.cap.to().max(1) as u64);
         {
             let mut a = self.admin.lock().unwrap();
             disable(&self.dev, to)?;
+            // Disabled: no DMA any more to retired admin buffers.
+            a.retired.clear();
+            a.hung = false;
             a.q.reinit();
             a.aers = 0;
-            let entries = self
-                .opts
-                .admin_queue_entries
-                .clamp(2, 4096)
-                .min(self.cap.mqes() + 1);
+            let entries = queue_entries(self.opts.admin_queue_entries, self.cap);
             enable(&self.dev, &a.q, entries, to)?;
         }
         let n = self.io_queues - 1;
@@ -815,7 +861,17 @@ impl Ctrlr {
             },
             AdminData::None,
         )?;
-        for q in &live {
+        // Features are back at their defaults: namespace attribute notices again.
+        let _ = self.admin_command(
+            Sqe {
+                opc: admin_opc::SET_FEATURES,
+                cdw10: U32::new(0x0b),
+                cdw11: U32::new(1 << 8),
+                ..Default::default()
+            },
+            AdminData::None,
+        );
+        for q in live {
             if q.state.load(Ordering::Acquire) == GONE {
                 continue;
             }
@@ -857,6 +913,12 @@ impl Drop for Ctrlr {
             tracing::warn!(ctrlr = self.dev.name(), error = %e, "shutdown failed");
         }
     }
+}
+
+/// Entries of a queue: what was asked, within 2..=4096 and CAP.MQES (0's based, so up
+/// to 65536).
+fn queue_entries(want: u16, cap: Cap) -> u16 {
+    (want.clamp(2, 4096) as u32).min(cap.mqes() as u32 + 1) as u16
 }
 
 fn cmb_mem(c: &Arc<Cmb>, len: usize) -> Result<QueueMem, Error> {
@@ -1231,6 +1293,67 @@ mod tests {
                 .map(|i| (i, Status::ABORTED_SQ_DELETION))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn completions_posted_before_a_reset_are_delivered_once_not_retried() {
+        let (_t, dev, c) = setup(CtrlrOpts::default());
+        let mut q = c.create_io_qpair().unwrap();
+        let m = DmaMem::new(&dev, 64 << 10).unwrap();
+        for i in 0..8u64 {
+            let seg = [DataSeg {
+                addr: m.addr(i as usize * 4096),
+                len: 4096,
+            }];
+            q.submit(rw(nvm_opc::READ, i * 8, 8), &seg, i).unwrap();
+        }
+        // The twin completes them at the doorbell; nobody reaped them yet.
+        q.ring();
+        let c2 = c.clone();
+        let resetter = std::thread::spawn(move || c2.reset().unwrap());
+        let mut got = reap(&mut q, 8);
+        resetter.join().unwrap();
+        got.sort_by_key(|g| g.0);
+        assert_eq!(
+            got,
+            (0..8).map(|i| (i, Status::SUCCESS)).collect::<Vec<_>>()
+        );
+        assert_eq!(q.stats().retried, 0, "finished commands are not run again");
+        for _ in 0..50 {
+            q.poll(0, |t, _| panic!("duplicate completion of {t}"));
+        }
+    }
+
+    #[test]
+    fn aborts_after_a_reset_respect_the_poll_budget() {
+        let (t, dev, c) = setup(CtrlrOpts {
+            reset_policy: ResetPolicy::Abort,
+            ..Default::default()
+        });
+        let mut q = c.create_io_qpair().unwrap();
+        let m = DmaMem::new(&dev, 4096).unwrap();
+        t.hold_io.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seg = [DataSeg {
+            addr: m.addr(0),
+            len: 4096,
+        }];
+        for i in 0..100u64 {
+            q.submit(rw(nvm_opc::READ, 0, 8), &seg, i).unwrap();
+        }
+        q.ring();
+        let c2 = c.clone();
+        let resetter = std::thread::spawn(move || c2.reset().unwrap());
+        let mut seen = std::collections::BTreeSet::new();
+        let t0 = Instant::now();
+        while seen.len() < 100 {
+            let n = q.poll(4, |tag, cqe| {
+                assert_eq!(cqe.status(), Status::ABORTED_SQ_DELETION);
+                assert!(seen.insert(tag), "{tag} twice");
+            });
+            assert!(n <= 4, "poll handed out {n} > 4");
+            assert!(t0.elapsed() < Duration::from_secs(10));
+        }
+        resetter.join().unwrap();
     }
 
     #[test]

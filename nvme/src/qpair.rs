@@ -30,7 +30,7 @@ pub struct QueueMem {
     addr: NvmeAddr,
     len: usize,
     in_cmb: bool,
-    _keep: Box<dyn Send + Sync>,
+    _keep: Option<Box<dyn Send + Sync>>,
 }
 
 // SAFETY: the memory is owned through `_keep`; its one user is the owning queue pair.
@@ -64,7 +64,7 @@ impl QueueMem {
             addr,
             len,
             in_cmb,
-            _keep: keep,
+            _keep: Some(keep),
         }
     }
 
@@ -90,6 +90,11 @@ impl QueueMem {
         assert!(off + n <= self.len, "queue memory access out of bounds");
         // SAFETY: in bounds (asserted).
         unsafe { self.ptr.add(off) }
+    }
+
+    /// Never frees the memory (a device may still write it).
+    fn leak(&mut self) {
+        std::mem::forget(self._keep.take());
     }
 
     fn zero(&self) {
@@ -125,6 +130,8 @@ pub enum SubmitError {
     Busy,
     /// The command cannot be carried as given (what is wrong).
     Invalid(String),
+    /// The controller failed (a reset did not bring it back).
+    Failed,
 }
 
 impl fmt::Display for SubmitError {
@@ -132,6 +139,7 @@ impl fmt::Display for SubmitError {
         match self {
             SubmitError::Busy => f.write_str("the queue pair is full or resetting: poll and retry"),
             SubmitError::Invalid(w) => write!(f, "command refused: {w}"),
+            SubmitError::Failed => f.write_str("the controller failed and was not brought back"),
         }
     }
 }
@@ -143,6 +151,8 @@ pub(crate) const QUIESCE: u8 = 1;
 pub(crate) const QUIESCED: u8 = 2;
 pub(crate) const RESTART: u8 = 3;
 pub(crate) const GONE: u8 = 4;
+/// The controller could not be brought back: everything in flight completes aborted.
+pub(crate) const FAILED: u8 = 5;
 
 /// What a queue pair shares with its controller (which resets and re-creates it).
 #[derive(Debug)]
@@ -211,7 +221,11 @@ pub struct Qpair {
     now: Instant,
     polls: u32,
     stats: QpairStats,
-    on_drop: Option<Box<dyn FnOnce(u16) + Send>>,
+    on_drop: Option<Box<dyn FnOnce(u16) -> bool + Send>>,
+    /// Commands to complete with an abort status (after a reset), handed out by poll.
+    aborts: Vec<u16>,
+    /// Completions the controller posted before a reset, handed out by poll.
+    done_early: Vec<(u16, Cqe)>,
 }
 
 impl fmt::Debug for Qpair {
@@ -286,6 +300,8 @@ impl Qpair {
             polls: 0,
             stats: QpairStats::default(),
             on_drop: None,
+            aborts: Vec::with_capacity(n),
+            done_early: Vec::with_capacity(n),
         }
     }
 
@@ -293,7 +309,9 @@ impl Qpair {
         &self.shared
     }
 
-    pub(crate) fn set_on_drop(&mut self, f: Box<dyn FnOnce(u16) + Send>) {
+    /// `f(qid)` runs on drop; when it returns false (the controller could not delete the
+    /// queues), the queues' memory is leaked rather than freed under the device.
+    pub(crate) fn set_on_drop(&mut self, f: Box<dyn FnOnce(u16) -> bool + Send>) {
         self.on_drop = Some(f);
     }
 
@@ -331,8 +349,10 @@ impl Qpair {
     /// doorbell is written by the next [`Self::poll`] or [`Self::ring`]. `tag` comes
     /// back with the completion.
     pub fn submit(&mut self, mut sqe: Sqe, data: &[DataSeg], tag: u64) -> Result<(), SubmitError> {
-        if self.shared.state.load(Ordering::Acquire) != RUNNING {
-            return Err(SubmitError::Busy);
+        match self.shared.state.load(Ordering::Acquire) {
+            RUNNING => {}
+            FAILED => return Err(SubmitError::Failed),
+            _ => return Err(SubmitError::Busy),
         }
         let Some(&cid) = self.free.last() else {
             return Err(SubmitError::Busy);
@@ -485,14 +505,35 @@ impl Qpair {
     /// Rings the doorbell for queued commands, then reaps at most `max` completions
     /// (0: all there are) and calls `f(tag, cqe)` for each. Returns how many.
     pub fn poll(&mut self, max: usize, mut f: impl FnMut(u64, &Cqe)) -> usize {
+        let max = if max == 0 { usize::MAX } else { max };
         match self.shared.state.load(Ordering::Acquire) {
             RUNNING => {}
             QUIESCE => {
-                self.shared.state.store(QUIESCED, Ordering::Release);
+                // Only from QUIESCE: a RESTART or FAILED set meanwhile stands.
+                let _ = self.shared.state.compare_exchange(
+                    QUIESCE,
+                    QUIESCED,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 return 0;
             }
-            RESTART => return self.restart(&mut f),
+            RESTART => self.restart(),
+            FAILED => {
+                self.fail_all();
+                return self.drain_aborts(max, &mut f);
+            }
             _ => return 0,
+        }
+        let mut n = self.drain_aborts(max, &mut f);
+        while n < max {
+            let Some((_, cqe)) = self.done_early.pop() else {
+                break;
+            };
+            if let Some(tag) = self.finish(&cqe) {
+                n += 1;
+                f(tag, &cqe);
+            }
         }
         self.ring();
         self.polls = self.polls.wrapping_add(1);
@@ -502,41 +543,14 @@ impl Qpair {
                 self.check_timeouts();
             }
         }
-        let mut n = 0;
         let mut reaped = false;
-        while max == 0 || n < max {
-            let at = self.cq.at(self.cq_head as usize * 16, 16);
-            // SAFETY: one 16-byte entry of the completion ring; the status word is read
-            // first (volatile: the controller writes it), then, after a barrier, the rest.
-            let status = unsafe { std::ptr::read_volatile(at.add(14) as *const u16) };
-            if (status & 1 != 0) != self.phase {
-                break;
-            }
-            fence(Ordering::Acquire);
-            let mut cqe = Cqe::default();
-            // SAFETY: as above; the entry is complete once its phase tag flipped.
-            unsafe { std::ptr::copy_nonoverlapping(at, cqe.as_mut_bytes().as_mut_ptr(), 16) };
-            self.cq_head += 1;
-            if self.cq_head == self.entries {
-                self.cq_head = 0;
-                self.phase = !self.phase;
-            }
+        while n < max {
+            let Some(cqe) = self.next_cqe() else { break };
             reaped = true;
-            let cid = cqe.cid.get() as usize;
-            let Some(slot) = self.slots.get_mut(cid).filter(|s| s.busy) else {
-                tracing::warn!(
-                    qid = self.shared.qid,
-                    cid,
-                    "completion for a command not in flight, ignored"
-                );
-                continue;
-            };
-            slot.busy = false;
-            let tag = slot.tag;
-            self.free.push(cid as u16);
-            self.stats.completed += 1;
-            n += 1;
-            f(tag, &cqe);
+            if let Some(tag) = self.finish(&cqe) {
+                n += 1;
+                f(tag, &cqe);
+            }
         }
         if reaped {
             self.dev.write32(self.cq_db, self.cq_head as u32);
@@ -544,6 +558,75 @@ impl Qpair {
         // Commands submitted from the callbacks go out now.
         self.ring();
         n
+    }
+
+    /// The next posted completion entry, if the controller wrote one.
+    fn next_cqe(&mut self) -> Option<Cqe> {
+        let at = self.cq.at(self.cq_head as usize * 16, 16);
+        // SAFETY: one 16-byte entry of the completion ring; the status word is read
+        // first (volatile: the controller writes it), then, after a barrier, the rest.
+        let status = unsafe { std::ptr::read_volatile(at.add(14) as *const u16) };
+        if (status & 1 != 0) != self.phase {
+            return None;
+        }
+        fence(Ordering::Acquire);
+        let mut cqe = Cqe::default();
+        // SAFETY: as above; the entry is complete once its phase tag flipped.
+        unsafe { std::ptr::copy_nonoverlapping(at, cqe.as_mut_bytes().as_mut_ptr(), 16) };
+        self.cq_head += 1;
+        if self.cq_head == self.entries {
+            self.cq_head = 0;
+            self.phase = !self.phase;
+        }
+        Some(cqe)
+    }
+
+    /// Frees the slot of a completion; its tag, or `None` for a CID not in flight.
+    fn finish(&mut self, cqe: &Cqe) -> Option<u64> {
+        let cid = cqe.cid.get() as usize;
+        let Some(slot) = self.slots.get_mut(cid).filter(|s| s.busy) else {
+            tracing::warn!(
+                qid = self.shared.qid,
+                cid,
+                "completion for a command not in flight, ignored"
+            );
+            return None;
+        };
+        slot.busy = false;
+        let tag = slot.tag;
+        self.free.push(cid as u16);
+        self.stats.completed += 1;
+        Some(tag)
+    }
+
+    /// Completes up to `max` commands queued for an abort status (after a reset).
+    fn drain_aborts(&mut self, max: usize, f: &mut impl FnMut(u64, &Cqe)) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(cid) = self.aborts.pop() else { break };
+            let mut cqe = Cqe {
+                cid: U16::new(cid),
+                sqid: U16::new(self.shared.qid),
+                ..Default::default()
+            };
+            cqe.set_status(Status::ABORTED_SQ_DELETION);
+            if let Some(tag) = self.finish(&cqe) {
+                self.stats.aborted_by_reset += 1;
+                n += 1;
+                f(tag, &cqe);
+            }
+        }
+        n
+    }
+
+    /// The controller failed: every command in flight completes as aborted, and
+    /// submissions are refused.
+    fn fail_all(&mut self) {
+        for cid in 0..self.slots.len() {
+            if self.slots[cid].busy && !self.aborts.contains(&(cid as u16)) {
+                self.aborts.push(cid as u16);
+            }
+        }
     }
 
     fn check_timeouts(&mut self) {
@@ -582,21 +665,29 @@ impl Qpair {
         }
     }
 
-    /// After the controller re-created this queue: fresh rings, then the commands that
-    /// were in flight are submitted again or completed as aborted.
-    fn restart(&mut self, f: &mut impl FnMut(u64, &Cqe)) -> usize {
-        // The controller posts nothing to the re-created queue before it gets a command,
-        // so stale entries (with either phase) can be cleared now.
+    /// After the controller re-created this queue: what the controller completed before
+    /// it was disabled is reaped (those entries are final), the rings start afresh, and
+    /// the commands still in flight are submitted again or queued to complete as
+    /// aborted (handed out by the next polls, `max` at a time).
+    fn restart(&mut self) {
+        while let Some(cqe) = self.next_cqe() {
+            let cid = cqe.cid.get();
+            if self.slots.get(cid as usize).is_some_and(|s| s.busy) {
+                // Done before the reset: complete it as it was, not again.
+                self.done_early.push((cid, cqe));
+            }
+        }
+        // The controller posts nothing to the re-created queue before it gets a
+        // command, so stale entries (with either phase) can be cleared now.
         self.cq.zero();
         self.sq_tail = 0;
         self.cq_head = 0;
         self.phase = true;
         self.sq_pending = false;
-        self.shared.state.store(RUNNING, Ordering::Release);
-        let mut n = 0;
+        let early: Vec<u16> = self.done_early.iter().map(|e| e.0).collect();
         for cid in 0..self.slots.len() {
             let s = self.slots[cid];
-            if !s.busy {
+            if !s.busy || early.contains(&(cid as u16)) {
                 continue;
             }
             if self.policy == ResetPolicy::Retry && s.retries < 3 {
@@ -606,22 +697,16 @@ impl Qpair {
                 self.stats.retried += 1;
                 self.push_sqe(&s.sqe);
             } else {
-                self.slots[cid].busy = false;
-                self.free.push(cid as u16);
-                let mut cqe = Cqe {
-                    cid: U16::new(cid as u16),
-                    sqid: U16::new(self.shared.qid),
-                    ..Default::default()
-                };
-                cqe.set_status(Status::ABORTED_SQ_DELETION);
-                self.stats.aborted_by_reset += 1;
-                self.stats.completed += 1;
-                n += 1;
-                f(s.tag, &cqe);
+                self.aborts.push(cid as u16);
             }
         }
+        let _ = self.shared.state.compare_exchange(
+            RESTART,
+            RUNNING,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
         self.ring();
-        n
     }
 
     /// Back to empty rings with no command in flight (the admin queue, after the
@@ -643,7 +728,11 @@ impl Drop for Qpair {
     fn drop(&mut self) {
         self.shared.state.store(GONE, Ordering::Release);
         if let Some(f) = self.on_drop.take() {
-            f(self.shared.qid);
+            if !f(self.shared.qid) {
+                self.sq.leak();
+                self.cq.leak();
+                self.lists.leak();
+            }
         }
     }
 }

@@ -461,6 +461,11 @@ fn cmb_submission_queues_lists_and_data() {
         cmb.size()
     );
     assert!(s.prp_lists >= 2);
+    // Exporting the CMB for a NIC: a dma-buf where the kernel can (6.19+), else why not.
+    match cmb.export_dma_buf() {
+        Ok(fd) => println!("CHECK dma-buf: the CMB exported as dma-buf fd {fd:?}"),
+        Err(e) => println!("CHECK dma-buf: not exported, fallback to host memory for NICs: {e}"),
+    }
 }
 
 #[test]

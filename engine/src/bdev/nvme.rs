@@ -407,7 +407,7 @@ impl NvmeChannel {
         c: &CtrlrChannel,
         io: &BdevIo,
         slot: u32,
-        out: &mut ArrayVec<(Sqe, ArrayVec<DataSeg, 20>), 32>,
+        out: &mut ArrayVec<(Sqe, ArrayVec<DataSeg, 20>), 64>,
     ) -> Result<(), IoStatus> {
         let slba = io.offset_blocks();
         let nlb = io.num_blocks();
@@ -520,6 +520,12 @@ impl BackendChannel for NvmeChannel {
             return self.failed.push(io, st);
         }
         let mut q = c.q.borrow_mut();
+        if cmds.len() > q.capacity() {
+            // It would wait for room that never comes.
+            drop(q);
+            tracing::error!(ctrlr = %c.ctrl.name, commands = cmds.len(), "an I/O needs more commands than the queue pair holds");
+            return self.failed.push(io, IoStatus::InvalidField);
+        }
         if q.capacity() - q.outstanding() < cmds.len() {
             return Err(io);
         }
@@ -536,6 +542,10 @@ impl BackendChannel for NvmeChannel {
                     // Resetting: what was sent completes later; the rest is retried by
                     // the caller only if nothing was sent.
                     status = IoStatus::NoMemory;
+                    break;
+                }
+                Err(SubmitError::Failed) => {
+                    status = IoStatus::Aborted;
                     break;
                 }
                 Err(SubmitError::Invalid(why)) => {

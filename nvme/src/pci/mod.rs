@@ -225,6 +225,20 @@ pub trait Device: Send + Sync + 'static {
     /// Keeps IOVAs away from `start..start+len` (the CMB's controller addresses, which
     /// the controller decodes itself and never sends to the IOMMU).
     fn reserve_iova(&self, start: u64, len: u64);
+    /// Exports `len` bytes at `offset` of BAR `bar` as a dma-buf, for a peer device's
+    /// driver. Fails with the reason where the kernel cannot.
+    fn export_dma_buf(
+        &self,
+        bar: u8,
+        offset: u64,
+        len: u64,
+    ) -> Result<std::os::fd::OwnedFd, Error> {
+        let _ = (bar, offset, len);
+        Err(Error::Unsupported {
+            ctrlr: self.name().into(),
+            what: "this device cannot export dma-bufs".into(),
+        })
+    }
 }
 
 /// Chooses IOVAs: bump allocation from 4 GiB up, 2 MiB aligned, inside the ranges the
@@ -259,7 +273,12 @@ impl IovaSpace {
     /// An IOVA range of `len` bytes.
     pub fn alloc(&mut self, len: u64) -> Option<u64> {
         let size = len.div_ceil(IOVA_ALIGN) * IOVA_ALIGN;
-        if let Some(i) = self.free.iter().position(|&(_, l)| l == size) {
+        let reserved = &self.reserved;
+        if let Some(i) = self
+            .free
+            .iter()
+            .position(|&(a, l)| l == size && !reserved.iter().any(|&(s, e)| a < e && s < a + l))
+        {
             return Some(self.free.swap_remove(i).0);
         }
         let mut at = self.next.div_ceil(IOVA_ALIGN) * IOVA_ALIGN;
@@ -540,6 +559,15 @@ impl VfioDevice {
         // PCI Command: Memory Space Enable (bit 1) and Bus Master Enable (bit 2).
         let cmd = d.config_read16(0x04)?;
         d.config_write16(0x04, cmd | 0x6)?;
+        // The device's own BARs are never IOVAs: a controller decodes addresses in its
+        // CMB itself (wherever CMBMSC.CBA puts it, the BAR's bus address here).
+        for bar in 0..6u8 {
+            if let (Ok(info), Ok(addr)) = (d.dev.region(bar as u32), d.bar_bus_addr(bar)) {
+                if info.size > 0 && addr != 0 {
+                    d.iova.lock().unwrap().reserve(addr, info.size);
+                }
+            }
+        }
         tracing::info!(bdf = %d.bdf, iommu_group = gnum, "VFIO device open");
         Ok(d)
     }
@@ -646,6 +674,18 @@ impl Device for VfioDevice {
 
     fn reserve_iova(&self, start: u64, len: u64) {
         self.iova.lock().unwrap().reserve(start, len);
+    }
+
+    fn export_dma_buf(
+        &self,
+        bar: u8,
+        offset: u64,
+        len: u64,
+    ) -> Result<std::os::fd::OwnedFd, Error> {
+        if bar > 5 {
+            return Err(Error::Invalid(format!("BAR {bar}: there are six, 0 to 5")));
+        }
+        self.dev.dma_buf(bar as u32, offset, len)
     }
 }
 

@@ -32,6 +32,7 @@ const DEVICE_GET_REGION_INFO: libc::c_ulong = vfio_io(8);
 const IOMMU_GET_INFO: libc::c_ulong = vfio_io(12);
 const IOMMU_MAP_DMA: libc::c_ulong = vfio_io(13);
 const IOMMU_UNMAP_DMA: libc::c_ulong = vfio_io(14);
+const DEVICE_FEATURE: libc::c_ulong = vfio_io(17);
 
 /// The PCI configuration space's region index.
 pub const CONFIG_REGION: u32 = v::VFIO_PCI_CONFIG_REGION_INDEX;
@@ -321,6 +322,38 @@ impl DeviceFd {
                 what: format!("write region {} at {off:#x}", r.index),
                 source: e,
             })
+    }
+
+    /// Exports `len` bytes at `offset` of region `index` as a dma-buf
+    /// (`VFIO_DEVICE_FEATURE_DMA_BUF`, Linux 6.19 and later), for another device's driver
+    /// (an RDMA NIC's `ibv_reg_dmabuf_mr`) to map peer-to-peer.
+    pub fn dma_buf(&self, index: u32, offset: u64, len: u64) -> Result<OwnedFd, Error> {
+        // vfio_device_feature header, vfio_device_feature_dma_buf, one range.
+        let mut buf = [0u64; 5];
+        let argsz = (8 + 16 + 16) as u32;
+        let words: [u32; 6] = [
+            argsz,
+            v::VFIO_DEVICE_FEATURE_GET | v::VFIO_DEVICE_FEATURE_DMA_BUF,
+            index,
+            (libc::O_RDWR | libc::O_CLOEXEC) as u32,
+            0,
+            1,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            let b = &mut buf[i / 2];
+            *b |= (*w as u64) << (32 * (i % 2));
+        }
+        buf[3] = offset;
+        buf[4] = len;
+        // SAFETY: a vfio_device_feature with the dma-buf payload and one range, argsz set.
+        let fd = unsafe { ioctl(&self.0, DEVICE_FEATURE, buf.as_mut_ptr() as _) };
+        if fd < 0 {
+            return Err(os_err(format!(
+                "VFIO_DEVICE_FEATURE_DMA_BUF of region {index} (Linux 6.19 or later exports PCI BARs as dma-bufs)"
+            )));
+        }
+        // SAFETY: the kernel gave us this new descriptor.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Maps a region shared, for MMIO.

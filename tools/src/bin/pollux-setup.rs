@@ -53,6 +53,17 @@ enum Cmd {
         #[arg(value_name = "BDF", required = true)]
         bdfs: Vec<Bdf>,
     },
+    /// Whether CLIENT (a NIC) can reach PROVIDER's memory (an NVMe CMB) peer-to-peer,
+    /// from the PCI topology: behind one switch, through an allowed host bridge, or not.
+    P2p {
+        /// The device whose memory is reached (the NVMe controller).
+        provider: Bdf,
+        /// The device that issues the DMA (the RDMA NIC).
+        client: Bdf,
+        /// Allow the host bridge path on any host bridge (or never).
+        #[arg(long, value_parser = ["allow-list", "always", "never"], default_value = "allow-list")]
+        host_bridge: String,
+    },
     /// Reserve N hugepages of the default size (/proc/sys/vm/nr_hugepages).
     Hugepages {
         /// How many (0 releases them).
@@ -106,6 +117,21 @@ fn run(sys: &Sysfs, cmd: Cmd) -> bool {
         }
         Cmd::Bind { bdfs, driver } => bind(sys, &unique(&bdfs), &driver),
         Cmd::Unbind { bdfs } => unbind(sys, &unique(&bdfs)),
+        Cmd::P2p {
+            provider,
+            client,
+            host_bridge,
+        } => {
+            use pollux_engine::dma::p2p::{HostBridgePolicy, Sysfs as Topo};
+            let policy = match host_bridge.as_str() {
+                "always" => HostBridgePolicy::Always,
+                "never" => HostBridgePolicy::Never,
+                _ => HostBridgePolicy::AllowList,
+            };
+            let r = Topo::new(sys.root()).route(&provider.to_string(), &client.to_string(), policy);
+            println!("{client} -> {provider}: {r}");
+            r.possible()
+        }
         Cmd::Hugepages { n } => match sys.set_hugepages(n) {
             Ok(got) => {
                 match sys.hugepages() {
