@@ -1260,3 +1260,70 @@ impl Raw {
         u16::from_le_bytes([data[78], data[79]])
     }
 }
+
+#[test]
+fn cmb_buffers_carry_the_data_of_an_nvme_namespace_with_a_cmb() {
+    use pollux_engine::bdev::nvme;
+    use pollux_nvme::pci::twin::Twin;
+    // "prefer": namespaces with device memory use it, the malloc ones host memory.
+    // ("force", which refuses namespaces without it, is what the lab's cmb-tcp runs.)
+    let d = Daemon::start_with(json!({"trtype": "TCP", "cmb_buffers": "prefer"}), true);
+    let twin = Arc::new(Twin::new());
+    let (ctrl, bdevs) = nvme::attach_device(
+        nvme::NvmeAttachOpts {
+            name: "TwinCmb".into(),
+            traddr: "twin".into(),
+            ctrlr: Default::default(),
+            cmb_data: true,
+        },
+        twin.clone(),
+    )
+    .unwrap();
+    for b in bdevs {
+        d.rpc.nvmf().engine().bdevs().register(b).unwrap();
+    }
+    let nsid = d
+        .call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "TwinCmbn1"}}),
+        )
+        .as_u64()
+        .unwrap() as u32;
+    let mut admin = AdminQueue::connect(&d.opts()).unwrap();
+    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 32).unwrap();
+    for (i, len) in [512usize, 4096, 65536, 131072].into_iter().enumerate() {
+        let lba = i as u64 * 512;
+        let data = pattern(len, 900 + i as u64);
+        q.write(nsid, lba, (len / 512) as u32, data.clone(), 1)
+            .unwrap();
+        assert!(wait_one(&mut q).cqe.status().is_success());
+        assert_eq!(twin.ns_bytes(lba, len), data, "on the device, {len} bytes");
+        q.read(nsid, lba, (len / 512) as u32, vec![0; len], 2)
+            .unwrap();
+        let c = wait_one(&mut q);
+        assert!(c.cqe.status().is_success());
+        assert!(c.buf.unwrap() == data, "read back {len}");
+    }
+    // Every data byte went through the CMB: the twin saw CMB data pointers only.
+    assert_eq!(
+        twin.cmb_commands.load(std::sync::atomic::Ordering::Relaxed),
+        8
+    );
+    let total: u64 = 2 * (512 + 4096 + 65536 + 131072);
+    assert_eq!(d.stat("cmb_buffer_bytes"), total);
+    assert_eq!(d.stat("cmb_fallback_pool_empty"), 0);
+    let k = ctrl.counters();
+    assert_eq!(k.cmb_data_bytes.load(std::sync::atomic::Ordering::Relaxed), total);
+    assert_eq!(k.host_data_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+    drop(ctrl);
+    // The malloc namespace's data goes through host buffers.
+    let host = d.stat("host_buffer_bytes");
+    q.write(1, 0, 1, pattern(4096, 1), 3).unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    assert_eq!(d.stat("host_buffer_bytes"), host + 4096);
+    assert_eq!(d.stat("cmb_buffer_bytes"), total);
+    drop(q);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+    nvme::detach("TwinCmb").unwrap();
+}

@@ -263,6 +263,11 @@ pub trait BdevBackend: Send + Sync + 'static {
         let _ = kind;
         true
     }
+    /// A buffer pool the device reaches best (an NVMe controller's CMB), for callers
+    /// that can fill buffers there; `None`: the host pools.
+    fn preferred_iobuf(&self) -> Option<Arc<crate::dma::Iobuf>> {
+        None
+    }
 }
 
 /// A backend's per-thread queue.
@@ -367,6 +372,12 @@ impl Bdev {
     /// The module's product name.
     pub fn product_name(&self) -> &'static str {
         self.product_name
+    }
+
+    /// The buffer pool its device reaches best, if not the host's (see
+    /// [`BdevBackend::preferred_iobuf`]).
+    pub fn preferred_iobuf(&self) -> Option<Arc<crate::dma::Iobuf>> {
+        self.backend.preferred_iobuf()
     }
 
     /// Whether it does this kind of I/O.

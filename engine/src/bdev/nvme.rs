@@ -13,7 +13,10 @@
 use super::deferred::DeferredQueue;
 use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind, IoStatus};
 use crate::Error;
-use crate::dma::{Initiator, MAX_REGIONS, Mapper, MapperGuard, MemMap, RegionInfo, Segment};
+use crate::dma::{
+    DmaRegion, Domain, Initiator, Iobuf, IobufOpts, MAX_REGIONS, Mapper, MapperGuard, MemMap,
+    RegionInfo, Segment,
+};
 use crate::thread::{IoChannel, IoDevice, PollStatus, Thread};
 use arrayvec::ArrayVec;
 use pollux_nvme::ctrlr::{Ctrlr, CtrlrOpts, Event};
@@ -33,6 +36,10 @@ use zerocopy::little_endian::U32;
 struct VfioMapper {
     dev: Arc<dyn Device>,
     table: Arc<RegionTable>,
+    /// This controller's device-memory token, and its CMB windows mapped for the CPU:
+    /// (CPU address, length, controller address).
+    owner: u64,
+    cmb_windows: Mutex<Vec<(usize, usize, NvmeAddr)>>,
 }
 
 impl Mapper for VfioMapper {
@@ -41,20 +48,40 @@ impl Mapper for VfioMapper {
     }
 
     fn map(&self, r: &RegionInfo) -> Result<(), Error> {
-        let addr = self
-            .dev
-            .map_dma(r.vaddr, r.len)
-            .map_err(|e| Error::Mapper {
-                mapper: self.name(),
-                why: e.to_string(),
-            })?;
-        self.table.set(r.id.index(), r.vaddr, r.len, addr);
+        match r.domain {
+            Domain::Host => {
+                let addr = self
+                    .dev
+                    .map_dma(r.vaddr, r.len)
+                    .map_err(|e| Error::Mapper {
+                        mapper: self.name(),
+                        why: e.to_string(),
+                    })?;
+                self.table.set(r.id.index(), r.vaddr, r.len, addr);
+            }
+            Domain::Device { owner } if owner == self.owner => {
+                // Our own CMB: the controller reaches it at its controller address.
+                let w = self.cmb_windows.lock().unwrap();
+                if let Some(&(base, _, addr)) = w
+                    .iter()
+                    .find(|&&(b, l, _)| r.vaddr >= b && r.vaddr + r.len <= b + l)
+                {
+                    let at = addr.offset((r.vaddr - base) as u64);
+                    self.table.set(r.id.index(), r.vaddr, r.len, at);
+                }
+            }
+            // Another device's memory: no peer-to-peer mapping here; such buffers do
+            // not resolve for this controller.
+            _ => {}
+        }
         Ok(())
     }
 
     fn unmap(&self, r: &RegionInfo) {
         if let Some((addr, len)) = self.table.clear(r.id.index()) {
-            self.dev.unmap_dma(addr, len);
+            if r.domain == Domain::Host {
+                self.dev.unmap_dma(addr, len);
+            }
         }
     }
 }
@@ -81,6 +108,10 @@ pub struct NvmeAttachOpts {
     pub traddr: String,
     /// Driver options.
     pub ctrlr: CtrlrOpts,
+    /// Keep a pool of data buffers in the controller's CMB (transports that can fill
+    /// it use it for this controller's namespaces). An error when the controller has
+    /// no CMB for data.
+    pub cmb_data: bool,
 }
 
 /// Counters of one controller, over all threads.
@@ -98,6 +129,11 @@ pub struct NvmeCtrlrCounters {
     pub sgls: AtomicU64,
     /// Commands resubmitted after a reset.
     pub retried: AtomicU64,
+    /// Data bytes of I/Os whose buffers lay in the controller's CMB (the SSD moved
+    /// them within itself).
+    pub cmb_data_bytes: AtomicU64,
+    /// Data bytes of I/Os whose buffers lay in host memory (moved by DMA over PCIe).
+    pub host_data_bytes: AtomicU64,
     /// Queue pairs whose submission queue lies in the CMB.
     pub sqs_in_cmb: AtomicU64,
     /// Queue pairs whose PRP/SGL lists lie in the CMB.
@@ -114,6 +150,7 @@ pub struct NvmeController {
     stop: Arc<AtomicBool>,
     admin_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     bdevs: Mutex<Vec<String>>,
+    cmb_iobuf: Option<Arc<Iobuf>>,
     _mapper: MapperGuard,
 }
 
@@ -156,6 +193,11 @@ impl NvmeController {
     /// Resolves buffers for this controller.
     pub fn initiator(&self) -> NvmeInitiator {
         NvmeInitiator(self.table.clone())
+    }
+
+    /// The data buffer pool in its CMB, when attached with `cmb_data`.
+    pub fn cmb_iobuf(&self) -> Option<&Arc<Iobuf>> {
+        self.cmb_iobuf.as_ref()
     }
 
     /// Counters over all threads.
@@ -202,11 +244,47 @@ pub fn attach_device(
 ) -> Result<(Arc<NvmeController>, Vec<Arc<Bdev>>), Error> {
     let nvme = |e: pollux_nvme::pci::Error| Error::Nvme(e.to_string());
     let table = Arc::new(RegionTable::new(MAX_REGIONS));
-    let guard = MemMap::global().add_mapper(Arc::new(VfioMapper {
+    static OWNERS: AtomicU64 = AtomicU64::new(1);
+    let owner = OWNERS.fetch_add(1, Ordering::Relaxed);
+    let mapper = Arc::new(VfioMapper {
         dev: dev.clone(),
         table: table.clone(),
-    }))?;
+        owner,
+        cmb_windows: Mutex::new(Vec::new()),
+    });
+    let guard = MemMap::global().add_mapper(mapper.clone())?;
     let ctrlr = Ctrlr::attach(dev.clone(), opts.ctrlr.clone()).map_err(nvme)?;
+    let cmb_iobuf = if opts.cmb_data {
+        let cmb = ctrlr
+            .cmb()
+            .filter(|c| c.supports_data())
+            .ok_or_else(|| Error::InvalidParam {
+                what: "cmb_data".into(),
+                why: format!(
+                    "controller {} has no CMB for data (CMBSZ.RDS and WDS), or it is disabled",
+                    dev.name()
+                ),
+            })?
+            .clone();
+        let pool = Iobuf::new_in(&cmb_iobuf_opts(cmb.size()), &mut |len| {
+            let b = cmb.alloc(len).ok_or_else(|| Error::InvalidParam {
+                what: "cmb_data".into(),
+                why: format!("the CMB has no {len} bytes left for data buffers"),
+            })?;
+            let (ptr, addr) = (b.as_ptr(), b.nvme_addr());
+            mapper
+                .cmb_windows
+                .lock()
+                .unwrap()
+                .push((ptr as usize, b.len(), addr));
+            // SAFETY: the CMB buffer keeps its part of the BAR mapping alive.
+            unsafe { DmaRegion::external(ptr, len, Domain::Device { owner }, Box::new(b)) }
+        })?;
+        tracing::info!(ctrlr = %opts.name, bytes = cmb.used(), "data buffer pool in the CMB");
+        Some(pool)
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let c = Arc::new(NvmeController {
         name: opts.name.clone(),
@@ -217,6 +295,7 @@ pub fn attach_device(
         stop: stop.clone(),
         admin_thread: Mutex::new(None),
         bdevs: Mutex::new(Vec::new()),
+        cmb_iobuf,
         _mapper: guard,
     });
     let mut bdevs = Vec::new();
@@ -294,6 +373,10 @@ struct NvmeBackend {
 }
 
 impl BdevBackend for NvmeBackend {
+    fn preferred_iobuf(&self) -> Option<Arc<Iobuf>> {
+        self.ctrl.cmb_iobuf.clone()
+    }
+
     fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
         let ch = thread.get_io_channel(&self.ctrl)?;
         Ok(Box::new(NvmeChannel {
@@ -390,6 +473,22 @@ fn io_status(s: Status) -> IoStatus {
         (2, 0x80) => IoStatus::WriteFault,
         (2, 0x81) => IoStatus::UnrecoveredReadError,
         _ => IoStatus::InternalError,
+    }
+}
+
+/// The CMB data pool for a CMB of `size` bytes: small (8 KiB) buffers in an eighth of
+/// it and large (128 KiB) ones in a quarter, at most 256 and 128 (18 MiB); the rest is
+/// left to queues and lists.
+fn cmb_iobuf_opts(size: u64) -> IobufOpts {
+    let size = size as usize;
+    IobufOpts {
+        small_pool_count: (size / 8 / (8 << 10)).clamp(1, 256),
+        large_pool_count: (size / 4 / (128 << 10)).clamp(1, 128),
+        small_bufsize: 8 << 10,
+        large_bufsize: 128 << 10,
+        small_cache_size: 16,
+        large_cache_size: 4,
+        hugepages: crate::dma::HugepagePolicy::Never,
     }
 }
 
@@ -530,6 +629,16 @@ impl BackendChannel for NvmeChannel {
             return Err(io);
         }
         c.free.borrow_mut().pop();
+        if let Some(first) = cmds.iter().find_map(|(_, segs)| segs.first()) {
+            let in_cmb = c.ctrl.ctrlr.cmb().is_some_and(|m| m.contains(first.addr));
+            let k = &c.ctrl.counters;
+            let n = io.data_len() as u64;
+            if in_cmb {
+                k.cmb_data_bytes.fetch_add(n, Ordering::Relaxed);
+            } else if io.kind() != IoKind::Unmap {
+                k.host_data_bytes.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         if cmds.len() > 1 {
             c.ctrl.counters.split.fetch_add(1, Ordering::Relaxed);
         }

@@ -538,6 +538,7 @@ fn nvme_bdev_splits_resolves_and_maps_statuses_on_the_controller_twin() {
             name: "TwinTest".into(),
             traddr: "twin".into(),
             ctrlr: Default::default(),
+            cmb_data: false,
         },
         t.clone(),
     )

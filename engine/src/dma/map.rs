@@ -36,6 +36,13 @@ impl RegionId {
 pub enum Domain {
     /// Host DRAM.
     Host,
+    /// Memory on a device (an NVMe controller's CMB, mapped through its BAR): only that
+    /// device's own mapper gives it an address; every other mapper leaves it out, so
+    /// resolving such a buffer for another device says "cannot reach".
+    Device {
+        /// Which device: a token its mapper knows.
+        owner: u64,
+    },
 }
 
 /// A registered region.

@@ -78,7 +78,7 @@ impl BufPool {
         buf_size: usize,
         count: usize,
         cache_size: usize,
-        policy: HugepagePolicy,
+        alloc: &mut dyn FnMut(usize) -> Result<DmaRegion, Error>,
     ) -> Result<BufPool, Error> {
         let bad = |why: String| Error::InvalidParam {
             what: format!("{name} iobuf pool"),
@@ -97,7 +97,7 @@ impl BufPool {
                 "{count} buffers of {buf_size} bytes overflow the address space"
             ))
         })?;
-        let region = DmaRegion::new(len, policy)?;
+        let region = alloc(len)?;
         let free = ArrayQueue::new(count);
         for i in 0..count as u32 {
             free.push(i).expect("sized for every buffer");
@@ -115,7 +115,7 @@ impl BufPool {
     fn ptr(&self, idx: u32) -> NonNull<u8> {
         debug_assert!((idx as usize) < self.count);
         // SAFETY: idx < count, so the offset stays inside the region.
-        let p = unsafe { self.region.mem().as_ptr().add(idx as usize * self.buf_size) };
+        let p = unsafe { self.region.as_ptr().add(idx as usize * self.buf_size) };
         NonNull::new(p).expect("inside a mapping")
     }
 }
@@ -135,8 +135,18 @@ impl fmt::Debug for Iobuf {
 }
 
 impl Iobuf {
-    /// Allocates and registers both pools.
+    /// Allocates and registers both pools in host memory.
     pub fn new(opts: &IobufOpts) -> Result<Arc<Iobuf>, Error> {
+        let policy = opts.hugepages;
+        Self::new_in(opts, &mut |len| DmaRegion::new(len, policy))
+    }
+
+    /// Both pools in regions `alloc` makes (device memory, such as an NVMe CMB);
+    /// `opts.hugepages` is not used.
+    pub fn new_in(
+        opts: &IobufOpts,
+        alloc: &mut dyn FnMut(usize) -> Result<DmaRegion, Error>,
+    ) -> Result<Arc<Iobuf>, Error> {
         if opts.small_bufsize > opts.large_bufsize {
             return Err(Error::InvalidParam {
                 what: "small_bufsize".into(),
@@ -149,14 +159,14 @@ impl Iobuf {
                 opts.small_bufsize,
                 opts.small_pool_count,
                 opts.small_cache_size,
-                opts.hugepages,
+                alloc,
             )?,
             large: BufPool::new(
                 "large",
                 opts.large_bufsize,
                 opts.large_pool_count,
                 opts.large_cache_size,
-                opts.hugepages,
+                alloc,
             )?,
         }))
     }

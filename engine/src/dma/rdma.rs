@@ -138,6 +138,12 @@ impl Mapper for RdmaMapper {
     }
 
     fn map(&self, r: &RegionInfo) -> Result<(), Error> {
+        if r.domain != super::map::Domain::Host {
+            // Device memory (an NVMe CMB) needs a dma-buf memory region, which takes a
+            // peer-to-peer path this mapper does not have: buffers there do not resolve
+            // for this NIC, and requests fall back to host memory.
+            return Ok(());
+        }
         // SAFETY: the region stays allocated until the map unregisters it, which tells
         // this mapper first (unmap below deregisters the memory region).
         let mr =

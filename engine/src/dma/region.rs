@@ -206,19 +206,65 @@ impl Drop for HostMem {
     }
 }
 
-/// Host DMA memory registered in the process's [`MemMap`]; unregistered when dropped.
-#[derive(Debug)]
+/// DMA memory registered in the process's [`MemMap`] (host memory, or device memory
+/// mapped for the CPU); unregistered when dropped.
 pub struct DmaRegion {
     id: RegionId,
-    mem: HostMem,
+    ptr: *mut u8,
+    len: usize,
+    domain: Domain,
+    _keep: Box<dyn Send + Sync>,
+}
+
+// SAFETY: the region owns (or keeps alive) its memory; who touches which bytes is
+// decided by its users, as for HostMem.
+unsafe impl Send for DmaRegion {}
+// SAFETY: as above.
+unsafe impl Sync for DmaRegion {}
+
+impl fmt::Debug for DmaRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaRegion")
+            .field("id", &self.id)
+            .field("len", &self.len)
+            .field("domain", &self.domain)
+            .finish()
+    }
 }
 
 impl DmaRegion {
-    /// Allocates DMA memory and registers it (every mapper is told).
+    /// Allocates host DMA memory and registers it (every mapper is told).
     pub fn new(len: usize, policy: HugepagePolicy) -> Result<DmaRegion, Error> {
         let mem = HostMem::alloc_dma(len, policy)?;
-        let id = MemMap::global().register(mem.as_ptr() as usize, mem.len(), Domain::Host)?;
-        Ok(DmaRegion { id, mem })
+        let (ptr, len) = (mem.as_ptr(), mem.len());
+        let id = MemMap::global().register(ptr as usize, len, Domain::Host)?;
+        Ok(DmaRegion {
+            id,
+            ptr,
+            len,
+            domain: Domain::Host,
+            _keep: Box::new(mem),
+        })
+    }
+
+    /// Registers `len` bytes at `ptr` of `domain` (device memory mapped for the CPU).
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must stay mapped, readable and writable while `keep` lives.
+    pub unsafe fn external(
+        ptr: *mut u8,
+        len: usize,
+        domain: Domain,
+        keep: Box<dyn Send + Sync>,
+    ) -> Result<DmaRegion, Error> {
+        let id = MemMap::global().register(ptr as usize, len, domain)?;
+        Ok(DmaRegion {
+            id,
+            ptr,
+            len,
+            domain,
+            _keep: keep,
+        })
     }
 
     /// The region's slot in the map.
@@ -226,9 +272,24 @@ impl DmaRegion {
         self.id
     }
 
-    /// The memory.
-    pub fn mem(&self) -> &HostMem {
-        &self.mem
+    /// Its first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty (never).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where it lives.
+    pub fn domain(&self) -> Domain {
+        self.domain
     }
 }
 

@@ -91,6 +91,25 @@ pub struct TcpOpts {
     pub ack_timeout: u32,
     /// Data bytes per H2CData PDU the host may send (MAXH2CDATA).
     pub max_h2c_data: u32,
+    /// Pollux: data buffers of I/O to namespaces whose device offers its own memory
+    /// (an NVMe bdev attached with `cmb_data`) come from that memory, filled by the CPU
+    /// straight from the socket, so the SSD reads its own CMB: `off`, `prefer` (host
+    /// buffers when the CMB pool is short), or `force` (adding a namespace without
+    /// such memory is refused).
+    pub cmb_buffers: CmbBuffers,
+}
+
+/// Where the TCP transport takes data buffers for namespaces with device memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CmbBuffers {
+    /// Host memory always.
+    #[default]
+    Off,
+    /// The device's memory when it has some free, else host memory (counted).
+    Prefer,
+    /// The device's memory; namespaces without it are refused at configuration.
+    Force,
 }
 
 impl Default for TcpOpts {
@@ -111,6 +130,7 @@ impl Default for TcpOpts {
             zcopy: false,
             ack_timeout: 0,
             max_h2c_data: 131072,
+            cmb_buffers: CmbBuffers::Off,
         }
     }
 }
@@ -604,6 +624,15 @@ impl Target {
         nguid: Option<[u8; 16]>,
         eui64: Option<[u8; 8]>,
     ) -> Result<u32, NvmfError> {
+        let force = self
+            .transport()
+            .is_some_and(|t| t.cmb_buffers == CmbBuffers::Force);
+        if force && bdev.preferred_iobuf().is_none() {
+            return err(format!(
+                "cmb_buffers is force, and bdev {} has no device memory for data (attach its NVMe controller with cmb_data)",
+                bdev.name()
+            ));
+        }
         let (id, ns) = {
             let mut s = lock(&self.state);
             let ss = Self::subsys_mut(&mut s, nqn)?;

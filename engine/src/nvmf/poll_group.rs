@@ -21,6 +21,8 @@ const HOUSEKEEPING_PERIOD_NS: u64 = 50_000_000;
 pub(crate) struct PgNs {
     pub(crate) bdev: Arc<Bdev>,
     pub(crate) ch: IoChannel<Bdev>,
+    /// This thread's cache of the device's own buffer pool (an NVMe CMB), if any.
+    pub(crate) dev_iobuf: Option<IoChannel<crate::dma::Iobuf>>,
 }
 
 /// A subsystem's namespaces on this thread, indexed by NSID - 1.
@@ -45,7 +47,14 @@ impl PgSubsys {
         v[i] = match bdev {
             None => None,
             Some(b) => match b.channel() {
-                Ok(ch) => Some(Rc::new(PgNs { bdev: b, ch })),
+                Ok(ch) => {
+                    let dev_iobuf = b.preferred_iobuf().and_then(|p| p.channel().ok());
+                    Some(Rc::new(PgNs {
+                        bdev: b,
+                        ch,
+                        dev_iobuf,
+                    }))
+                }
                 Err(e) => {
                     tracing::error!(nsid, error = %e, "cannot open a channel to the namespace's bdev");
                     None
@@ -80,6 +89,12 @@ pub struct PollGroupStats {
     pub keep_alive_timeouts: u64,
     /// Data buffers this thread holds now (0 when idle: every buffer is back).
     pub iobuf_outstanding: u64,
+    /// Data bytes of requests whose buffers came from device memory (an NVMe CMB).
+    pub cmb_buffer_bytes: u64,
+    /// Data bytes of requests whose buffers came from host memory.
+    pub host_buffer_bytes: u64,
+    /// Requests that wanted device memory and got host memory: its pool was short.
+    pub cmb_fallback_pool_empty: u64,
 }
 
 pub(crate) struct PgInner {

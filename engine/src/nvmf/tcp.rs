@@ -23,7 +23,7 @@
 
 use super::ctrlr::{self, AdminOutcome, Ctrlr, IoPlan};
 use super::poll_group::{PgSubsys, PollGroup};
-use super::{ConnectRefusal, ConnectReq, CtrlrShared, ListenAddr, Target, TcpOpts};
+use super::{CmbBuffers, ConnectRefusal, ConnectReq, CtrlrShared, ListenAddr, Target, TcpOpts};
 use crate::bdev::{BdevIo, IoCallback, IoKind, IoStatus};
 use crate::thread::{FdWatch, IoChannel, Nanos, PollStatus, Thread, ThreadHandle};
 use pollux_nvme::spec::cmd::{Cqe, Sqe, Status, sgl_subtype, sgl_type};
@@ -271,6 +271,9 @@ pub(crate) struct Conn {
     closed: bool,
     closing_after_flush: bool,
     created: Nanos,
+    /// Whether the first use of CMB buffers, and of a fallback, was logged.
+    cmb_logged: std::cell::Cell<bool>,
+    cmb_fallback_logged: std::cell::Cell<bool>,
 }
 
 impl fmt::Debug for Conn {
@@ -369,6 +372,8 @@ impl Conn {
                 closed: false,
                 closing_after_flush: false,
                 created: pg.thread.now(),
+                cmb_logged: std::cell::Cell::new(false),
+                cmb_fallback_logged: std::cell::Cell::new(false),
                 opts,
             })
         });
@@ -872,7 +877,7 @@ impl Conn {
         let mut bufs = None;
         let mut stash = false;
         if bad.is_none() && len > 0 && in_capsule {
-            match alloc_bufs_for(pg, len) {
+            match self.bufs_for(pg, &sqe, len) {
                 Some(b) => bufs = Some(b),
                 // The data is kept aside so the stream behind it (H2CData for writes
                 // holding buffers) keeps moving.
@@ -938,7 +943,8 @@ impl Conn {
     /// pools are short (nothing taken).
     fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
         let len = self.reqs[slot as usize].len;
-        let Some(bufs) = alloc_bufs_for(pg, len) else {
+        let sqe = self.reqs[slot as usize].sqe;
+        let Some(bufs) = self.bufs_for(pg, &sqe, len) else {
             return false;
         };
         let r = &mut self.reqs[slot as usize];
@@ -969,6 +975,40 @@ impl Conn {
             self.execute(pg, slot);
         }
         true
+    }
+
+    /// Data buffers for command `sqe` of `len` bytes: from the namespace's device
+    /// memory (an NVMe CMB) when the transport is set to and the pool has room, else
+    /// from the host pools; counted either way. `None` when the pools are short.
+    fn bufs_for(
+        &self,
+        pg: &PollGroup,
+        sqe: &Sqe,
+        len: u32,
+    ) -> Option<arrayvec::ArrayVec<crate::dma::DmaBuf, { crate::bdev::SGL_SEGMENTS_MAX }>> {
+        if self.opts.cmb_buffers != CmbBuffers::Off && sqe.opc != OPC_FABRICS {
+            if let Role::Io { subsys, .. } = &self.role {
+                if let Some(d) = subsys
+                    .get(sqe.nsid.get())
+                    .and_then(|ns| ns.dev_iobuf.clone())
+                {
+                    if let Some(b) = d.get_sgl(len as usize) {
+                        pg.bump(|s| s.cmb_buffer_bytes += len as u64);
+                        if !self.cmb_logged.replace(true) {
+                            tracing::info!(peer = %self.peer, nsid = sqe.nsid.get(), "data buffers from the namespace's CMB");
+                        }
+                        return Some(b);
+                    }
+                    pg.bump(|s| s.cmb_fallback_pool_empty += 1);
+                    if !self.cmb_fallback_logged.replace(true) {
+                        tracing::info!(peer = %self.peer, nsid = sqe.nsid.get(), "the CMB buffer pool is short: host buffers for now (counted in cmb_fallback_pool_empty)");
+                    }
+                }
+            }
+        }
+        let b = alloc_bufs_for(pg, len)?;
+        pg.bump(|s| s.host_buffer_bytes += len as u64);
+        Some(b)
     }
 
     /// Requests waiting for buffers, in arrival order; stops at the first that still
@@ -1171,7 +1211,12 @@ impl Conn {
             IoPlan::Compare { slba, nlb } => {
                 // The host's data moves aside; fresh buffers take the read.
                 r.aux = io.take_bufs().collect();
-                let Some(bufs) = alloc_bufs_for(pg, r.len) else {
+                let Some(bufs) = (match &ns.dev_iobuf {
+                    Some(d) if self.opts.cmb_buffers != CmbBuffers::Off => d
+                        .get_sgl(r.len as usize)
+                        .or_else(|| alloc_bufs_for(pg, r.len)),
+                    _ => alloc_bufs_for(pg, r.len),
+                }) else {
                     r.aux.clear();
                     r.io = Some(io);
                     self.complete(pg, slot, Status::generic(0x06, false), 0);

@@ -276,6 +276,8 @@ fn bdev_nvme_attach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Val
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cmb_lists: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        cmb_data: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         sgl: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         io_timeout_ms: Option<u64>,
@@ -297,7 +299,9 @@ fn bdev_nvme_attach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Val
     if let Some(n) = p.io_queue_size {
         o.io_queue_entries = n.clamp(2, 4096);
     }
-    o.cmb = p.cmb.unwrap_or(o.cmb) || p.cmb_sqs == Some(true) || p.cmb_lists == Some(true);
+    let cmb_data = p.cmb_data.unwrap_or(false);
+    o.cmb =
+        p.cmb.unwrap_or(o.cmb) || p.cmb_sqs == Some(true) || p.cmb_lists == Some(true) || cmb_data;
     o.cmb_sqs = p.cmb_sqs.unwrap_or(false);
     o.cmb_lists = p.cmb_lists.unwrap_or(false);
     o.sgl = match p.sgl.as_deref() {
@@ -326,6 +330,7 @@ fn bdev_nvme_attach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Val
         name: p.name.clone(),
         traddr: p.traddr.clone(),
         ctrlr: o,
+        cmb_data,
     })?;
     let mut names = Vec::new();
     for (i, b) in bdevs.into_iter().enumerate() {
@@ -421,6 +426,7 @@ fn bdev_nvme_get_controllers(_ctx: &RpcContext, p: Option<Value>) -> Result<Valu
                         "io_queues": d.io_queues(),
                         "sgl": d.sgl_supported(),
                         "cmb": cmb,
+                        "cmb_data_pool": c.cmb_iobuf().map(|p| json!(p.pool_levels())),
                         "bdevs": c.bdev_names(),
                         "stats": {
                             "commands_submitted": ld(&k.submitted),
@@ -429,6 +435,8 @@ fn bdev_nvme_get_controllers(_ctx: &RpcContext, p: Option<Value>) -> Result<Valu
                             "prp_lists": ld(&k.prp_lists),
                             "sgls": ld(&k.sgls),
                             "retried_after_reset": ld(&k.retried),
+                            "cmb_data_bytes": ld(&k.cmb_data_bytes),
+                            "host_data_bytes": ld(&k.host_data_bytes),
                             "qpairs_with_sq_in_cmb": ld(&k.sqs_in_cmb),
                             "qpairs_with_lists_in_cmb": ld(&k.lists_in_cmb),
                             "resets": s.resets,

@@ -125,9 +125,9 @@ lab_bind_kernel() {
     pollux-setup unbind "$NVME_BDF" && lab_wait 20 test -b /dev/nvme0n1
 }
 
-# lab_nvme_export EXTRA_ATTACH_PARAMS: polluxd attaches $NVME_BDF (bound to vfio-pci) as
-# Nvme0 with bdev_nvme_attach_controller (plus EXTRA_ATTACH_PARAMS, JSON members with a
-# leading comma) and exports Nvme0n1 over NVMe/TCP on 127.0.0.1:4421; the kernel's
+# lab_nvme_export EXTRA_ATTACH_PARAMS [EXTRA_TRANSPORT_PARAMS]: polluxd attaches
+# $NVME_BDF (bound to vfio-pci) as Nvme0 with bdev_nvme_attach_controller (plus
+# EXTRA_ATTACH_PARAMS, JSON members with a leading comma; the same for the transport) and exports Nvme0n1 over NVMe/TCP on 127.0.0.1:4421; the kernel's
 # nvme-tcp initiator verifies data with fio; the driver's counters are left in
 # $LAB_ART/controllers-after.json; polluxd stops on SIGTERM and the controller goes
 # back to the kernel driver.
@@ -145,7 +145,7 @@ lab_nvme_export() {
   {"method": "bdev_nvme_attach_controller", "params": {"name": "Nvme0", "trtype": "PCIe", "traddr": "$NVME_BDF"$1}}
  ]},
  {"subsystem": "nvmf", "config": [
-  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"${2:-}}},
   {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true,
     "serial_number": "POLLUXLABNVME0000001", "model_number": "Pollux NVMe export"}},
   {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Nvme0n1", "nsid": 1}}},
@@ -196,6 +196,7 @@ JSON
             lab_fail fio-verify "fio verify over the export failed (rc $rc)"
         fi
         rpc bdev_nvme_get_controllers >"$LAB_ART/controllers-after.json" 2>&1
+        rpc nvmf_get_stats >"$LAB_ART/nvmf-stats.json" 2>&1
         done_cmds=$(awk -F: '/"commands_completed"/ { gsub(/[ ,]/, "", $2); print $2 }' "$LAB_ART/controllers-after.json")
         split=$(awk -F: '/"split_ios"/ { gsub(/[ ,]/, "", $2); print $2 }' "$LAB_ART/controllers-after.json")
         if [ "${done_cmds:-0}" -gt 0 ]; then

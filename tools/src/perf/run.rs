@@ -588,6 +588,7 @@ fn make_target(
                             name: name.clone(),
                             traddr: traddr.clone(),
                             ctrlr: o,
+                            cmb_data: false,
                         },
                     )
                     .map_err(|e| format!("{t}: {e}"))?;
