@@ -215,6 +215,15 @@ impl Ctrlr {
     /// Brings up the controller behind `dev`.
     pub fn attach(dev: Arc<dyn Device>, opts: CtrlrOpts) -> Result<Arc<Ctrlr>, Error> {
         let cap = Cap::from(dev.read64(offset::CAP));
+        if cap.mpsmin() != 0 {
+            return Err(Error::Unsupported {
+                ctrlr: dev.name().into(),
+                what: format!(
+                    "its smallest memory page is {} KiB (CAP.MPSMIN); this driver uses 4 KiB pages",
+                    4u32 << cap.mpsmin()
+                ),
+            });
+        }
         if cap.css() & 1 == 0 {
             return Err(Error::Unsupported {
                 ctrlr: dev.name().into(),
@@ -628,9 +637,9 @@ impl Ctrlr {
         let live: Vec<Arc<QpairShared>> = self.live_qpairs();
         let mut reset = false;
         for q in &live {
-            let cid = q.timed_out.swap(0, Ordering::AcqRel);
-            if cid != 0 {
-                let cid = (cid - 1) as u32;
+            let cids = std::mem::take(&mut *q.timed_out.lock().unwrap());
+            for cid in cids {
+                let cid = cid as u32;
                 self.aborts.fetch_add(1, Ordering::Relaxed);
                 let r = self.admin_command(
                     Sqe {
@@ -949,6 +958,11 @@ fn identify_sqe(cns: u8, nsid: u32) -> Sqe {
 fn disable(dev: &Arc<dyn Device>, to: Duration) -> Result<(), Error> {
     let cc = Cc::from(dev.read32(offset::CC));
     if cc.en() {
+        // A controller still becoming ready must get there before it may be disabled
+        // (base 3.5.3: CC.EN 1 -> 0 while CSTS.RDY is 0 is undefined).
+        let _ = wait_csts(dev, "CSTS.RDY=1 before disabling", to, |c| {
+            c.rdy() || c.cfs()
+        });
         dev.write32(offset::CC, cc.with_en(false).into());
     }
     wait_csts(dev, "CSTS.RDY=0", to, |c| !c.rdy())?;

@@ -11,7 +11,7 @@ use crate::spec::cmd::{Cqe, SglDescriptor, Sqe, Status, sgl_subtype, sgl_type};
 use crate::spec::regs::offset;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU8, Ordering, fence};
 use std::time::{Duration, Instant};
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::U16;
@@ -162,8 +162,8 @@ pub(crate) struct QpairShared {
     pub sq_addr: NvmeAddr,
     pub cq_addr: NvmeAddr,
     pub state: AtomicU8,
-    /// A command (CID + 1) that timed out and should be aborted; 0 when none.
-    pub timed_out: AtomicU64,
+    /// Commands (CIDs) that timed out and should be aborted (a rare path: a lock).
+    pub timed_out: std::sync::Mutex<Vec<u16>>,
     /// Set when an aborted command still did not complete: reset the controller.
     pub want_reset: AtomicU8,
 }
@@ -273,7 +273,7 @@ impl Qpair {
             sq_addr: p.sq.addr(0),
             cq_addr: p.cq.addr(0),
             state: AtomicU8::new(RUNNING),
-            timed_out: AtomicU64::new(0),
+            timed_out: std::sync::Mutex::new(Vec::new()),
             want_reset: AtomicU8::new(0),
         });
         // One slot fewer than entries: a full ring would look empty.
@@ -648,12 +648,7 @@ impl Qpair {
                     opc = s.sqe.opc,
                     "command timed out: aborting it"
                 );
-                let _ = self.shared.timed_out.compare_exchange(
-                    0,
-                    cid as u64 + 1,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
+                self.shared.timed_out.lock().unwrap().push(cid as u16);
             } else {
                 tracing::warn!(
                     qid = self.shared.qid,

@@ -1313,8 +1313,14 @@ fn cmb_buffers_carry_the_data_of_an_nvme_namespace_with_a_cmb() {
     assert_eq!(d.stat("cmb_buffer_bytes"), total);
     assert_eq!(d.stat("cmb_fallback_pool_empty"), 0);
     let k = ctrl.counters();
-    assert_eq!(k.cmb_data_bytes.load(std::sync::atomic::Ordering::Relaxed), total);
-    assert_eq!(k.host_data_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        k.cmb_data_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        total
+    );
+    assert_eq!(
+        k.host_data_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     drop(ctrl);
     // The malloc namespace's data goes through host buffers.
     let host = d.stat("host_buffer_bytes");
