@@ -1060,6 +1060,25 @@ mod tests {
         }
     }
 
+    /// A scatter list over `m` of (offset, length) pieces, each filled with its own
+    /// pattern; returns it and the bytes it carries, in order.
+    fn scatter(m: &DmaMem, pieces: &[(usize, usize)]) -> (Vec<DataSeg>, Vec<u8>) {
+        let mut want = Vec::new();
+        let segs = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, &(off, len))| {
+                fill(m, off, len, i as u8 + 1);
+                want.extend(bytes(m, off, len));
+                DataSeg {
+                    addr: m.addr(off),
+                    len: len as u32,
+                }
+            })
+            .collect();
+        (segs, want)
+    }
+
     fn bytes(m: &DmaMem, off: usize, len: usize) -> Vec<u8> {
         // SAFETY: as above.
         unsafe { std::slice::from_raw_parts(m.ptr(off), len).to_vec() }
@@ -1115,26 +1134,7 @@ mod tests {
         }
         assert!(q.stats().prp_lists >= 2);
         // A scatter list PRPs can carry: page-aligned middle segments.
-        let segs = [
-            DataSeg {
-                addr: m.addr(3072),
-                len: 1024,
-            },
-            DataSeg {
-                addr: m.addr(16384),
-                len: 8192,
-            },
-            DataSeg {
-                addr: m.addr(65536),
-                len: 1024,
-            },
-        ];
-        fill(&m, 3072, 1024, 1);
-        fill(&m, 16384, 8192, 2);
-        fill(&m, 65536, 1024, 3);
-        let mut want = bytes(&m, 3072, 1024);
-        want.extend(bytes(&m, 16384, 8192));
-        want.extend(bytes(&m, 65536, 1024));
+        let (segs, want) = scatter(&m, &[(3072, 1024), (16384, 8192), (65536, 1024)]);
         q.submit(rw(nvm_opc::WRITE, 200, 20), &segs, 3).unwrap();
         assert_eq!(reap(&mut q, 1), vec![(3, Status::SUCCESS)]);
         assert_eq!(t.ns_bytes(200, 10240), want);
@@ -1161,26 +1161,7 @@ mod tests {
         let (t, dev, c) = setup(CtrlrOpts::default());
         let mut q = c.create_io_qpair().unwrap();
         let m = DmaMem::new(&dev, 64 << 10).unwrap();
-        let segs = [
-            DataSeg {
-                addr: m.addr(100 * 4),
-                len: 512,
-            },
-            DataSeg {
-                addr: m.addr(8192 + 512),
-                len: 1024,
-            },
-            DataSeg {
-                addr: m.addr(20000),
-                len: 512,
-            },
-        ];
-        fill(&m, 400, 512, 5);
-        fill(&m, 8704, 1024, 6);
-        fill(&m, 20000, 512, 7);
-        let mut want = bytes(&m, 400, 512);
-        want.extend(bytes(&m, 8704, 1024));
-        want.extend(bytes(&m, 20000, 512));
+        let (segs, want) = scatter(&m, &[(400, 512), (8704, 1024), (20000, 512)]);
         q.submit(rw(nvm_opc::WRITE, 10, 4), &segs, 9).unwrap();
         assert_eq!(reap(&mut q, 1), vec![(9, Status::SUCCESS)]);
         assert_eq!(t.ns_bytes(10, 2048), want);

@@ -591,6 +591,13 @@ impl VfioDevice {
     }
 }
 
+fn check_bar(bar: u8) -> Result<(), Error> {
+    if bar > 5 {
+        return Err(Error::Invalid(format!("BAR {bar}: there are six, 0 to 5")));
+    }
+    Ok(())
+}
+
 /// "VFIO group 5 is not viable: unbind 0000:00:05.0 from nvme", from sysfs.
 fn not_viable_message(group: u32) -> String {
     let mut culprits = Vec::new();
@@ -646,9 +653,7 @@ impl Device for VfioDevice {
     }
 
     fn map_bar(&self, bar: u8) -> Result<Mmio, Error> {
-        if bar > 5 {
-            return Err(Error::Invalid(format!("BAR {bar}: there are six, 0 to 5")));
-        }
+        check_bar(bar)?;
         let info = self.dev.region(bar as u32)?;
         let map = self.dev.mmap(&info)?;
         // SAFETY: the mapping covers its length and lives in the box.
@@ -656,9 +661,7 @@ impl Device for VfioDevice {
     }
 
     fn bar_bus_addr(&self, bar: u8) -> Result<u64, Error> {
-        if bar > 5 {
-            return Err(Error::Invalid(format!("BAR {bar}: there are six, 0 to 5")));
-        }
+        check_bar(bar)?;
         let off = 0x10 + 4 * bar as u64;
         let lo = self.config_read32(off)?;
         if lo & 1 != 0 {
@@ -682,9 +685,7 @@ impl Device for VfioDevice {
         offset: u64,
         len: u64,
     ) -> Result<std::os::fd::OwnedFd, Error> {
-        if bar > 5 {
-            return Err(Error::Invalid(format!("BAR {bar}: there are six, 0 to 5")));
-        }
+        check_bar(bar)?;
         self.dev.dma_buf(bar as u32, offset, len)
     }
 }

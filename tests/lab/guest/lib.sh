@@ -116,6 +116,11 @@ lab_vfio_tests() {
     done
 }
 
+# lab_json_sum FILE KEY: the sum of every `"KEY": N` in a pretty-printed JSON file.
+lab_json_sum() {
+    awk -F: -v k="\"$2\"" '$1 ~ k { gsub(/[ ,]/, "", $2); s += $2 } END { print s + 0 }' "$1"
+}
+
 # lab_bind_vfio / lab_bind_kernel: hands $NVME_BDF to vfio-pci or back to the nvme driver.
 lab_bind_vfio() {
     modprobe vfio-pci && modprobe vfio_iommu_type1
@@ -197,8 +202,8 @@ JSON
         fi
         rpc bdev_nvme_get_controllers >"$LAB_ART/controllers-after.json" 2>&1
         rpc nvmf_get_stats >"$LAB_ART/nvmf-stats.json" 2>&1
-        done_cmds=$(awk -F: '/"commands_completed"/ { gsub(/[ ,]/, "", $2); print $2 }' "$LAB_ART/controllers-after.json")
-        split=$(awk -F: '/"split_ios"/ { gsub(/[ ,]/, "", $2); print $2 }' "$LAB_ART/controllers-after.json")
+        done_cmds=$(lab_json_sum "$LAB_ART/controllers-after.json" commands_completed)
+        split=$(lab_json_sum "$LAB_ART/controllers-after.json" split_ios)
         if [ "${done_cmds:-0}" -gt 0 ]; then
             lab_pass driver-stats "the driver completed $done_cmds commands ($split bdev I/Os split at the controller's transfer limit)"
         else

@@ -11,13 +11,13 @@
 NVME_BDF=$(lab_nvme_bdf) || lab_abort nvme "no QEMU NVMe controller"
 lab_bind_vfio || lab_abort bind "pollux-setup bind $NVME_BDF failed"
 lab_nvme_export ', "cmb_data": true' ', "cmb_buffers": "force"'
-sum() { awk -F: -v k="\"$1\"" '$1 ~ k { gsub(/[ ,]/, "", $2); s += $2 } END { print s + 0 }' "$LAB_ART/nvmf-stats.json"; }
+sum() { lab_json_sum "$LAB_ART/nvmf-stats.json" "$1"; }
 cmb=$(sum cmb_buffer_bytes)
 host=$(sum host_buffer_bytes)
 short=$(sum cmb_fallback_pool_empty)
 pool=$(tr -d '\n ' <"$LAB_ART/controllers-after.json" | grep -o '"cmb_data_pool":\[\[[^]]*\],\[[^]]*\]\]' | head -1)
-dev_cmb=$(awk -F: '/"cmb_data_bytes"/ { gsub(/[ ,]/, "", $2); print $2 }' "$LAB_ART/controllers-after.json")
-dev_host=$(awk -F: '/"host_data_bytes"/ { gsub(/[ ,]/, "", $2); print $2 }' "$LAB_ART/controllers-after.json")
+dev_cmb=$(lab_json_sum "$LAB_ART/controllers-after.json" cmb_data_bytes)
+dev_host=$(lab_json_sum "$LAB_ART/controllers-after.json" host_data_bytes)
 if [ "$cmb" -gt 33554432 ] && [ "${dev_cmb:-0}" -gt 33554432 ] && [ "${dev_host:-1}" -eq 0 ]; then
     lab_pass cmb-path "nvmf_get_stats: $cmb bytes of I/O data in CMB buffers, $host in host buffers (admin data), $short fallbacks for a short pool; the NVMe bdev: $dev_cmb bytes from its CMB, $dev_host from host memory; $pool"
 else

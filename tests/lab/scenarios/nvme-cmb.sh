@@ -30,11 +30,11 @@ case "$out" in
 esac
 lab_bind_vfio || lab_abort bind-again "pollux-setup bind $NVME_BDF failed"
 lab_nvme_export ', "cmb_sqs": true, "cmb_lists": true'
-num() { awk -F: -v k="\"$1\"" '$1 ~ k { gsub(/[ ,]/, "", $2); print $2 }' "$LAB_ART/controllers-after.json"; }
+num() { lab_json_sum "$LAB_ART/controllers-after.json" "$1"; }
 sqs=$(num qpairs_with_sq_in_cmb)
 lists=$(num qpairs_with_lists_in_cmb)
 prp=$(num prp_lists)
-used=$(awk -F: '/"used"/ { gsub(/[ ,]/, "", $2); print $2 }' "$LAB_ART/controllers-after.json")
+used=$(lab_json_sum "$LAB_ART/controllers-after.json" used)
 if [ "${sqs:-0}" -gt 0 ] && [ "${lists:-0}" -gt 0 ] && [ "${prp:-0}" -gt 0 ]; then
     lab_pass cmb-counters "polluxd's queue pairs: $sqs with the SQ in the CMB, $lists with PRP lists in the CMB; $prp commands used a PRP list there; CMB bytes in use $used"
 else
