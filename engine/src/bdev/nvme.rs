@@ -114,10 +114,11 @@ pub struct NvmeAttachOpts {
     pub cmb_data: bool,
 }
 
-/// Counters of one controller, over all threads.
+/// Counters of one controller, over all threads. Each thread counts for itself and
+/// adds its counts here from its poller, so the I/O path touches no shared atomics.
 #[derive(Debug, Default)]
 pub struct NvmeCtrlrCounters {
-    /// Commands submitted.
+    /// Commands submitted (resubmissions after a reset included).
     pub submitted: AtomicU64,
     /// Commands completed.
     pub completed: AtomicU64,
@@ -404,7 +405,18 @@ pub struct CtrlrChannel {
     initiator: NvmeInitiator,
     max_xfer: u64,
     ctrl: Arc<NvmeController>,
-    last: Cell<QpairStats>,
+    /// This thread's counts, added to the controller's counters by `poll` (no shared
+    /// atomics per I/O), and what was added last time.
+    local: Cell<ChannelCounts>,
+    folded: Cell<(QpairStats, ChannelCounts)>,
+}
+
+/// Counts one channel keeps for itself between folds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ChannelCounts {
+    split: u64,
+    cmb_bytes: u64,
+    host_bytes: u64,
 }
 
 impl fmt::Debug for CtrlrChannel {
@@ -450,8 +462,35 @@ impl IoDevice for NvmeController {
             initiator: self.initiator(),
             max_xfer: self.ctrlr.max_transfer() as u64,
             ctrl: self.clone(),
-            last: Cell::new(QpairStats::default()),
+            local: Cell::new(ChannelCounts::default()),
+            folded: Cell::new(Default::default()),
         })
+    }
+}
+
+impl CtrlrChannel {
+    /// Adds what this thread counted since the last fold to the controller's counters.
+    fn fold(&self) {
+        let (q, l) = (self.q.borrow().stats(), self.local.get());
+        let (fq, fl) = self.folded.get();
+        if (q, l) == (fq, fl) {
+            return;
+        }
+        let k = &self.ctrl.counters;
+        let add = |a: &AtomicU64, now: u64, then: u64| {
+            if now != then {
+                a.fetch_add(now - then, Ordering::Relaxed);
+            }
+        };
+        add(&k.submitted, q.submitted, fq.submitted);
+        add(&k.completed, q.completed, fq.completed);
+        add(&k.prp_lists, q.prp_lists, fq.prp_lists);
+        add(&k.sgls, q.sgls, fq.sgls);
+        add(&k.retried, q.retried, fq.retried);
+        add(&k.split, l.split, fl.split);
+        add(&k.cmb_data_bytes, l.cmb_bytes, fl.cmb_bytes);
+        add(&k.host_data_bytes, l.host_bytes, fl.host_bytes);
+        self.folded.set((q, l));
     }
 }
 
@@ -629,19 +668,17 @@ impl BackendChannel for NvmeChannel {
             return Err(io);
         }
         c.free.borrow_mut().pop();
+        let mut k = c.local.get();
         if let Some(first) = cmds.iter().find_map(|(_, segs)| segs.first()) {
-            let in_cmb = c.ctrl.ctrlr.cmb().is_some_and(|m| m.contains(first.addr));
-            let k = &c.ctrl.counters;
             let n = io.data_len() as u64;
-            if in_cmb {
-                k.cmb_data_bytes.fetch_add(n, Ordering::Relaxed);
+            if c.ctrl.ctrlr.cmb().is_some_and(|m| m.contains(first.addr)) {
+                k.cmb_bytes += n;
             } else if io.kind() != IoKind::Unmap {
-                k.host_data_bytes.fetch_add(n, Ordering::Relaxed);
+                k.host_bytes += n;
             }
         }
-        if cmds.len() > 1 {
-            c.ctrl.counters.split.fetch_add(1, Ordering::Relaxed);
-        }
+        k.split += (cmds.len() > 1) as u64;
+        c.local.set(k);
         let mut sent = 0;
         let mut status = IoStatus::Success;
         for (sqe, segs) in &cmds {
@@ -682,10 +719,6 @@ impl BackendChannel for NvmeChannel {
                 status
             },
         };
-        c.ctrl
-            .counters
-            .submitted
-            .fetch_add(sent as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -700,10 +733,6 @@ impl BackendChannel for NvmeChannel {
                 break;
             }
             busy = true;
-            c.ctrl
-                .counters
-                .completed
-                .fetch_add(done.len() as u64, Ordering::Relaxed);
             for (tag, st) in done {
                 let finished = {
                     let mut p = c.pending.borrow_mut();
@@ -724,18 +753,7 @@ impl BackendChannel for NvmeChannel {
                 }
             }
         }
-        // Fold the queue pair's counters into the controller's now and then.
-        let s = c.q.borrow().stats();
-        let last = c.last.get();
-        if s.prp_lists != last.prp_lists || s.sgls != last.sgls || s.retried != last.retried {
-            let k = &c.ctrl.counters;
-            k.prp_lists
-                .fetch_add(s.prp_lists - last.prp_lists, Ordering::Relaxed);
-            k.sgls.fetch_add(s.sgls - last.sgls, Ordering::Relaxed);
-            k.retried
-                .fetch_add(s.retried - last.retried, Ordering::Relaxed);
-            c.last.set(s);
-        }
+        c.fold();
         // Commands in flight: keep polling (the reactor must not sleep on them).
         if busy || c.q.borrow().outstanding() > 0 {
             PollStatus::Busy
