@@ -457,6 +457,107 @@ pub struct Cq {
     raw: *mut c_void,
     ctx: Arc<Context>,
     poll_fn: PollCqFn,
+    notify_fn: NotifyCqFn,
+    _ch: Option<Arc<CompChannel>>,
+}
+
+/// A completion channel: its file descriptor turns readable when an armed CQ gets a
+/// completion, so a poller can sleep.
+pub struct CompChannel {
+    raw: *mut c_void,
+}
+
+// SAFETY: completion channels are usable from any thread.
+unsafe impl Send for CompChannel {}
+// SAFETY: as above.
+unsafe impl Sync for CompChannel {}
+
+impl fmt::Debug for CompChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompChannel")
+            .field("fd", &self.fd())
+            .finish()
+    }
+}
+
+impl CompChannel {
+    /// A channel of `ctx`, read without blocking.
+    pub fn new(ctx: &Arc<Context>) -> Result<Arc<CompChannel>, Error> {
+        let l = lib()?;
+        // SAFETY: a live context.
+        let raw = unsafe { (l.create_comp_channel)(ctx.raw) };
+        if raw.is_null() {
+            return Err(os("ibv_create_comp_channel"));
+        }
+        let ch = CompChannel { raw };
+        let fd = ch.fd();
+        // SAFETY: the channel's own descriptor.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        Ok(Arc::new(ch))
+    }
+
+    /// Its file descriptor.
+    pub fn fd(&self) -> i32 {
+        // SAFETY: `struct ibv_comp_channel { context; int fd; ... }`.
+        unsafe { *((self.raw as *const u8).add(8) as *const i32) }
+    }
+
+    /// Reads and acknowledges the notifications waiting; returns how many.
+    pub fn drain(&self) -> usize {
+        let Ok(l) = lib() else { return 0 };
+        let mut n = 0;
+        loop {
+            let mut cq = std::ptr::null_mut();
+            let mut ctx = std::ptr::null_mut();
+            // SAFETY: a live, non-blocking channel.
+            if unsafe { (l.get_cq_event)(self.raw, &mut cq, &mut ctx) } != 0 {
+                return n;
+            }
+            // SAFETY: the event's CQ is live (a CQ holds its channel, not the reverse,
+            // and is destroyed only after its events are acknowledged here).
+            unsafe { (l.ack_cq_events)(cq, 1) };
+            n += 1;
+        }
+    }
+}
+
+impl Drop for CompChannel {
+    fn drop(&mut self) {
+        if let Ok(l) = lib() {
+            // SAFETY: its CQs hold an Arc to it: none is left.
+            unsafe { (l.destroy_comp_channel)(self.raw) };
+        }
+    }
+}
+
+/// rdma_cm's device contexts, held for the life of the process so that protection
+/// domains and queues made on them outlive any one connection (`rdma_get_devices`).
+pub fn cm_contexts() -> Result<Vec<Arc<Context>>, Error> {
+    static LIST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let l = lib()?;
+    let mut n = 0;
+    let list = *LIST.get_or_init(|| {
+        // SAFETY: plain call; the list is never freed (held on purpose).
+        unsafe { (l.get_devices)(&mut n) as usize }
+    }) as *mut *mut c_void;
+    if list.is_null() {
+        return Err(Error::NoDevice(None));
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        // SAFETY: the list is NULL-terminated.
+        let c = unsafe { *list.add(i) };
+        if c.is_null() {
+            break;
+        }
+        out.push(Context::borrowed(c));
+        i += 1;
+    }
+    Ok(out)
 }
 
 // SAFETY: verbs objects are thread-safe.
@@ -471,16 +572,33 @@ impl fmt::Debug for Cq {
 }
 
 impl Cq {
-    /// A completion queue of at least `entries` entries.
+    /// A completion queue of at least `entries` entries, polled only.
     pub fn new(ctx: &Arc<Context>, entries: u32) -> Result<Arc<Cq>, Error> {
+        Self::make(ctx, entries, None)
+    }
+
+    /// A completion queue whose notifications ([`Cq::arm`]) arrive on `ch`.
+    pub fn with_channel(
+        ctx: &Arc<Context>,
+        entries: u32,
+        ch: &Arc<CompChannel>,
+    ) -> Result<Arc<Cq>, Error> {
+        Self::make(ctx, entries, Some(ch))
+    }
+
+    fn make(
+        ctx: &Arc<Context>,
+        entries: u32,
+        ch: Option<&Arc<CompChannel>>,
+    ) -> Result<Arc<Cq>, Error> {
         let l = lib()?;
-        // SAFETY: a live context; no completion channel (polled).
+        // SAFETY: a live context and channel.
         let raw = unsafe {
             (l.create_cq)(
                 ctx.raw,
                 entries as i32,
                 std::ptr::null_mut(),
-                std::ptr::null_mut(),
+                ch.map_or(std::ptr::null_mut(), |c| c.raw),
                 0,
             )
         };
@@ -490,11 +608,27 @@ impl Cq {
         let f = ctx.op(sys::ops::POLL_CQ);
         // SAFETY: ops.poll_cq has this signature (verbs.h).
         let poll_fn = unsafe { std::mem::transmute::<*mut c_void, PollCqFn>(f) };
+        let f = ctx.op(sys::ops::REQ_NOTIFY_CQ);
+        // SAFETY: ops.req_notify_cq has this signature (verbs.h).
+        let notify_fn = unsafe { std::mem::transmute::<*mut c_void, NotifyCqFn>(f) };
         Ok(Arc::new(Cq {
             raw,
             ctx: ctx.clone(),
             poll_fn,
+            notify_fn,
+            _ch: ch.cloned(),
         }))
+    }
+
+    /// Asks for a notification on its channel at the next completion (poll once more
+    /// afterwards: a completion that came before the call does not notify).
+    pub fn arm(&self) -> Result<(), Error> {
+        // SAFETY: a live CQ.
+        let rc = unsafe { (self.notify_fn)(self.raw, 0) };
+        if rc != 0 {
+            return Err(os_rc("ibv_req_notify_cq", rc));
+        }
+        Ok(())
     }
 
     /// Reaps up to `out.len()` completions; returns how many.
@@ -555,6 +689,7 @@ fn sges(s: &[Sge], out: &mut [sys::ibv_sge; 16]) -> usize {
 }
 
 type PollCqFn = unsafe extern "C" fn(*mut c_void, i32, *mut sys::ibv_wc) -> i32;
+type NotifyCqFn = unsafe extern "C" fn(*mut c_void, i32) -> i32;
 type PostRecvFn =
     unsafe extern "C" fn(*mut c_void, *mut sys::ibv_recv_wr, *mut *mut sys::ibv_recv_wr) -> i32;
 type PostSendFn =
@@ -1054,6 +1189,19 @@ impl<S> CmId<S> {
             return Err(os_rc("rdma_create_id", rc));
         }
         Ok(raw)
+    }
+
+    /// Moves its events to channel `ch` (a connection's events then reach the thread
+    /// that serves it rather than its listener's).
+    pub fn migrate(&mut self, ch: &Arc<EventChannel>) -> Result<(), Error> {
+        let l = lib()?;
+        // SAFETY: a live id and channel; the id holds the new channel from now on.
+        let rc = unsafe { (l.migrate_id)(self.raw, ch.raw) };
+        if rc != 0 {
+            return Err(os_rc("rdma_migrate_id", rc));
+        }
+        self.ch = ch.clone();
+        Ok(())
     }
 
     /// Its reference, to match events.

@@ -167,6 +167,7 @@ pub mod device_attr {
 /// Offsets of the `ops` entries in `struct ibv_context`.
 pub mod ops {
     pub const POLL_CQ: usize = 96;
+    pub const REQ_NOTIFY_CQ: usize = 104;
     pub const POST_SRQ_RECV: usize = 168;
     pub const POST_SEND: usize = 208;
     pub const POST_RECV: usize = 216;
@@ -262,6 +263,9 @@ type ResolveAddrFn =
     unsafe extern "C" fn(*mut c_void, *const libc::sockaddr, *const libc::sockaddr, c_int) -> c_int;
 type ResolveRouteFn = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
 type EventStrFn = unsafe extern "C" fn(u32) -> *const c_char;
+type MigrateIdFn = unsafe extern "C" fn(*mut c_void, *mut rdma_event_channel) -> c_int;
+type GetCqEventFn = unsafe extern "C" fn(*mut c_void, *mut *mut c_void, *mut *mut c_void) -> c_int;
+type AckCqEventsFn = unsafe extern "C" fn(*mut c_void, std::ffi::c_uint);
 
 /// The functions of libibverbs and librdmacm this crate calls.
 #[derive(Debug)]
@@ -298,6 +302,12 @@ pub struct Lib {
     pub resolve_addr: ResolveAddrFn,
     pub resolve_route: ResolveRouteFn,
     pub event_str: EventStrFn,
+    pub get_devices: DeviceListFn,
+    pub migrate_id: MigrateIdFn,
+    pub create_comp_channel: PtrOfPtrFn,
+    pub destroy_comp_channel: IntOfPtrFn,
+    pub get_cq_event: GetCqEventFn,
+    pub ack_cq_events: AckCqEventsFn,
     _libs: (libloading::Library, libloading::Library),
 }
 
@@ -353,6 +363,12 @@ fn load() -> Result<Lib, String> {
         resolve_addr: sym!(cm, "rdma_resolve_addr"),
         resolve_route: sym!(cm, "rdma_resolve_route"),
         event_str: sym!(cm, "rdma_event_str"),
+        get_devices: sym!(cm, "rdma_get_devices"),
+        migrate_id: sym!(cm, "rdma_migrate_id"),
+        create_comp_channel: sym!(ibv, "ibv_create_comp_channel"),
+        destroy_comp_channel: sym!(ibv, "ibv_destroy_comp_channel"),
+        get_cq_event: sym!(ibv, "ibv_get_cq_event"),
+        ack_cq_events: sym!(ibv, "ibv_ack_cq_events"),
         _libs: (ibv, cm),
     })
 }

@@ -784,6 +784,18 @@ fn spdk_option_methods_and_bad_rpc_params_are_handled() {
             json!({"trtype": "TCP"}),
             "already exists",
         ),
+        // This machine has no RDMA device (the lab's guest has rxe): the transport is
+        // refused at configuration, by name.
+        (
+            "nvmf_create_transport",
+            json!({"trtype": "RDMA"}),
+            "cannot create the RDMA transport: no RDMA",
+        ),
+        (
+            "nvmf_create_transport",
+            json!({"trtype": "FC"}),
+            "serves TCP and RDMA",
+        ),
         (
             "nvmf_delete_subsystem",
             json!({"nqn": "nqn.2016-06.io.pollux:none"}),

@@ -6,7 +6,7 @@
 //! transport: it never blocks, and an Asynchronous Event Request is the only command it
 //! holds (the transport completes it when an event comes).
 
-use super::{CtrlrShared, SubsysType, Subsystem, Target, TcpOpts};
+use super::{CtrlrShared, SubsysType, Subsystem, Target, TransportOpts, Trtype};
 use crate::bdev::IoKind;
 use crate::nvmf::poll_group::PollGroup;
 use crate::thread::Nanos;
@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// NVMe version the controller reports (1.3, as SPDK's target).
 pub const NVME_VERSION: u32 = 0x0001_0300;
@@ -83,7 +83,9 @@ fn ok(dw0: u32) -> AdminOutcome {
 pub(crate) struct Ctrlr {
     shared: Arc<CtrlrShared>,
     subsys: Subsystem,
-    opts: TcpOpts,
+    opts: TransportOpts,
+    /// The transport of its admin queue.
+    trtype: Trtype,
     /// The connection's local address (for wildcard listeners in the discovery log).
     local: std::net::SocketAddr,
     kato_ms: u32,
@@ -106,7 +108,8 @@ impl Ctrlr {
         shared: Arc<CtrlrShared>,
         subsys: Subsystem,
         kato_ms: u32,
-        opts: TcpOpts,
+        opts: TransportOpts,
+        trtype: Trtype,
         local: std::net::SocketAddr,
         now: Nanos,
     ) -> Ctrlr {
@@ -125,6 +128,7 @@ impl Ctrlr {
             shared,
             subsys,
             opts,
+            trtype,
             local,
             kato_ms,
             last_ka: now,
@@ -391,7 +395,12 @@ impl Ctrlr {
         c.sqes = 0x66;
         c.cqes = 0x44;
         c.maxcmd = U16::new(self.opts.max_queue_depth as u16);
-        c.sgls = U32::new(id::sgls::SUPPORTED | id::sgls::ADDRESS_AS_OFFSET);
+        // RDMA moves data by keyed SGL data blocks (one per command: MSDBD 1).
+        let keyed = match self.trtype {
+            Trtype::Rdma => id::sgls::KEYED_DATA_BLOCK,
+            Trtype::Tcp => 0,
+        };
+        c.sgls = U32::new(id::sgls::SUPPORTED | id::sgls::ADDRESS_AS_OFFSET | keyed);
         id::nqn_field(&mut c.subnqn, &subsys.nqn);
         c.iorcsz = U32::new(1);
         c.msdbd = 1;
@@ -633,9 +642,14 @@ fn discovery_entry(
     qdepth: u32,
     local: std::net::SocketAddr,
 ) -> DiscoveryLogEntry {
-    use pollux_nvme::spec::log::{adrfam, subtype, treq, trtype};
+    use pollux_nvme::spec::log::{
+        RdmaTsas, adrfam, rdma_cms, rdma_prtype, rdma_qptype, subtype, treq, trtype,
+    };
     let mut e = DiscoveryLogEntry {
-        trtype: trtype::TCP,
+        trtype: match l.trtype {
+            Trtype::Tcp => trtype::TCP,
+            Trtype::Rdma => trtype::RDMA,
+        },
         adrfam: match l.adrfam {
             super::AdrFam::Ipv4 => adrfam::IPV4,
             super::AdrFam::Ipv6 => adrfam::IPV6,
@@ -662,6 +676,15 @@ fn discovery_entry(
     };
     e.set_traddr(&ip.to_string());
     e.set_subnqn(&ss.nqn);
+    if l.trtype == Trtype::Rdma {
+        // Reliable connected queue pairs set up by the RDMA connection manager, as
+        // Linux's target describes its RDMA ports.
+        let mut t = RdmaTsas::new_zeroed();
+        t.qptype = rdma_qptype::CONNECTED;
+        t.prtype = rdma_prtype::NOT_SPECIFIED;
+        t.cms = rdma_cms::RDMA_CM;
+        e.set_rdma_tsas(&t);
+    }
     e
 }
 

@@ -18,12 +18,15 @@
 //! the controller through the target's table at Connect time and are closed by message
 //! when it goes.
 //!
-//! Transports: [`tcp`] (NVMe/TCP). The command semantics ([`ctrlr`]) are
+//! Transports: [`tcp`] (NVMe/TCP) and [`rdma`] (NVMe/RDMA), served at the same time.
+//! The command semantics ([`ctrlr`]) and a queue's request handling (`queue`) are
 //! transport-independent: a transport moves capsules and data, then hands a command
 //! with its buffers to the controller or the namespace's bdev.
 
 pub mod ctrlr;
 mod poll_group;
+mod queue;
+pub mod rdma;
 pub mod tcp;
 
 pub use poll_group::{PollGroup, PollGroupStats};
@@ -56,10 +59,11 @@ fn err<T>(msg: impl Into<String>) -> Result<T, NvmfError> {
     Err(NvmfError(msg.into()))
 }
 
-/// TCP transport options, with SPDK's names and defaults (`nvmf_create_transport -t TCP`).
+/// Transport options, with SPDK's names and, per transport, SPDK's defaults
+/// (`nvmf_create_transport -t TCP|RDMA`; [`TransportOpts::defaults`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TcpOpts {
+pub struct TransportOpts {
     /// Entries per queue (the largest SQ a host may ask for).
     pub max_queue_depth: u32,
     /// I/O queue pairs per controller.
@@ -89,6 +93,17 @@ pub struct TcpOpts {
     pub zcopy: bool,
     /// Transport acknowledgement timeout (RDMA; accepted for configs).
     pub ack_timeout: u32,
+    /// RDMA: entries of each poll group's shared receive queue per device.
+    pub max_srq_depth: u32,
+    /// RDMA: a receive queue per queue pair instead of the shared one.
+    pub no_srq: bool,
+    /// RDMA: the listeners' backlog of connect requests.
+    pub acceptor_backlog: u32,
+    /// RDMA: completion queue entries per poll group and device (0: sized from
+    /// `max_srq_depth`).
+    pub num_cqe: u32,
+    /// RDMA: post each work request alone instead of in batches (accepted for configs).
+    pub no_wr_batching: bool,
     /// Data bytes per H2CData PDU the host may send (MAXH2CDATA).
     pub max_h2c_data: u32,
     /// Pollux: data buffers of I/O to namespaces whose device offers its own memory
@@ -112,9 +127,9 @@ pub enum CmbBuffers {
     Force,
 }
 
-impl Default for TcpOpts {
+impl Default for TransportOpts {
     fn default() -> Self {
-        TcpOpts {
+        TransportOpts {
             max_queue_depth: 128,
             max_io_qpairs_per_ctrlr: 127,
             in_capsule_data_size: 4096,
@@ -129,13 +144,75 @@ impl Default for TcpOpts {
             dif_insert_or_strip: false,
             zcopy: false,
             ack_timeout: 0,
+            max_srq_depth: 4096,
+            no_srq: false,
+            acceptor_backlog: 100,
+            num_cqe: 0,
+            no_wr_batching: false,
             max_h2c_data: 131072,
             cmb_buffers: CmbBuffers::Off,
         }
     }
 }
 
-impl TcpOpts {
+impl TransportOpts {
+    /// SPDK's defaults for `trtype`.
+    pub fn defaults(trtype: Trtype) -> TransportOpts {
+        match trtype {
+            Trtype::Tcp => TransportOpts::default(),
+            Trtype::Rdma => TransportOpts {
+                io_unit_size: 8192,
+                num_shared_buffers: 4095,
+                c2h_success: false,
+                ..TransportOpts::default()
+            },
+        }
+    }
+}
+
+/// A transport type.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Trtype {
+    /// NVMe/TCP.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// NVMe/RDMA.
+    #[serde(rename = "RDMA")]
+    Rdma,
+}
+
+impl Trtype {
+    /// From SPDK's spelling (any case).
+    pub fn parse(s: &str) -> Result<Trtype, NvmfError> {
+        if s.eq_ignore_ascii_case("tcp") {
+            Ok(Trtype::Tcp)
+        } else if s.eq_ignore_ascii_case("rdma") {
+            Ok(Trtype::Rdma)
+        } else {
+            err(format!(
+                "transport type {s:?} is not served (this target serves TCP and RDMA)"
+            ))
+        }
+    }
+
+    /// SPDK's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trtype::Tcp => "TCP",
+            Trtype::Rdma => "RDMA",
+        }
+    }
+}
+
+impl fmt::Display for Trtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TransportOpts {
     /// Checks the options against what the transport can do.
     pub fn validate(&self, large_bufsize: usize) -> Result<(), NvmfError> {
         if !(2..=4096).contains(&self.max_queue_depth) {
@@ -163,6 +240,9 @@ impl TcpOpts {
         if self.max_h2c_data < 4096 || self.max_h2c_data % 4 != 0 || self.max_h2c_data > 1 << 20 {
             return err("max_h2c_data must be a multiple of 4 from 4096 to 1048576");
         }
+        if self.max_srq_depth == 0 || self.max_srq_depth > 65536 {
+            return err("max_srq_depth must be 1 to 65536");
+        }
         if self.sock_priority != 0 || self.dif_insert_or_strip || self.zcopy {
             return err("sock_priority, dif_insert_or_strip and zcopy are not supported");
         }
@@ -189,9 +269,11 @@ impl AdrFam {
     }
 }
 
-/// A listen address of the TCP transport.
+/// A listen address of a transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ListenAddr {
+    /// Transport.
+    pub trtype: Trtype,
     /// Family.
     pub adrfam: AdrFam,
     /// Address and port.
@@ -206,11 +288,7 @@ impl ListenAddr {
         traddr: &str,
         trsvcid: &str,
     ) -> Result<ListenAddr, NvmfError> {
-        if !trtype.eq_ignore_ascii_case("tcp") {
-            return err(format!(
-                "transport type {trtype:?} is not served (this target serves TCP)"
-            ));
-        }
+        let trtype = Trtype::parse(trtype)?;
         let ip: std::net::IpAddr = traddr
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -235,6 +313,7 @@ impl ListenAddr {
             }
         }
         Ok(ListenAddr {
+            trtype,
             adrfam: fam,
             addr: SocketAddr::new(ip, port),
         })
@@ -243,7 +322,26 @@ impl ListenAddr {
 
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.addr)
+        match self.trtype {
+            Trtype::Tcp => write!(f, "{}", self.addr),
+            Trtype::Rdma => write!(f, "{} (RDMA)", self.addr),
+        }
+    }
+}
+
+/// A transport's listener (control-path handle).
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(tcp::Listener),
+    Rdma(rdma::Listener),
+}
+
+impl Listener {
+    fn stop(self) {
+        match self {
+            Listener::Tcp(l) => l.stop(),
+            Listener::Rdma(l) => l.stop(),
+        }
     }
 }
 
@@ -376,7 +474,7 @@ pub(crate) struct ConnectReq<'a> {
     pub hostid: [u8; 16],
     pub qid: u16,
     pub cntlid: u16,
-    pub local: SocketAddr,
+    pub local: ListenAddr,
 }
 
 /// Why a Connect fails: the status and, for an invalid parameter, where it is.
@@ -393,12 +491,12 @@ pub(crate) enum ConnectRefusal {
 }
 
 struct TargetState {
-    transport: Option<TcpOpts>,
+    transports: BTreeMap<Trtype, TransportOpts>,
     subsystems: BTreeMap<String, Subsystem>,
     next_subsys_id: u32,
     discovery_genctr: u64,
     ctrlrs: HashMap<(u32, u16), Arc<CtrlrShared>>,
-    listeners: BTreeMap<ListenAddr, tcp::Listener>,
+    listeners: BTreeMap<ListenAddr, Listener>,
     poll_groups: Vec<ThreadHandle>,
     next_pg: usize,
     qpairs_accepted: u64,
@@ -424,8 +522,8 @@ impl fmt::Debug for Target {
 /// A snapshot of what the target has, for RPC output.
 #[derive(Clone, Debug)]
 pub struct TargetInfo {
-    /// The transport's options, if created.
-    pub transport: Option<TcpOpts>,
+    /// The transports created, with their options.
+    pub transports: Vec<(Trtype, TransportOpts)>,
     /// Subsystems, discovery first.
     pub subsystems: Vec<Subsystem>,
     /// Controllers by subsystem ID: (cntlid, hostnqn, I/O queues).
@@ -458,7 +556,7 @@ impl Target {
             me: me.clone(),
             engine,
             state: Mutex::new(TargetState {
-                transport: None,
+                transports: BTreeMap::new(),
                 subsystems,
                 next_subsys_id: 1,
                 discovery_genctr: 0,
@@ -476,33 +574,42 @@ impl Target {
         &self.engine
     }
 
-    /// Creates the TCP transport and starts one poll group per reactor core.
-    pub fn create_transport(self: &Arc<Self>, opts: TcpOpts) -> Result<(), NvmfError> {
+    /// Creates a transport; the first one starts one poll group per reactor core.
+    pub fn create_transport(
+        self: &Arc<Self>,
+        trtype: Trtype,
+        opts: TransportOpts,
+    ) -> Result<(), NvmfError> {
         opts.validate(self.engine.iobuf().large_bufsize())?;
+        if trtype == Trtype::Rdma {
+            rdma::check_available()?;
+        }
         let mut s = lock(&self.state);
-        if s.transport.is_some() {
-            return err("transport TCP already exists");
+        if s.transports.contains_key(&trtype) {
+            return err(format!("transport {trtype} already exists"));
         }
-        let mut pgs = Vec::new();
-        for core in self.engine.cores() {
-            let name = format!("nvmf_tgt_poll_group_{:03}", pgs.len());
-            let t = self
-                .engine
-                .spawn_thread(&name, Some(core))
-                .map_err(|e| NvmfError(format!("cannot start poll group: {e}")))?;
-            let tgt = self.clone();
-            t.send_msg(move || PollGroup::start(&tgt))
-                .map_err(|_| NvmfError("cannot start poll group: thread gone".into()))?;
-            pgs.push(t);
+        if s.poll_groups.is_empty() {
+            let mut pgs = Vec::new();
+            for core in self.engine.cores() {
+                let name = format!("nvmf_tgt_poll_group_{:03}", pgs.len());
+                let t = self
+                    .engine
+                    .spawn_thread(&name, Some(core))
+                    .map_err(|e| NvmfError(format!("cannot start poll group: {e}")))?;
+                let tgt = self.clone();
+                t.send_msg(move || PollGroup::start(&tgt))
+                    .map_err(|_| NvmfError("cannot start poll group: thread gone".into()))?;
+                pgs.push(t);
+            }
+            s.poll_groups = pgs;
         }
-        s.poll_groups = pgs;
-        s.transport = Some(opts);
+        s.transports.insert(trtype, opts);
         Ok(())
     }
 
-    /// The transport's options.
-    pub fn transport(&self) -> Option<TcpOpts> {
-        lock(&self.state).transport.clone()
+    /// A transport's options, if it was created.
+    pub fn transport(&self, trtype: Trtype) -> Option<TransportOpts> {
+        lock(&self.state).transports.get(&trtype).cloned()
     }
 
     /// The poll groups' threads.
@@ -624,14 +731,27 @@ impl Target {
         nguid: Option<[u8; 16]>,
         eui64: Option<[u8; 8]>,
     ) -> Result<u32, NvmfError> {
-        let force = self
-            .transport()
-            .is_some_and(|t| t.cmb_buffers == CmbBuffers::Force);
-        if force && bdev.preferred_iobuf().is_none() {
-            return err(format!(
-                "cmb_buffers is force, and bdev {} has no device memory for data (attach its NVMe controller with cmb_data)",
-                bdev.name()
-            ));
+        let forced: Vec<Trtype> = lock(&self.state)
+            .transports
+            .iter()
+            .filter(|(_, o)| o.cmb_buffers == CmbBuffers::Force)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in forced {
+            if bdev.preferred_iobuf().is_none() {
+                return err(format!(
+                    "cmb_buffers is force on the {t} transport, and bdev {} has no device memory for data (attach its NVMe controller with cmb_data)",
+                    bdev.name()
+                ));
+            }
+            if t == Trtype::Rdma {
+                if let Err(why) = rdma::device_memory_path(&bdev) {
+                    return err(format!(
+                        "cmb_buffers is force on the RDMA transport, and no RDMA device can reach bdev {}'s device memory: {why}",
+                        bdev.name()
+                    ));
+                }
+            }
         }
         let (id, ns) = {
             let mut s = lock(&self.state);
@@ -702,8 +822,11 @@ impl Target {
     /// Adds a listen address to a subsystem (and starts listening on it).
     pub fn add_listener(&self, nqn: &str, addr: ListenAddr) -> Result<(), NvmfError> {
         let mut s = lock(&self.state);
-        if s.transport.is_none() {
-            return err("create the TCP transport first (nvmf_create_transport -t TCP)");
+        if !s.transports.contains_key(&addr.trtype) {
+            return err(format!(
+                "create the {t} transport first (nvmf_create_transport -t {t})",
+                t = addr.trtype
+            ));
         }
         {
             let ss = s
@@ -716,8 +839,14 @@ impl Target {
         }
         if !s.listeners.contains_key(&addr) {
             let pg = s.poll_groups[0].clone();
-            let l = tcp::Listener::start(addr, &pg, &self.self_arc())
-                .map_err(|e| NvmfError(format!("cannot listen on {addr}: {e}")))?;
+            let l = match addr.trtype {
+                Trtype::Tcp => tcp::Listener::start(addr, &pg, &self.self_arc()).map(Listener::Tcp),
+                Trtype::Rdma => {
+                    let backlog = s.transports[&Trtype::Rdma].acceptor_backlog;
+                    rdma::Listener::start(addr, backlog, &pg, &self.self_arc()).map(Listener::Rdma)
+                }
+            }
+            .map_err(|e| NvmfError(format!("cannot listen on {addr}: {e}")))?;
             s.listeners.insert(addr, l);
         }
         let ss = s.subsystems.get_mut(nqn).expect("checked above");
@@ -748,7 +877,7 @@ impl Target {
     }
 
     /// The listener to stop (outside the lock) when no subsystem uses `addr` any more.
-    fn release_listener(s: &mut TargetState, addr: ListenAddr) -> Option<tcp::Listener> {
+    fn release_listener(s: &mut TargetState, addr: ListenAddr) -> Option<Listener> {
         if s.subsystems.values().any(|ss| ss.listeners.contains(&addr)) {
             return None;
         }
@@ -808,7 +937,7 @@ impl Target {
         let mut subsystems: Vec<Subsystem> = s.subsystems.values().cloned().collect();
         subsystems.sort_by_key(|ss| ss.id);
         TargetInfo {
-            transport: s.transport.clone(),
+            transports: s.transports.iter().map(|(t, o)| (*t, o.clone())).collect(),
             subsystems,
             ctrlrs: s
                 .ctrlrs
@@ -881,9 +1010,8 @@ impl Target {
         if validate_nqn(req.hostnqn).is_err() {
             return Err(ConnectRefusal::InvalidData(OFF_HOSTNQN));
         }
-        let listening = ss.listeners.iter().any(|l| l.addr == req.local)
-            || (ss.subtype == SubsysType::Discovery
-                && s.listeners.keys().any(|l| l.addr == req.local));
+        let listening = ss.listeners.contains(&req.local)
+            || (ss.subtype == SubsysType::Discovery && s.listeners.contains_key(&req.local));
         if !listening {
             // The subsystem does not listen where the host came in.
             return Err(ConnectRefusal::InvalidData(OFF_SUBNQN));
@@ -926,8 +1054,8 @@ impl Target {
                 gone: AtomicBool::new(false),
                 qpairs: Mutex::new(BTreeMap::new()),
                 icd_size: AtomicU32::new(
-                    s.transport
-                        .as_ref()
+                    s.transports
+                        .get(&req.local.trtype)
                         .map(|t| t.in_capsule_data_size)
                         .unwrap_or(0),
                 ),
@@ -1055,7 +1183,7 @@ impl Target {
     pub fn shutdown(self: &Arc<Self>, timeout: std::time::Duration) {
         let (listeners, pgs) = {
             let mut s = lock(&self.state);
-            let l: Vec<tcp::Listener> = std::mem::take(&mut s.listeners).into_values().collect();
+            let l: Vec<Listener> = std::mem::take(&mut s.listeners).into_values().collect();
             (l, std::mem::take(&mut s.poll_groups))
         };
         for l in listeners {

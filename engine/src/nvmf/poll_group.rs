@@ -2,7 +2,8 @@
 //! its thread, the bdev channels they submit to and a local copy of every subsystem's
 //! namespace table, so I/O commands look nothing up in shared state.
 
-use super::tcp::{Acceptor, Conn};
+use super::queue::{self, Qpair, QpairRef};
+use super::tcp::Acceptor;
 use super::{Target, lock};
 use crate::Error;
 use crate::bdev::Bdev;
@@ -95,12 +96,22 @@ pub struct PollGroupStats {
     pub host_buffer_bytes: u64,
     /// Requests that wanted device memory and got host memory: its pool was short.
     pub cmb_fallback_pool_empty: u64,
+    /// RDMA: data bytes moved between the NIC and device memory (an NVMe CMB) by
+    /// peer-to-peer DMA, without host memory.
+    pub p2p_bytes: u64,
+    /// RDMA: data bytes of namespaces with device memory that went through host
+    /// memory instead (a fallback; its reasons are counted below and in
+    /// `cmb_fallback_pool_empty`).
+    pub bounce_bytes: u64,
+    /// RDMA: requests that wanted device memory and got host memory because the NIC
+    /// has no path to it (no dma-buf memory region: see docs/p2p.md).
+    pub cmb_fallback_no_path: u64,
 }
 
 pub(crate) struct PgInner {
-    pub(crate) conns: Vec<Rc<RefCell<Conn>>>,
+    pub(crate) conns: Vec<QpairRef>,
     subsys: HashMap<u32, Rc<PgSubsys>>,
-    admins: HashMap<(u32, u16), Weak<RefCell<Conn>>>,
+    admins: HashMap<(u32, u16), Weak<RefCell<dyn Qpair>>>,
     acceptors: Vec<Acceptor>,
     pollers: Vec<Poller>,
 }
@@ -111,6 +122,7 @@ pub struct PollGroup {
     pub(crate) thread: Thread,
     pub(crate) iobuf: IoChannel<Iobuf>,
     pub(crate) inner: RefCell<PgInner>,
+    pub(crate) rdma: RefCell<super::rdma::PgRdma>,
     pub(crate) stats: Cell<PollGroupStats>,
 }
 
@@ -138,6 +150,7 @@ impl IoDevice for Target {
                 acceptors: Vec::new(),
                 pollers: Vec::new(),
             }),
+            rdma: RefCell::new(Default::default()),
             stats: Cell::new(PollGroupStats::default()),
         })
     }
@@ -203,7 +216,7 @@ impl PollGroup {
                     None => break,
                 }
             };
-            let (st, done) = Conn::poll(&c, self);
+            let (st, done) = c.borrow_mut().poll(self);
             busy |= st.is_busy();
             closed |= done;
             i += 1;
@@ -212,27 +225,28 @@ impl PollGroup {
             let inner = self.inner.borrow();
             inner.acceptors.iter().any(|a| a.poll(self))
         };
+        busy |= super::rdma::PgRdma::poll(self);
         if closed {
             self.inner
                 .borrow_mut()
                 .conns
-                .retain(|c| !c.borrow().is_closed());
+                .retain(|c| !c.borrow_mut().queue().closed);
         }
         PollStatus::from_busy(busy || accepted || closed)
     }
 
     fn housekeeping(&self) -> PollStatus {
         let now = self.thread.now();
-        let conns: Vec<Rc<RefCell<Conn>>> = self.inner.borrow().conns.clone();
+        let conns: Vec<QpairRef> = self.inner.borrow().conns.clone();
         let mut busy = false;
         for c in conns {
-            busy |= Conn::housekeeping(&c, self, now);
+            busy |= queue::housekeeping(&c, self, now);
         }
         PollStatus::from_busy(busy)
     }
 
     /// Takes a new connection.
-    pub(crate) fn add_conn(&self, conn: Rc<RefCell<Conn>>) {
+    pub(crate) fn add_conn(&self, conn: QpairRef) {
         self.bump(|s| {
             s.connections += 1;
             s.current_connections += 1;
@@ -277,18 +291,15 @@ impl PollGroup {
         self.inner.borrow_mut().subsys.remove(&sid);
     }
 
-    pub(crate) fn register_admin(&self, sid: u32, cntlid: u16, conn: &Rc<RefCell<Conn>>) {
-        self.inner
-            .borrow_mut()
-            .admins
-            .insert((sid, cntlid), Rc::downgrade(conn));
+    pub(crate) fn register_admin(&self, sid: u32, cntlid: u16, conn: Weak<RefCell<dyn Qpair>>) {
+        self.inner.borrow_mut().admins.insert((sid, cntlid), conn);
     }
 
     pub(crate) fn unregister_admin(&self, sid: u32, cntlid: u16) {
         self.inner.borrow_mut().admins.remove(&(sid, cntlid));
     }
 
-    fn admin_conn(&self, sid: u32, cntlid: u16) -> Option<Rc<RefCell<Conn>>> {
+    fn admin_conn(&self, sid: u32, cntlid: u16) -> Option<QpairRef> {
         self.inner
             .borrow()
             .admins
@@ -298,7 +309,9 @@ impl PollGroup {
 
     pub(crate) fn ns_changed(&self, sid: u32, cntlid: u16, nsid: u32) {
         if let Some(c) = self.admin_conn(sid, cntlid) {
-            c.borrow_mut().ns_changed(self, nsid);
+            let mut c = c.borrow_mut();
+            c.queue().ns_changed(nsid);
+            c.send_done(self);
         }
     }
 
@@ -309,9 +322,9 @@ impl PollGroup {
     }
 
     pub(crate) fn close_ctrlr_qpairs(&self, sid: u32, cntlid: u16) {
-        let conns: Vec<Rc<RefCell<Conn>>> = self.inner.borrow().conns.clone();
+        let conns: Vec<QpairRef> = self.inner.borrow().conns.clone();
         for c in conns {
-            let mine = c.borrow().belongs_to(sid, cntlid);
+            let mine = c.borrow_mut().queue().belongs_to(sid, cntlid);
             if mine {
                 c.borrow_mut().close(self, "its controller went away");
             }
@@ -320,11 +333,12 @@ impl PollGroup {
 
     /// Closes every connection and stops polling; the thread then exits.
     pub(crate) fn stop(&self) {
-        let conns: Vec<Rc<RefCell<Conn>>> = std::mem::take(&mut self.inner.borrow_mut().conns);
+        let conns: Vec<QpairRef> = std::mem::take(&mut self.inner.borrow_mut().conns);
         for c in &conns {
             c.borrow_mut().close(self, "the target is shutting down");
         }
         drop(conns);
+        super::rdma::PgRdma::stop(self);
         let (pollers, acceptors) = {
             let mut inner = self.inner.borrow_mut();
             inner.subsys.clear();

@@ -4,7 +4,7 @@
 
 use super::methods::parse;
 use super::{RpcContext, RpcError, RpcServer};
-use crate::nvmf::{ListenAddr, NvmfError, SubsysParams, SubsysType, TcpOpts};
+use crate::nvmf::{ListenAddr, NvmfError, SubsysParams, SubsysType, TransportOpts, Trtype};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -89,45 +89,43 @@ fn no_tgt_name(t: &Option<String>) -> Result<(), RpcError> {
 fn nvmf_create_transport(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
     let p: TransportParams = parse(p)?;
     no_tgt_name(&p.tgt_name)?;
-    if !p.trtype.eq_ignore_ascii_case("tcp") {
-        return Err(RpcError::invalid_params(format!(
-            "Invalid transport type '{}': this target serves TCP",
+    let trtype = Trtype::parse(&p.trtype).map_err(|_| {
+        RpcError::invalid_params(format!(
+            "Invalid transport type '{}': this target serves TCP and RDMA",
             p.trtype
-        )));
-    }
-    // Take the keys TcpOpts knows; ignore the other transports' keys as SPDK does.
-    let known: serde_json::Map<String, Value> = {
-        let defaults = serde_json::to_value(TcpOpts::default()).expect("serializable");
-        let names = defaults.as_object().expect("an object");
-        p.rest
-            .into_iter()
-            .filter(|(k, _)| {
-                let keep = names.contains_key(k);
-                if !keep {
-                    tracing::info!(key = %k, "nvmf_create_transport: option ignored (not a TCP option of Pollux)");
-                }
-                keep
-            })
-            .collect()
+        ))
+    })?;
+    // Take the keys the options know, over this transport's defaults; ignore other
+    // keys as SPDK does.
+    let mut known = match serde_json::to_value(TransportOpts::defaults(trtype)) {
+        Ok(Value::Object(m)) => m,
+        _ => unreachable!("options serialize to an object"),
     };
-    let opts: TcpOpts = serde_json::from_value(Value::Object(known))
+    for (k, v) in p.rest {
+        if known.contains_key(&k) {
+            known.insert(k, v);
+        } else {
+            tracing::info!(key = %k, %trtype, "nvmf_create_transport: option ignored (not an option of Pollux)");
+        }
+    }
+    let opts: TransportOpts = serde_json::from_value(Value::Object(known))
         .map_err(|e| RpcError::invalid_params(format!("invalid parameters: {e}")))?;
-    ctx.nvmf.create_transport(opts).map_err(|e| {
+    ctx.nvmf.create_transport(trtype, opts).map_err(|e| {
         if e.0.contains("already exists") {
-            RpcError::failed("Transport type 'TCP' already exists")
+            RpcError::failed(format!("Transport type '{trtype}' already exists"))
         } else {
             RpcError::invalid_params(e.0)
         }
     })?;
-    tracing::info!("NVMe/TCP transport created");
+    tracing::info!(%trtype, "NVMe-oF transport created");
     Ok(json!(true))
 }
 
-fn transport_json(o: &TcpOpts) -> Value {
+fn transport_json(t: Trtype, o: &TransportOpts) -> Value {
     let mut v = serde_json::to_value(o).expect("serializable");
     let m = v.as_object_mut().expect("an object");
     let mut out = serde_json::Map::new();
-    out.insert("trtype".into(), json!("TCP"));
+    out.insert("trtype".into(), json!(t.as_str()));
     out.append(m);
     Value::Object(out)
 }
@@ -141,16 +139,26 @@ fn nvmf_get_transports(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcE
     }
     let p: P = parse(p.filter(|v| !v.is_null()))?;
     no_tgt_name(&p.tgt_name)?;
-    let t = ctx.nvmf.transport();
-    if let Some(want) = &p.trtype {
-        if !want.eq_ignore_ascii_case("tcp") || t.is_none() {
-            return Err(RpcError {
-                code: -19,
-                message: format!("No such device: no {want} transport"),
-            });
+    let all = ctx.nvmf.info().transports;
+    let out: Vec<Value> = match &p.trtype {
+        Some(want) => {
+            let t = Trtype::parse(want).ok();
+            let found: Vec<Value> = all
+                .iter()
+                .filter(|(x, _)| Some(*x) == t)
+                .map(|(x, o)| transport_json(*x, o))
+                .collect();
+            if found.is_empty() {
+                return Err(RpcError {
+                    code: -19,
+                    message: format!("No such device: no {want} transport"),
+                });
+            }
+            found
         }
-    }
-    Ok(Value::Array(t.iter().map(transport_json).collect()))
+        None => all.iter().map(|(x, o)| transport_json(*x, o)).collect(),
+    };
+    Ok(Value::Array(out))
 }
 
 fn nvmf_create_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
@@ -227,8 +235,8 @@ fn parse_hex<const N: usize>(what: &str, s: &str) -> Result<[u8; N], RpcError> {
 
 fn listen_json(l: &ListenAddr) -> Value {
     json!({
-        "trtype": "TCP",
-        "transport": "TCP",
+        "trtype": l.trtype.as_str(),
+        "transport": l.trtype.as_str(),
         "adrfam": l.adrfam.as_str(),
         "traddr": l.addr.ip().to_string(),
         "trsvcid": l.addr.port().to_string(),
@@ -464,6 +472,13 @@ fn nvmf_get_stats(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError>
     }
     let p: P = parse(p.filter(|v| !v.is_null()))?;
     no_tgt_name(&p.tgt_name)?;
+    let trs: Vec<Value> = ctx
+        .nvmf
+        .info()
+        .transports
+        .iter()
+        .map(|(t, _)| json!({"trtype": t.as_str()}))
+        .collect();
     let pgs: Vec<Value> = ctx
         .nvmf
         .poll_group_stats()
@@ -471,7 +486,7 @@ fn nvmf_get_stats(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError>
         .map(|(name, s)| {
             let mut v = serde_json::to_value(s).expect("serializable");
             v["name"] = json!(name);
-            v["transports"] = json!([{"trtype": "TCP"}]);
+            v["transports"] = json!(trs);
             v
         })
         .collect();
@@ -483,8 +498,8 @@ fn nvmf_get_stats(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError>
 pub(super) fn saved_config(ctx: &RpcContext) -> Vec<Value> {
     let info = ctx.nvmf.info();
     let mut out = Vec::new();
-    if let Some(t) = &info.transport {
-        out.push(json!({"method": "nvmf_create_transport", "params": transport_json(t)}));
+    for (t, o) in &info.transports {
+        out.push(json!({"method": "nvmf_create_transport", "params": transport_json(*t, o)}));
     }
     for ss in &info.subsystems {
         if ss.subtype == SubsysType::Discovery {
@@ -530,7 +545,7 @@ pub(super) fn saved_config(ctx: &RpcContext) -> Vec<Value> {
 
 fn listen_json_saved(l: &ListenAddr) -> Value {
     json!({
-        "trtype": "TCP",
+        "trtype": l.trtype.as_str(),
         "adrfam": l.adrfam.as_str(),
         "traddr": l.addr.ip().to_string(),
         "trsvcid": l.addr.port().to_string(),

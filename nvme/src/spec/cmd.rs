@@ -284,6 +284,8 @@ pub mod sgl_subtype {
     pub const OFFSET: u8 = 0x1;
     /// Transport specific (NVMe/TCP uses 0xA for transport data blocks).
     pub const TRANSPORT: u8 = 0xa;
+    /// Keyed data block: invalidate the key once the command completes (RDMA).
+    pub const INVALIDATE_KEY: u8 = 0xf;
 }
 
 /// An SGL descriptor (base 4.1.2, Figure 112).
@@ -326,6 +328,35 @@ impl SglDescriptor {
         }
     }
 
+    /// A Keyed SGL Data Block (RDMA, base 4.3.2.6): `len` bytes (at most 2^24 - 1) at
+    /// `addr` of the peer's memory region `key`; subtype [`sgl_subtype::ADDRESS`], or
+    /// [`sgl_subtype::INVALIDATE_KEY`] to ask the target to invalidate `key` with its
+    /// response.
+    pub fn keyed(addr: u64, len: u32, key: u32, subtype: u8) -> Self {
+        let k = key.to_le_bytes();
+        SglDescriptor {
+            addr: U64::new(addr),
+            len: U32::new((len & 0x00ff_ffff) | (k[0] as u32) << 24),
+            rsvd: [k[1], k[2], k[3]],
+            id: (sgl_type::KEYED_DATA_BLOCK << 4) | (subtype & 0xf),
+        }
+    }
+
+    /// A keyed data block's length (bytes 10:8).
+    pub fn keyed_len(&self) -> u32 {
+        self.len.get() & 0x00ff_ffff
+    }
+
+    /// A keyed data block's key (bytes 14:11).
+    pub fn key(&self) -> u32 {
+        u32::from_le_bytes([
+            (self.len.get() >> 24) as u8,
+            self.rsvd[0],
+            self.rsvd[1],
+            self.rsvd[2],
+        ])
+    }
+
     /// The type (high nibble of byte 15).
     pub fn ty(&self) -> u8 {
         self.id >> 4
@@ -339,6 +370,20 @@ impl SglDescriptor {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_keyed_sgl_packs_its_24_bit_length_and_key_as_the_spec_lays_them_out() {
+        let d = SglDescriptor::keyed(0x1122_3344_5566_7788, 0x0012_3456, 0xaabb_ccdd, 0xf);
+        let b = d.as_bytes();
+        assert_eq!(&b[0..8], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(&b[8..11], &[0x56, 0x34, 0x12]);
+        assert_eq!(&b[11..15], &[0xdd, 0xcc, 0xbb, 0xaa]);
+        assert_eq!(b[15], 0x4f);
+        assert_eq!(d.keyed_len(), 0x0012_3456);
+        assert_eq!(d.key(), 0xaabb_ccdd);
+        assert_eq!(d.ty(), sgl_type::KEYED_DATA_BLOCK);
+        assert_eq!(d.subtype(), sgl_subtype::INVALIDATE_KEY);
+    }
+
     use super::*;
 
     #[test]

@@ -23,12 +23,15 @@
 //! - [`fabrics`]: Fabrics commands: Connect and its data, Property Get/Set, Disconnect.
 //! - [`tcp`]: NVMe/TCP PDUs, their validation and digests: the one codec that the
 //!   target's transport and the host's queue pairs both use.
+//! - [`rdma`]: the NVMe/RDMA connection manager's private data (request, accept,
+//!   reject), likewise shared by target and host.
 
 pub mod admin;
 pub mod cmd;
 pub mod fabrics;
 pub mod identify;
 pub mod log;
+pub mod rdma;
 pub mod regs;
 pub mod tcp;
 

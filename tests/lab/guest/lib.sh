@@ -233,3 +233,75 @@ JSON
         lab_fail rebind "the controller did not come back to the kernel nvme driver"
     fi
 }
+
+# ---- NVMe-oF helpers of the kernel-initiator scenarios (each defines rpc) ----
+
+# The controller (nvmeX) connected to subsystem $1, if any.
+ctrl_of() {
+    for c in /sys/class/nvme/nvme*; do
+        [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$1" ] && { echo "${c##*/}"; return 0; }
+    done
+    return 1
+}
+
+# The block device (nvmeXnY) of namespace $2 of subsystem $1, if there is one.
+ns_dev() {
+    for s in /sys/class/nvme-subsystem/* /sys/class/nvme/*; do
+        [ "$(cat "$s/subsysnqn" 2>/dev/null)" = "$1" ] || continue
+        for d in "$s"/nvme*n"$2"; do
+            n=${d##*/}
+            case "$n" in *c*) continue ;; esac # nvmeXcYnZ: a multipath path, not the disk
+            [ -b "/dev/$n" ] && { echo "$n"; return 0; }
+        done
+    done
+    return 1
+}
+no_ns_dev() { ! ns_dev "$@" >/dev/null; }
+no_ctrl() { ! ctrl_of "$1" >/dev/null; }
+
+# fio_verify TAG DEV...: random writes of 4 KiB to 1 MiB at QD32 on each device (in
+# parallel), then every block read back and checked (crc32c).
+fio_verify() {
+    _tag=$1
+    shift
+    _jobs=
+    for _d in "$@"; do _jobs="$_jobs --name=$_d --filename=/dev/$_d"; done
+    lab_run timeout -s KILL 150 fio --output="$LAB_ART/fio-$_tag.txt" --eta=never \
+        --ioengine=libaio --direct=1 --rw=randwrite --bsrange=4k-1m --iodepth=32 --size=24m \
+        --verify=crc32c --do_verify=1 --verify_fatal=1 $_jobs
+    _rc=$?
+    grep -E 'err=|IOPS=|verify' "$LAB_ART/fio-$_tag.txt" | head -20
+    [ "$_rc" -eq 0 ] && [ "$(grep -c 'err= 0' "$LAB_ART/fio-$_tag.txt")" -eq $# ]
+}
+
+# stats_zero FIELD...: nvmf_get_stats shows 0 for every FIELD in every poll group.
+stats_zero() {
+    if ! rpc nvmf_get_stats >"$LAB_WORK/stats.json" 2>&1; then
+        echo "nvmf_get_stats failed: $(head -c 300 "$LAB_WORK/stats.json")"
+        return 1
+    fi
+    awk -v fields=" $* " '
+        /"name":/ { groups++ }
+        {
+            if (match($0, /"[a-z_]+": *[0-9]+/)) {
+                kv = substr($0, RSTART, RLENGTH); split(kv, p, /: */); k = p[1]; gsub(/"/, "", k)
+                if (index(fields, " " k " ") && p[2] + 0 != 0) { bad = bad " " k "=" p[2] }
+            }
+        }
+        END { if (bad != "") print "non-zero:" bad; exit !(groups > 0 && bad == "") }
+    ' "$LAB_WORK/stats.json"
+}
+stat_sum() { awk -v k="\"$1\":" '$1 == k { gsub(/,/, "", $2); s += $2 } END { print s + 0 }' "$LAB_WORK/stats.json"; }
+
+# lab_rxe_up: Soft-RoCE (rxe0) on the guest's NIC, its modules and the kernel's
+# NVMe/RDMA initiator loaded; aborts the scenario when it cannot be had.
+lab_rxe_up() {
+    modprobe crc32_generic
+    modprobe rdma_rxe && modprobe ib_uverbs && modprobe rdma_ucm && modprobe nvme-rdma
+    [ -e /sys/class/infiniband/rxe0 ] || lab_run rdma link add rxe0 type rxe netdev "${LAB_NIC:-eth0}"
+    if lab_wait 5 test -e /sys/class/infiniband/rxe0; then
+        lab_pass rxe "rxe0 on ${LAB_NIC:-eth0} ($(cat /sys/class/infiniband/rxe0/node_type 2>/dev/null))"
+    else
+        lab_abort rxe "no rxe0: rdma link add rxe0 type rxe netdev ${LAB_NIC:-eth0} failed"
+    fi
+}

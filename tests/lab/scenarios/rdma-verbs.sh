@@ -7,14 +7,7 @@
 # lab-timeout: 120
 . /lab/lib.sh
 
-modprobe crc32_generic
-modprobe rdma_rxe && modprobe ib_uverbs && modprobe rdma_ucm
-lab_run rdma link add rxe0 type rxe netdev "${LAB_NIC:-eth0}"
-if lab_wait 5 test -e /sys/class/infiniband/rxe0; then
-    lab_pass rxe "rxe0 on ${LAB_NIC:-eth0}"
-else
-    lab_abort rxe "no rxe0"
-fi
+lab_rxe_up
 log=$LAB_ART/rxe-test.log
 if POLLUX_RDMA_ADDR=10.0.2.15 RUST_BACKTRACE=1 timeout 60 pollux-rdma-rxe-tests --ignored --nocapture --test-threads=1 >"$log" 2>&1 &&
     grep -q 'test result: ok. 1 passed' "$log"; then

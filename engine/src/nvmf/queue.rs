@@ -1,0 +1,882 @@
+//! A queue pair's request handling, independent of the transport.
+//!
+//! A transport (NVMe/TCP, NVMe/RDMA) receives a command capsule, takes a request slot
+//! ([`Queue::admit`]), gets the command's data into the request's buffers, and calls
+//! [`Queue::execute`]. From there this module runs the command: Fabrics commands
+//! (Connect, Property Get/Set, Disconnect), admin commands on the controller, NVM
+//! commands on the namespace's bdev (with FUA, Compare and Dataset Management). When a
+//! command is done its slot, status and dword 0 go into [`Queue::done`]; the transport
+//! takes them from there, returns the data (C2H) and the response, and then releases the
+//! slot ([`Queue::release`]).
+//!
+//! All of it runs on the poll group's thread, without locks: a queue lives on one
+//! thread.
+
+use super::ctrlr::{self, AdminOutcome, Ctrlr, IoPlan};
+use super::poll_group::{PgSubsys, PollGroup};
+use super::{CmbBuffers, ConnectRefusal, ConnectReq, CtrlrShared, ListenAddr, TransportOpts};
+use crate::bdev::{BdevIo, IoCallback, IoKind, IoStatus};
+use crate::thread::{Nanos, PollStatus};
+use pollux_nvme::spec::cmd::{Sqe, Status};
+use pollux_nvme::spec::fabrics::{
+    ConnectData, ConnectFields, FabricsCmd, OPC_FABRICS, fctype, nqn_str,
+};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use zerocopy::FromBytes;
+
+/// A connection that has not completed Connect by then is closed.
+const CONNECT_DEADLINE_NS: Nanos = 30_000_000_000;
+
+/// A queue pair of a transport, as its poll group drives it.
+pub(crate) trait Qpair {
+    /// One poll: moves what can move; returns whether anything did, and whether the
+    /// queue pair is closed.
+    fn poll(&mut self, pg: &PollGroup) -> (PollStatus, bool);
+    /// Closes it: every request not in a bdev releases its buffers now, the rest when
+    /// their bdev hands them back.
+    fn close(&mut self, pg: &PollGroup, why: &str);
+    /// Sends what the queue has completed (after an event outside `poll`).
+    fn send_done(&mut self, pg: &PollGroup);
+    /// Its request handling.
+    fn queue(&mut self) -> &mut Queue;
+}
+
+/// A shared queue pair as the poll group holds it.
+pub(crate) type QpairRef = Rc<RefCell<dyn Qpair>>;
+
+/// Keep-alive and connect deadlines of `qp`; returns whether it was closed.
+pub(crate) fn housekeeping(qp: &QpairRef, pg: &PollGroup, now: Nanos) -> bool {
+    let mut c = qp.borrow_mut();
+    let q = c.queue();
+    if q.closed {
+        return false;
+    }
+    let why = match &q.role {
+        Role::None if now.saturating_sub(q.created) > CONNECT_DEADLINE_NS => {
+            "no Connect within 30 s"
+        }
+        Role::Admin(ctrlr) if ctrlr.keep_alive_expired(now) => {
+            pg.bump(|s| s.keep_alive_timeouts += 1);
+            tracing::warn!(peer = %q.peer, cntlid = ctrlr.shared().cntlid,
+                "keep-alive timeout: the host went silent; tearing the controller down");
+            "keep-alive timeout"
+        }
+        _ => return false,
+    };
+    c.close(pg, why);
+    true
+}
+
+/// Data direction of a command (base 4.2: opcode bits 1:0; Fabrics: FCTYPE bits 1:0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dir {
+    None,
+    H2c,
+    C2h,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RState {
+    Free,
+    /// Waiting for data buffers.
+    NeedBuf,
+    /// R2T sent; H2CData expected at `h2c_off`.
+    AwaitH2c,
+    /// In a bdev or held by the controller (AER).
+    Exec,
+    /// Completed; its data is still being sent from its buffers.
+    Sending,
+}
+
+/// What a request is doing beyond a plain bdev I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Plain,
+    /// Deallocate: range `next` of `count` comes next.
+    Dsm {
+        next: u32,
+        count: u32,
+    },
+    /// Compare: the host's data is in `aux`, the read goes into `io`.
+    Compare,
+    /// A write with Force Unit Access: a flush follows.
+    Fua,
+}
+
+pub(crate) struct Req {
+    pub(crate) state: RState,
+    pub(crate) sqe: Sqe,
+    pub(crate) dir: Dir,
+    pub(crate) len: u32,
+    pub(crate) h2c_off: u32,
+    pub(crate) dw1: u32,
+    pub(crate) io: Option<Box<BdevIo>>,
+    pub(crate) aux: Vec<crate::dma::DmaBuf>,
+    /// In-capsule data that arrived while the pools were empty (rare; allocated then).
+    pub(crate) stash: Vec<u8>,
+    pub(crate) op: Op,
+}
+
+pub(crate) enum Role {
+    /// Before Connect.
+    None,
+    Admin(Box<Ctrlr>),
+    Io {
+        ctrlr: Arc<CtrlrShared>,
+        qid: u16,
+        subsys: Rc<PgSubsys>,
+    },
+}
+
+pub(crate) fn new_req() -> Req {
+    Req {
+        state: RState::Free,
+        sqe: Sqe::default(),
+        dir: Dir::None,
+        len: 0,
+        h2c_off: 0,
+        dw1: 0,
+        io: Some(BdevIo::new()),
+        aux: Vec::new(),
+        stash: Vec::new(),
+        op: Op::Plain,
+    }
+}
+
+pub(crate) fn cmd_dir(sqe: &Sqe) -> Dir {
+    let bits = if sqe.opc == OPC_FABRICS {
+        sqe.fctype() & 3
+    } else {
+        sqe.opc & 3
+    };
+    match bits {
+        1 => Dir::H2c,
+        2 => Dir::C2h,
+        // 3 (bidirectional) is not used by any command this target serves.
+        _ => Dir::None,
+    }
+}
+
+/// One queue pair's commands.
+pub(crate) struct Queue {
+    /// The host's address, for logs.
+    pub(crate) peer: String,
+    /// The listener the host came in through.
+    pub(crate) local: ListenAddr,
+    /// The connection's own local address (the listener's may be a wildcard).
+    pub(crate) local_sock: SocketAddr,
+    pub(crate) opts: TransportOpts,
+    me: Weak<RefCell<dyn Qpair>>,
+    /// Called by bdevs with finished I/Os (set by the transport, which owns the queue).
+    pub(crate) cb: IoCallback,
+    pub(crate) reqs: Vec<Req>,
+    pub(crate) free: Vec<u16>,
+    /// Requests waiting for data buffers, in arrival order.
+    pub(crate) need_buf: VecDeque<u16>,
+    /// I/Os a full bdev queue refused, in order.
+    pub(crate) io_wait: VecDeque<u16>,
+    pub(crate) role: Role,
+    pub(crate) sqhd: u16,
+    pub(crate) sqsize: u16,
+    pub(crate) sqflow_off: bool,
+    /// Disconnect was received: close once its response is sent.
+    pub(crate) disconnecting: bool,
+    pub(crate) closed: bool,
+    pub(crate) created: Nanos,
+    /// Completed commands for the transport to answer: (slot, status, dword 0).
+    pub(crate) done: VecDeque<(u16, Status, u32)>,
+    /// Whether the first use of CMB buffers, and of a fallback, was logged.
+    pub(crate) cmb_logged: Cell<bool>,
+    pub(crate) cmb_fallback_logged: Cell<bool>,
+}
+
+impl Queue {
+    /// A queue before Connect (one slot: the Connect command's).
+    pub(crate) fn new(
+        peer: String,
+        local: ListenAddr,
+        local_sock: SocketAddr,
+        opts: TransportOpts,
+        me: Weak<RefCell<dyn Qpair>>,
+        cb: IoCallback,
+        now: Nanos,
+    ) -> Queue {
+        Queue {
+            peer,
+            local,
+            local_sock,
+            opts,
+            me,
+            cb,
+            reqs: vec![new_req()],
+            free: vec![0],
+            need_buf: VecDeque::new(),
+            io_wait: VecDeque::new(),
+            role: Role::None,
+            sqhd: 0,
+            sqsize: 1,
+            sqflow_off: false,
+            disconnecting: false,
+            closed: false,
+            created: now,
+            done: VecDeque::new(),
+            cmb_logged: Cell::new(false),
+            cmb_fallback_logged: Cell::new(false),
+        }
+    }
+
+    /// Whether it is an I/O queue of controller `cntlid` of subsystem `sid`.
+    pub(crate) fn belongs_to(&self, sid: u32, cntlid: u16) -> bool {
+        match &self.role {
+            Role::Io { ctrlr, .. } => ctrlr.subsys_id == sid && ctrlr.cntlid == cntlid,
+            _ => false,
+        }
+    }
+
+    /// Takes a slot for command `sqe` moving `len` bytes in direction `dir` (the
+    /// request is set up to execute); `None` when the host sent more commands than
+    /// its queue has entries.
+    pub(crate) fn admit(&mut self, sqe: &Sqe, dir: Dir, len: u32) -> Option<u16> {
+        let slot = self.free.pop()?;
+        self.sqhd = (self.sqhd + 1) % self.sqsize.max(1);
+        let r = &mut self.reqs[slot as usize];
+        r.sqe = *sqe;
+        r.dir = dir;
+        r.len = len;
+        r.h2c_off = 0;
+        r.dw1 = 0;
+        r.op = Op::Plain;
+        r.state = RState::Exec;
+        Some(slot)
+    }
+
+    /// The command in `slot` is done: the transport answers it.
+    pub(crate) fn finish(&mut self, slot: u16, status: Status, dw0: u32) {
+        self.done.push_back((slot, status, dw0));
+    }
+
+    /// Closes the queue's side: buffers of requests not in a bdev go back now, the
+    /// controller or I/O queue is given up.
+    pub(crate) fn close(&mut self, pg: &PollGroup, why: &str) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        tracing::info!(peer = %self.peer, listener = %self.local, why, "queue pair closed");
+        for r in &mut self.reqs {
+            if r.state != RState::Exec || r.io.is_some() {
+                if let Some(io) = r.io.as_mut() {
+                    io.clear_bufs();
+                }
+                r.aux.clear();
+            }
+        }
+        self.need_buf.clear();
+        for slot in std::mem::take(&mut self.io_wait) {
+            if let Some(io) = self.reqs[slot as usize].io.as_mut() {
+                io.clear_bufs();
+            }
+            self.reqs[slot as usize].aux.clear();
+        }
+        self.done.clear();
+        pg.bump(|s| s.current_connections -= 1);
+        match std::mem::replace(&mut self.role, Role::None) {
+            Role::None => {}
+            Role::Admin(ctrlr) => {
+                let sh = ctrlr.shared().clone();
+                pg.unregister_admin(sh.subsys_id, sh.cntlid);
+                pg.bump(|s| s.current_admin_qpairs -= 1);
+                pg.tgt.ctrlr_gone(&sh);
+            }
+            Role::Io { ctrlr, qid, .. } => {
+                pg.bump(|s| s.current_io_qpairs -= 1);
+                pg.tgt.io_qpair_gone(&ctrlr, qid);
+            }
+        }
+    }
+
+    /// Releases a request whose data has all been sent.
+    pub(crate) fn release(&mut self, slot: u16) {
+        let r = &mut self.reqs[slot as usize];
+        if let Some(io) = r.io.as_mut() {
+            io.clear_bufs();
+        }
+        r.aux.clear();
+        r.state = RState::Free;
+        self.free.push(slot);
+    }
+
+    /// Data buffers for command `sqe` of `len` bytes: from the namespace's device
+    /// memory (an NVMe CMB) when the transport is set to and the pool has room, else
+    /// from the host pools; counted either way. `None` when the pools are short.
+    pub(crate) fn bufs_for(
+        &self,
+        pg: &PollGroup,
+        sqe: &Sqe,
+        len: u32,
+    ) -> Option<arrayvec::ArrayVec<crate::dma::DmaBuf, { crate::bdev::SGL_SEGMENTS_MAX }>> {
+        if self.opts.cmb_buffers != CmbBuffers::Off && sqe.opc != OPC_FABRICS {
+            if let Role::Io { subsys, .. } = &self.role {
+                if let Some(d) = subsys
+                    .get(sqe.nsid.get())
+                    .and_then(|ns| ns.dev_iobuf.clone())
+                {
+                    if let Some(b) = d.get_sgl(len as usize) {
+                        pg.bump(|s| s.cmb_buffer_bytes += len as u64);
+                        if !self.cmb_logged.replace(true) {
+                            tracing::info!(peer = %self.peer, nsid = sqe.nsid.get(), "data buffers from the namespace's CMB");
+                        }
+                        return Some(b);
+                    }
+                    pg.bump(|s| s.cmb_fallback_pool_empty += 1);
+                    if !self.cmb_fallback_logged.replace(true) {
+                        tracing::info!(peer = %self.peer, nsid = sqe.nsid.get(), "the CMB buffer pool is short: host buffers for now (counted in cmb_fallback_pool_empty)");
+                    }
+                }
+            }
+        }
+        let b = alloc_bufs_for(pg, len)?;
+        pg.bump(|s| s.host_buffer_bytes += len as u64);
+        Some(b)
+    }
+
+    /// I/Os a full bdev queue refused, resubmitted in order.
+    pub(crate) fn retry_io_wait(&mut self, pg: &PollGroup) -> bool {
+        let mut any = false;
+        while let Some(&slot) = self.io_wait.front() {
+            let Role::Io { subsys, .. } = &self.role else {
+                self.io_wait.clear();
+                break;
+            };
+            let r = &mut self.reqs[slot as usize];
+            let Some(ns) = subsys.get(r.sqe.nsid.get()) else {
+                self.io_wait.pop_front();
+                self.finish(slot, Status::INVALID_NAMESPACE, 0);
+                continue;
+            };
+            let io = r.io.take().expect("a waiting I/O is parked in its request");
+            if !self.try_submit(pg, slot, io, &ns.ch) {
+                break;
+            }
+            self.io_wait.pop_front();
+            any = true;
+        }
+        any
+    }
+
+    /// Runs a command whose data (if any) is in its buffers.
+    pub(crate) fn execute(&mut self, pg: &PollGroup, slot: u16) {
+        let sqe = self.reqs[slot as usize].sqe;
+        if sqe.opc == OPC_FABRICS {
+            self.fabrics(pg, slot);
+            return;
+        }
+        match &mut self.role {
+            Role::None => {
+                // Anything but Connect before Connect.
+                self.finish(slot, Status::COMMAND_SEQUENCE_ERROR, 0);
+            }
+            Role::Admin(_) => self.admin(pg, slot),
+            Role::Io { .. } => self.io_cmd(pg, slot),
+        }
+    }
+
+    pub(crate) fn admin(&mut self, pg: &PollGroup, slot: u16) {
+        let now = pg.thread.now();
+        let Role::Admin(ctrlr) = &mut self.role else {
+            unreachable!("admin() on an admin queue");
+        };
+        let r = &mut self.reqs[slot as usize];
+        let io =
+            r.io.as_mut()
+                .expect("an executing admin command owns its I/O");
+        if r.dir == Dir::C2h {
+            // Nothing of earlier I/Os may reach the host beyond what the command fills.
+            for b in io.bufs_mut() {
+                b.as_mut_slice().fill(0);
+            }
+        }
+        let data = io.bufs_mut().first_mut().map(|b| b.as_mut_slice());
+        // Admin data fits one buffer (8 KiB in capsule, or one iobuf).
+        match ctrlr.admin(&pg.tgt, pg, &r.sqe, data, slot, now) {
+            AdminOutcome::Done { status, dw0 } => self.finish(slot, status, dw0),
+            AdminOutcome::Held => {}
+            AdminOutcome::Abort { cid, dw0 } => {
+                // Complete the aborted command (an AER) first.
+                if let Some(s) = ctrlr.take_aer_by_cid(cid) {
+                    self.finish(s, Status::ABORT_REQUESTED, 0);
+                }
+                self.finish(slot, Status::SUCCESS, dw0);
+            }
+        }
+    }
+
+    pub(crate) fn io_cmd(&mut self, pg: &PollGroup, slot: u16) {
+        let Role::Io { subsys, .. } = &self.role else {
+            unreachable!("io_cmd() on an I/O queue");
+        };
+        let r = &mut self.reqs[slot as usize];
+        let sqe = r.sqe;
+        let Some(ns) = subsys.get(sqe.nsid.get()) else {
+            self.finish(slot, Status::INVALID_NAMESPACE, 0);
+            return;
+        };
+        let bs = ns.bdev.block_size();
+        let plan = ctrlr::plan_io(&sqe, bs, ns.bdev.num_blocks(), r.len);
+        let mut io = r.io.take().expect("an executing command owns its I/O");
+        io.ctx = slot as u64;
+        match plan {
+            IoPlan::Complete(s) => {
+                r.io = Some(io);
+                self.finish(slot, s, 0);
+                return;
+            }
+            IoPlan::Submit {
+                kind,
+                slba,
+                nlb,
+                fua,
+            } => {
+                if kind == IoKind::Flush && !ns.bdev.supports(IoKind::Flush) {
+                    r.io = Some(io);
+                    self.finish(slot, Status::SUCCESS, 0);
+                    return;
+                }
+                if fua && ns.bdev.supports(IoKind::Flush) {
+                    r.op = Op::Fua;
+                }
+                io.prepare(kind, slba, nlb);
+            }
+            IoPlan::Compare { slba, nlb } => {
+                // The host's data moves aside; fresh buffers take the read.
+                r.aux = io.take_bufs().collect();
+                let Some(bufs) = (match &ns.dev_iobuf {
+                    Some(d) if self.opts.cmb_buffers != CmbBuffers::Off => d
+                        .get_sgl(r.len as usize)
+                        .or_else(|| alloc_bufs_for(pg, r.len)),
+                    _ => alloc_bufs_for(pg, r.len),
+                }) else {
+                    r.aux.clear();
+                    r.io = Some(io);
+                    self.finish(slot, Status::generic(0x06, false), 0);
+                    return;
+                };
+                for b in bufs {
+                    let _ = io.push_buf(b);
+                }
+                r.op = Op::Compare;
+                io.prepare(IoKind::Read, slba, nlb);
+            }
+            IoPlan::Dsm { ranges } => {
+                r.aux = io.take_bufs().collect();
+                r.op = Op::Dsm {
+                    next: 0,
+                    count: ranges,
+                };
+                r.io = Some(io);
+                self.dsm_next(pg, slot, Status::SUCCESS);
+                return;
+            }
+        }
+        self.submit(pg, slot, io, &ns.ch);
+    }
+
+    pub(crate) fn submit(
+        &mut self,
+        pg: &PollGroup,
+        slot: u16,
+        io: Box<BdevIo>,
+        ch: &crate::thread::IoChannel<crate::bdev::Bdev>,
+    ) {
+        if !self.io_wait.is_empty() {
+            // Keep the order: behind those already waiting.
+            self.reqs[slot as usize].io = Some(io);
+            self.io_wait.push_back(slot);
+        } else if !self.try_submit(pg, slot, io, ch) {
+            self.io_wait.push_back(slot);
+        }
+    }
+
+    /// Submits `io` for request `slot`: true when it is in the bdev or the command has
+    /// completed with the bdev's refusal; false when the bdev's queue is full (the I/O is
+    /// parked in its request to wait for a completion: the host would see an error after
+    /// a few retries if it failed now).
+    pub(crate) fn try_submit(
+        &mut self,
+        pg: &PollGroup,
+        slot: u16,
+        io: Box<BdevIo>,
+        ch: &crate::thread::IoChannel<crate::bdev::Bdev>,
+    ) -> bool {
+        match ch.submit(io, &self.cb) {
+            Ok(()) => {
+                pg.bump(|s| s.pending_bdev_io += 1);
+                true
+            }
+            Err(e) if e.status == IoStatus::NoMemory => {
+                self.reqs[slot as usize].io = Some(e.io);
+                false
+            }
+            Err(e) => {
+                let st = nvme_status(e.status);
+                self.reqs[slot as usize].io = Some(e.io);
+                self.finish(slot, st, 0);
+                true
+            }
+        }
+    }
+
+    /// Deallocates the next DSM range, or completes the command.
+    pub(crate) fn dsm_next(&mut self, pg: &PollGroup, slot: u16, last: Status) {
+        let Role::Io { subsys, .. } = &self.role else {
+            return;
+        };
+        let r = &mut self.reqs[slot as usize];
+        let Op::Dsm { next, count } = r.op else {
+            return;
+        };
+        let ns = subsys.get(r.sqe.nsid.get());
+        if !last.is_success() || next >= count || ns.is_none() {
+            let st = if ns.is_none() {
+                Status::INVALID_NAMESPACE
+            } else {
+                last
+            };
+            r.aux.clear();
+            self.finish(slot, st, 0);
+            return;
+        }
+        let ns = ns.expect("checked");
+        let mut range = [0u8; 16];
+        copy_from(&r.aux, next as usize * 16, &mut range);
+        let (slba, nlb) = ctrlr::dsm_range(&range);
+        r.op = Op::Dsm {
+            next: next + 1,
+            count,
+        };
+        if nlb == 0 {
+            return self.dsm_next(pg, slot, Status::SUCCESS);
+        }
+        if !ns.bdev.supports(IoKind::Unmap) {
+            // Deallocate is advisory (base 3.3.3.2.1): succeed without doing it.
+            return self.dsm_next(pg, slot, Status::SUCCESS);
+        }
+        let mut io = r.io.take().expect("DSM owns its I/O between ranges");
+        io.ctx = slot as u64;
+        io.prepare(IoKind::Unmap, slba, nlb);
+        let ch = ns.ch.clone();
+        self.submit(pg, slot, io, &ch);
+    }
+
+    /// A bdev handed an I/O back.
+    pub(crate) fn io_done(&mut self, io: Box<BdevIo>, pg: &PollGroup) {
+        let slot = io.ctx as u16;
+        let st = nvme_status(io.status());
+        let r = &mut self.reqs[slot as usize];
+        r.io = Some(io);
+        if self.closed {
+            let r = &mut self.reqs[slot as usize];
+            r.io.as_mut().expect("just put back").clear_bufs();
+            r.aux.clear();
+            return;
+        }
+        match r.op {
+            Op::Plain => self.finish(slot, st, 0),
+            Op::Fua if st.is_success() => {
+                // The write is done; make it durable before acknowledging it.
+                r.op = Op::Plain;
+                let Role::Io { subsys, .. } = &self.role else {
+                    return;
+                };
+                let Some(ns) = subsys.get(r.sqe.nsid.get()) else {
+                    self.finish(slot, Status::INVALID_NAMESPACE, 0);
+                    return;
+                };
+                let mut io = r.io.take().expect("just put back");
+                io.clear_bufs();
+                io.prepare(IoKind::Flush, 0, 0);
+                self.submit(pg, slot, io, &ns.ch);
+            }
+            Op::Fua => self.finish(slot, st, 0),
+            Op::Dsm { .. } => self.dsm_next(pg, slot, st),
+            Op::Compare => {
+                let same = st.is_success() && {
+                    let io = r.io.as_ref().expect("just put back");
+                    bufs_equal(io.bufs(), &r.aux)
+                };
+                r.aux.clear();
+                // The read data is not the host's to see.
+                r.io.as_mut().expect("just put back").clear_bufs();
+                r.dir = Dir::None;
+                let st = if !st.is_success() {
+                    st
+                } else if same {
+                    Status::SUCCESS
+                } else {
+                    Status::COMPARE_FAILURE
+                };
+                self.finish(slot, st, 0)
+            }
+        }
+    }
+
+    pub(crate) fn fabrics(&mut self, pg: &PollGroup, slot: u16) {
+        let sqe = self.reqs[slot as usize].sqe;
+        let f = FabricsCmd::from_sqe(&sqe);
+        match f.fctype {
+            fctype::CONNECT => self.connect(pg, slot, &f),
+            fctype::PROPERTY_GET | fctype::PROPERTY_SET => {
+                let Role::Admin(ctrlr) = &mut self.role else {
+                    let s = if matches!(self.role, Role::None) {
+                        Status::COMMAND_SEQUENCE_ERROR
+                    } else {
+                        // Properties only on the admin queue.
+                        Status::INVALID_FIELD
+                    };
+                    self.finish(slot, s, 0);
+                    return;
+                };
+                let (st, val) = ctrlr.property(&f, pg.thread.now());
+                self.reqs[slot as usize].dw1 = (val >> 32) as u32;
+                self.finish(slot, st, val as u32);
+            }
+            fctype::DISCONNECT => {
+                if matches!(self.role, Role::None) {
+                    self.finish(slot, Status::COMMAND_SEQUENCE_ERROR, 0);
+                    return;
+                }
+                self.finish(slot, Status::SUCCESS, 0);
+                self.disconnecting = true;
+            }
+            _ => self.finish(slot, Status::INVALID_OPCODE, 0),
+        }
+    }
+
+    pub(crate) fn connect(&mut self, pg: &PollGroup, slot: u16, f: &FabricsCmd) {
+        // Offsets of Connect's fields in the SQE (fabrics 3.3, Figure 20).
+        const OFF_RECFMT: u16 = 40;
+        const OFF_SQSIZE: u16 = 44;
+        if !matches!(self.role, Role::None) {
+            self.finish(slot, Status::COMMAND_SEQUENCE_ERROR, 0);
+            return;
+        }
+        let cf = ConnectFields::read_from_bytes(&f.specific).expect("24 bytes");
+        let r = &mut self.reqs[slot as usize];
+        let io = r.io.as_ref().expect("an executing command owns its I/O");
+        let mut raw = [0u8; 1024];
+        if r.len != 1024 || io.data_len() != 1024 {
+            self.finish(slot, Status::SGL_LENGTH_INVALID, 0);
+            return;
+        }
+        copy_from(io.bufs(), 0, &mut raw);
+        let data = ConnectData::read_from_bytes(&raw).expect("1024 bytes");
+        if cf.recfmt.get() != 0 {
+            self.finish(
+                slot,
+                Status::CONNECT_INCOMPATIBLE_FORMAT,
+                invalid_cmd(OFF_RECFMT),
+            );
+            return;
+        }
+        let qid = cf.qid.get();
+        let sqsize = cf.sqsize.get() as u32;
+        let depth_max = if qid == 0 {
+            self.opts.max_aq_depth
+        } else {
+            self.opts.max_queue_depth
+        };
+        // An admin SQ has at least 32 entries (fabrics 3.3), an I/O SQ at least 2.
+        let depth_min = if qid == 0 { 32 } else { 2 };
+        if sqsize + 1 < depth_min || sqsize + 1 > depth_max {
+            self.finish(
+                slot,
+                Status::CONNECT_INVALID_PARAMETERS,
+                invalid_cmd(OFF_SQSIZE),
+            );
+            return;
+        }
+        let (Some(subnqn), Some(hostnqn)) = (nqn_str(&data.subnqn), nqn_str(&data.hostnqn)) else {
+            self.finish(slot, Status::CONNECT_INVALID_PARAMETERS, invalid_data(256));
+            return;
+        };
+        let creq = ConnectReq {
+            subnqn,
+            hostnqn,
+            hostid: data.hostid,
+            qid,
+            cntlid: data.cntlid.get(),
+            local: self.local,
+        };
+        let me = pg.thread.handle();
+        let (shared, subsys) = match pg.tgt.connect(&creq, &me) {
+            Ok(x) => x,
+            Err(refusal) => {
+                let (st, dw0) = match refusal {
+                    ConnectRefusal::InvalidData(o) => {
+                        (Status::CONNECT_INVALID_PARAMETERS, invalid_data(o))
+                    }
+                    ConnectRefusal::InvalidCmd(o) => {
+                        (Status::CONNECT_INVALID_PARAMETERS, invalid_cmd(o))
+                    }
+                    ConnectRefusal::InvalidHost => {
+                        (Status::CONNECT_INVALID_HOST, invalid_data(512))
+                    }
+                    ConnectRefusal::Busy => (Status::CONNECT_CONTROLLER_BUSY, 0),
+                };
+                tracing::warn!(peer = %self.peer, subnqn, hostnqn, qid, ?refusal, "Connect refused");
+                self.finish(slot, st, dw0);
+                return;
+            }
+        };
+        let cntlid = shared.cntlid;
+        // Connect attributes bit 2: the host disabled SQ flow control (fabrics 3.3).
+        self.sqflow_off = cf.cattr & (1 << 2) != 0;
+        self.sqsize = (sqsize + 1) as u16;
+        self.reqs.resize_with(sqsize as usize + 1, new_req);
+        self.free = (1..=sqsize as u16).rev().collect();
+        if qid == 0 {
+            let kato = cf.kato.get();
+            let ctrlr = Ctrlr::new(
+                shared.clone(),
+                subsys,
+                kato,
+                self.opts.clone(),
+                self.local.trtype,
+                self.local_sock,
+                pg.thread.now(),
+            );
+            self.role = Role::Admin(Box::new(ctrlr));
+            pg.register_admin(shared.subsys_id, cntlid, self.me.clone());
+            pg.bump(|s| {
+                s.admin_qpairs += 1;
+                s.current_admin_qpairs += 1;
+            });
+        } else {
+            let subsys = pg.subsys(shared.subsys_id);
+            self.role = Role::Io {
+                ctrlr: shared,
+                qid,
+                subsys,
+            };
+            pg.bump(|s| {
+                s.io_qpairs += 1;
+                s.current_io_qpairs += 1;
+            });
+        }
+        tracing::info!(peer = %self.peer, subnqn, hostnqn, qid, cntlid, "host connected");
+        self.finish(slot, Status::SUCCESS, cntlid as u32);
+    }
+
+    /// A namespace of this admin queue's controller changed.
+    pub(crate) fn ns_changed(&mut self, nsid: u32) {
+        let Role::Admin(ctrlr) = &mut self.role else {
+            return;
+        };
+        if let Some((slot, dw0)) = ctrlr.ns_changed(nsid) {
+            self.finish(slot, Status::SUCCESS, dw0);
+        }
+    }
+
+    pub(crate) fn qid(&self) -> u16 {
+        match &self.role {
+            Role::Io { qid, .. } => *qid,
+            _ => 0,
+        }
+    }
+}
+
+/// Buffers for `len` bytes (`None` when the pools are short).
+pub(crate) fn alloc_bufs_for(
+    pg: &PollGroup,
+    len: u32,
+) -> Option<arrayvec::ArrayVec<crate::dma::DmaBuf, { crate::bdev::SGL_SEGMENTS_MAX }>> {
+    pg.iobuf.get_sgl(len as usize)
+}
+
+pub(crate) fn nvme_status(s: IoStatus) -> Status {
+    let (sct, sc, dnr) = s.nvme_status();
+    Status {
+        sct,
+        sc,
+        more: false,
+        dnr,
+    }
+}
+
+/// Copies `src` into the scatter list at byte `off`.
+pub(crate) fn copy_into(bufs: &mut [crate::dma::DmaBuf], mut off: usize, mut src: &[u8]) {
+    for b in bufs {
+        let n = b.len();
+        if off >= n {
+            off -= n;
+            continue;
+        }
+        let k = (n - off).min(src.len());
+        b.as_mut_slice()[off..off + k].copy_from_slice(&src[..k]);
+        src = &src[k..];
+        off = 0;
+        if src.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Copies from the scatter list at byte `off` into `dst`.
+pub(crate) fn copy_from(bufs: &[crate::dma::DmaBuf], mut off: usize, mut dst: &mut [u8]) {
+    for b in bufs {
+        let n = b.len();
+        if off >= n {
+            off -= n;
+            continue;
+        }
+        let k = (n - off).min(dst.len());
+        dst[..k].copy_from_slice(&b.as_slice()[off..off + k]);
+        dst = &mut dst[k..];
+        off = 0;
+        if dst.is_empty() {
+            return;
+        }
+    }
+}
+
+pub(crate) fn bufs_equal(a: &[crate::dma::DmaBuf], b: &[crate::dma::DmaBuf]) -> bool {
+    let mut ia = a.iter().flat_map(|x| x.as_slice().iter());
+    let mut ib = b.iter().flat_map(|x| x.as_slice().iter());
+    loop {
+        match (ia.next(), ib.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Connect response DW0 for an invalid parameter in the Connect data (fabrics 3.3.2,
+/// Figure 22: IPO, the byte offset, in bits 15:0; IATTR bit 16 set for the data).
+pub(crate) fn invalid_data(off: u16) -> u32 {
+    (1 << 16) | off as u32
+}
+
+/// As above, for a field of the command itself (IATTR clear).
+pub(crate) fn invalid_cmd(off: u16) -> u32 {
+    off as u32
+}
+
+pub(crate) trait OrLen {
+    fn or_len(self, len_wrong: bool) -> Status;
+}
+
+impl OrLen for Status {
+    /// The offset is right but the length is not: a length error instead.
+    fn or_len(self, len_wrong: bool) -> Status {
+        if len_wrong {
+            Status::SGL_LENGTH_INVALID
+        } else {
+            self
+        }
+    }
+}

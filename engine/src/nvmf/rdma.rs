@@ -1,0 +1,1133 @@
+//! The NVMe/RDMA transport of the target (NVMe over Fabrics 1.1a, section 7.3, RDMA).
+//!
+//! **Connections.** A listener is an rdma_cm id bound to the listen address, polled by
+//! the first poll group. A connect request carries the host's queue (RDMA_CM_REQUEST
+//! private data: queue ID, HSQSIZE, HRQSIZE); it is dealt round robin to a poll group,
+//! which moves the id's events onto its own event channel, makes an RC queue pair on
+//! the device's shared queues and accepts with CRQSIZE. A bad request is rejected with
+//! the reason the specification names (RDMA_CM_REJECT private data).
+//!
+//! **Per device and poll group** ([`PgRdma`]): one completion queue, armed on a
+//! completion channel so that an idle reactor sleeps until work arrives, and one shared
+//! receive queue of command buffers (64 bytes of SQE plus `in_capsule_data_size`),
+//! registered once. The protection domain is per device and process, and is a mapper
+//! of the DMA registration map ([`crate::dma::RdmaMapper`]): every DMA region (the
+//! iobuf pools included) is a memory region of it, so a request's buffers resolve to
+//! (lkey, address) for this NIC by a slot look-up.
+//!
+//! **Commands.** A receive completion is a command capsule. Its data is in the capsule
+//! (an SGL data block with an offset; copied into the request's buffers) or named by a
+//! keyed SGL data block (the host's rkey and address, [`crate::dma::RdmaRemote`]):
+//! host-to-controller data is fetched with one RDMA READ into the request's buffers,
+//! controller-to-host data is sent with one RDMA WRITE followed by the response SEND
+//! (SEND with Invalidate when the host asked for its key to be invalidated). A
+//! request's buffers go back when its response SEND completes.
+//!
+//! **Teardown.** A disconnect, a failed work request or a protocol error closes the
+//! queue pair: it is disconnected and destroyed first (nothing more lands in our
+//! buffers), then requests not in a bdev release their buffers; those in a bdev do when
+//! the bdev hands them back.
+
+use super::poll_group::{PgSubsys, PollGroup};
+use super::queue::{Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, cmd_dir, copy_into};
+use super::{CmbBuffers, ListenAddr, NvmfError, Target, TransportOpts, Trtype};
+use crate::bdev::{Bdev, BdevIo, IoCallback, SGL_SEGMENTS_MAX};
+use crate::dma::{DmaBuf, MapperGuard, MemMap, RdmaInitiator, RdmaMapper, RdmaRemote};
+use crate::thread::{FdWatch, IoChannel, PollStatus, Thread, ThreadHandle};
+use pollux_nvme::spec::cmd::{Cqe, Sqe, Status, sgl_subtype, sgl_type};
+use pollux_nvme::spec::fabrics::OPC_FABRICS;
+use pollux_nvme::spec::rdma::{CmRej, CmRep, CmReq, rej_status};
+use pollux_rdma::{
+    Access, CmEventKind, CmId, CmIdRef, CompChannel, Context, Cq, DeviceAttr, EventChannel,
+    Incoming, Listening, Mr, Pd, QpCaps, SendOp, Sge, Srq, Wc,
+};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::sync::{Arc, Mutex};
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// Work completions reaped per CQ poll.
+const CQ_BATCH: usize = 32;
+/// Kinds of work request, in the top byte of the work request id.
+const WR_RECV: u64 = 1 << 56;
+const WR_READ: u64 = 2 << 56;
+const WR_SEND: u64 = 3 << 56;
+const WR_KIND: u64 = 0xff << 56;
+/// Send work requests per queue entry: a request has at most two in flight (an RDMA
+/// WRITE and its response SEND); one more for slack.
+const SEND_WR_PER_ENTRY: u32 = 3;
+
+/// Fails with the reason when this machine cannot serve RDMA.
+pub(crate) fn check_available() -> Result<(), NvmfError> {
+    match pollux_rdma::devices() {
+        Ok(d) if !d.is_empty() => Ok(()),
+        Ok(_) => Err(NvmfError(format!(
+            "cannot create the RDMA transport: {}",
+            pollux_rdma::Error::NoDevice(None)
+        ))),
+        Err(e) => Err(NvmfError(format!("cannot create the RDMA transport: {e}"))),
+    }
+}
+
+/// Whether an RDMA NIC can reach `bdev`'s device memory (its CMB buffer pool), or why
+/// not. A NIC reaches device memory only through a memory region over a dma-buf of it,
+/// which needs the device's driver to export one and the NIC's to take it.
+pub(crate) fn device_memory_path(bdev: &Arc<Bdev>) -> Result<(), String> {
+    let Some(_pool) = bdev.preferred_iobuf() else {
+        return Err(format!("bdev {} has no device memory", bdev.name()));
+    };
+    Err(NO_DEVICE_MR.to_owned())
+}
+
+/// Why device memory does not resolve for an RDMA NIC in this build.
+const NO_DEVICE_MR: &str = "the NIC would need a dma-buf memory region over the CMB: the CMB's VFIO dma-buf export (VFIO_DEVICE_FEATURE_DMA_BUF, Linux 6.19+) and a NIC driver taking dma-buf MRs (ibv_reg_dmabuf_mr); the RDMA mapper registers host memory only, so data goes through host buffers (see docs/p2p.md)";
+
+/// A device as the transport uses it, shared by every poll group: its protection
+/// domain, mapped with every DMA region.
+struct Device {
+    ctx: Arc<Context>,
+    pd: Arc<Pd>,
+    initiator: RdmaInitiator,
+    attr: DeviceAttr,
+    _guard: MapperGuard,
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device").field("ctx", &self.ctx).finish()
+    }
+}
+
+/// The device of rdma_cm context `ctx`, set up on first use.
+fn device(ctx: &Arc<Context>) -> Result<Arc<Device>, String> {
+    static DEVICES: Mutex<Vec<Arc<Device>>> = Mutex::new(Vec::new());
+    let mut devs = DEVICES.lock().unwrap();
+    if let Some(d) = devs.iter().find(|d| d.ctx.as_raw() == ctx.as_raw()) {
+        return Ok(d.clone());
+    }
+    // rdma_cm's contexts stay open for the process from here on: the PD outlives any
+    // one connection.
+    let ctxs = pollux_rdma::cm_contexts().map_err(|e| e.to_string())?;
+    let ctx = ctxs
+        .into_iter()
+        .find(|c| c.as_raw() == ctx.as_raw())
+        .unwrap_or_else(|| ctx.clone());
+    let attr = ctx.query().map_err(|e| e.to_string())?;
+    let pd = Pd::new(&ctx).map_err(|e| e.to_string())?;
+    let mapper = RdmaMapper::new(pd.clone());
+    let guard = MemMap::global()
+        .add_mapper(mapper.clone())
+        .map_err(|e| format!("cannot register memory with the NIC: {e}"))?;
+    let d = Arc::new(Device {
+        ctx,
+        pd,
+        initiator: mapper.initiator(),
+        attr,
+        _guard: guard,
+    });
+    devs.push(d.clone());
+    Ok(d)
+}
+
+/// A listening rdma_cm id of the transport (control-path handle).
+#[derive(Debug)]
+pub(crate) struct Listener {
+    addr: ListenAddr,
+    thread: ThreadHandle,
+    tgt: std::sync::Weak<Target>,
+}
+
+impl Listener {
+    /// Binds and listens on `addr` and starts accepting on `thread`'s poll group.
+    pub(crate) fn start(
+        addr: ListenAddr,
+        backlog: u32,
+        thread: &ThreadHandle,
+        tgt: &Arc<Target>,
+    ) -> std::io::Result<Listener> {
+        let ch = EventChannel::new().map_err(std::io::Error::other)?;
+        let id = CmId::listen(&ch, addr.addr, backlog.min(i32::MAX as u32) as i32)
+            .map_err(std::io::Error::other)?;
+        let t = tgt.clone();
+        thread
+            .send_msg(move || {
+                if let Some(pg) = PollGroup::current(&t) {
+                    match pg.thread.register_fd(ch.fd()) {
+                        Ok(w) => pg.rdma.borrow_mut().acceptors.push(Acceptor {
+                            id,
+                            ch,
+                            addr,
+                            _watch: w,
+                        }),
+                        Err(e) => tracing::error!(%addr, error = %e, "cannot watch listener"),
+                    }
+                }
+            })
+            .map_err(|_| std::io::Error::other("poll group gone"))?;
+        tracing::info!(%addr, "NVMe/RDMA target listening");
+        Ok(Listener {
+            addr,
+            thread: thread.clone(),
+            tgt: Arc::downgrade(tgt),
+        })
+    }
+
+    /// Stops accepting (before it returns, from a control thread; by message from a
+    /// reactor thread).
+    pub(crate) fn stop(self) {
+        let Some(tgt) = self.tgt.upgrade() else {
+            return;
+        };
+        let addr = self.addr;
+        let f = move || {
+            if let Some(pg) = PollGroup::current(&tgt) {
+                pg.rdma.borrow_mut().acceptors.retain(|a| a.addr != addr);
+            }
+        };
+        if Thread::current().is_none() {
+            let _ = self.thread.call(f);
+        } else {
+            let _ = self.thread.send_msg(f);
+        }
+        tracing::info!(addr = %self.addr, "NVMe/RDMA target stopped listening");
+    }
+}
+
+/// The poll-group side of a listener.
+pub(crate) struct Acceptor {
+    id: CmId<Listening>,
+    ch: Arc<EventChannel>,
+    addr: ListenAddr,
+    _watch: FdWatch,
+}
+
+impl Acceptor {
+    /// Takes the connect requests waiting and deals them to poll groups.
+    fn poll(&self, pg: &PollGroup) -> bool {
+        let mut any = false;
+        loop {
+            let ev = match self.ch.get() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return any,
+                Err(e) => {
+                    tracing::warn!(addr = %self.addr, error = %e, "rdma_cm event channel failed");
+                    return any;
+                }
+            };
+            any = true;
+            let Some(inc) = self.id.incoming(&ev) else {
+                tracing::debug!(addr = %self.addr, kind = ?ev.kind, "rdma_cm event on the listener");
+                continue;
+            };
+            let req = match CmReq::parse(&ev.private_data) {
+                Ok(r) => r,
+                Err(sts) => {
+                    tracing::warn!(addr = %self.addr, peer = ?inc.peer_addr(), sts,
+                        "NVMe/RDMA connect request refused: bad private data");
+                    let _ = inc.reject(CmRej::new(sts).as_bytes());
+                    continue;
+                }
+            };
+            let Some(t) = pg.tgt.next_poll_group() else {
+                let _ = inc.reject(CmRej::new(rej_status::NO_RESOURCES).as_bytes());
+                continue;
+            };
+            let tgt = pg.tgt.clone();
+            let addr = self.addr;
+            let rr = ev.responder_resources;
+            let r = t.send_msg(move || {
+                if let Some(pg) = PollGroup::current(&tgt) {
+                    accept(&pg, inc, req, addr, rr);
+                }
+            });
+            if r.is_err() {
+                tracing::warn!(addr = %self.addr, "poll group gone; connect request dropped");
+            }
+        }
+    }
+}
+
+/// Command buffers of a shared receive queue: `count` of `size` bytes, registered.
+struct RecvBufs {
+    // Declared before `mem`: the region goes before the memory it covers.
+    mr: Mr,
+    mem: Box<[u8]>,
+    size: usize,
+}
+
+impl RecvBufs {
+    fn new(pd: &Arc<Pd>, count: usize, size: usize) -> Result<RecvBufs, String> {
+        let mut mem = vec![0u8; count * size].into_boxed_slice();
+        // SAFETY: `mem` lives in this struct and outlives the region (dropped after it).
+        let mr = unsafe { pd.reg_mr(mem.as_mut_ptr(), mem.len(), Access::LOCAL) }
+            .map_err(|e| e.to_string())?;
+        Ok(RecvBufs { mr, mem, size })
+    }
+
+    fn sge(&self, i: usize) -> Sge {
+        Sge {
+            addr: self.mr.addr() + (i * self.size) as u64,
+            len: self.size as u32,
+            lkey: self.mr.lkey(),
+        }
+    }
+
+    fn get(&self, i: usize, len: usize) -> &[u8] {
+        &self.mem[i * self.size..i * self.size + len.min(self.size)]
+    }
+}
+
+/// A device's queues on one poll group.
+struct DevQueues {
+    dev: Arc<Device>,
+    cq: Arc<Cq>,
+    comp: Arc<CompChannel>,
+    srq: Arc<Srq>,
+    recv: RecvBufs,
+    /// CQ entries promised to queue pairs (send work requests) and the SRQ.
+    cq_size: u32,
+    cq_reserved: Cell<u32>,
+    _watch: FdWatch,
+}
+
+impl DevQueues {
+    fn new(dev: Arc<Device>, opts: &TransportOpts, thread: &Thread) -> Result<DevQueues, String> {
+        let a = &dev.attr;
+        let srq_depth = opts.max_srq_depth.min(a.max_srq_wr.max(1));
+        let cq_size = if opts.num_cqe > 0 {
+            opts.num_cqe
+        } else {
+            (srq_depth * 4).max(4096)
+        }
+        .min(a.max_cqe.max(1));
+        let comp = CompChannel::new(&dev.ctx).map_err(|e| e.to_string())?;
+        let cq = Cq::with_channel(&dev.ctx, cq_size, &comp).map_err(|e| e.to_string())?;
+        let srq = Srq::new(&dev.pd, srq_depth, 1).map_err(|e| e.to_string())?;
+        let size = 64 + opts.in_capsule_data_size as usize;
+        let recv = RecvBufs::new(&dev.pd, srq_depth as usize, size)?;
+        for i in 0..srq_depth as usize {
+            srq.post_recv(WR_RECV | i as u64, &[recv.sge(i)])
+                .map_err(|e| e.to_string())?;
+        }
+        let watch = thread
+            .register_fd(comp.fd())
+            .map_err(|e| format!("cannot watch the completion channel: {e}"))?;
+        tracing::info!(
+            srq_depth,
+            cq_size,
+            capsule = size,
+            "NVMe/RDMA queues of a device set up on a poll group"
+        );
+        Ok(DevQueues {
+            dev,
+            cq,
+            comp,
+            srq,
+            recv,
+            cq_size,
+            cq_reserved: Cell::new(srq_depth),
+            _watch: watch,
+        })
+    }
+
+    fn repost(&self, i: usize) {
+        if let Err(e) = self.srq.post_recv(WR_RECV | i as u64, &[self.recv.sge(i)]) {
+            tracing::error!(error = %e, "cannot repost a command buffer to the shared receive queue");
+        }
+    }
+}
+
+/// One device's share of a poll group.
+struct PgDev {
+    q: Rc<DevQueues>,
+    conns: HashMap<u32, Rc<RefCell<Conn>>>,
+    armed: bool,
+}
+
+/// The RDMA transport's state on a poll group.
+#[derive(Default)]
+pub(crate) struct PgRdma {
+    acceptors: Vec<Acceptor>,
+    /// The event channel of this poll group's connections, and its watch.
+    events: Option<(Arc<EventChannel>, FdWatch)>,
+    devs: Vec<PgDev>,
+}
+
+impl fmt::Debug for PgRdma {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgRdma")
+            .field("devices", &self.devs.len())
+            .finish()
+    }
+}
+
+impl PgRdma {
+    /// Polls listeners, connection events and completion queues.
+    pub(crate) fn poll(pg: &PollGroup) -> bool {
+        let mut busy = false;
+        {
+            let r = pg.rdma.borrow();
+            for a in &r.acceptors {
+                busy |= a.poll(pg);
+            }
+        }
+        busy |= Self::cm_events(pg);
+        let devs: Vec<(Rc<DevQueues>, bool)> = {
+            let r = pg.rdma.borrow();
+            r.devs.iter().map(|d| (d.q.clone(), d.armed)).collect()
+        };
+        let mut wcs = [Wc::default(); CQ_BATCH];
+        for (i, (dq, armed)) in devs.into_iter().enumerate() {
+            let mut armed = armed;
+            if dq.comp.drain() > 0 {
+                armed = false;
+            }
+            let mut reaped = 0;
+            loop {
+                let n = match dq.cq.poll(&mut wcs) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "ibv_poll_cq failed");
+                        break;
+                    }
+                };
+                for wc in &wcs[..n] {
+                    Self::dispatch(pg, i, &dq, wc);
+                }
+                reaped += n;
+                if n < CQ_BATCH {
+                    if n == 0 && reaped == 0 && !armed {
+                        // Going idle: ask for a notification, then look once more (a
+                        // completion that came before arming does not notify).
+                        if dq.cq.arm().is_ok() {
+                            armed = true;
+                        }
+                        continue;
+                    }
+                    break;
+                }
+            }
+            busy |= reaped > 0;
+            let mut r = pg.rdma.borrow_mut();
+            if let Some(d) = r.devs.get_mut(i) {
+                d.armed = armed;
+                let before = d.conns.len();
+                d.conns.retain(|_, c| !c.borrow().q.closed);
+                busy |= before != d.conns.len();
+            }
+        }
+        busy
+    }
+
+    /// Hands a work completion to its connection.
+    fn dispatch(pg: &PollGroup, dev: usize, dq: &Rc<DevQueues>, wc: &Wc) {
+        let kind = wc.wr_id() & WR_KIND;
+        let low = (wc.wr_id() & 0xffff_ffff) as usize;
+        let conn = pg
+            .rdma
+            .borrow()
+            .devs
+            .get(dev)
+            .and_then(|d| d.conns.get(&wc.qp_num()).cloned());
+        if kind == WR_RECV {
+            match conn {
+                Some(c) if wc.ok() => {
+                    let mut c = c.borrow_mut();
+                    let len = wc.byte_len() as usize;
+                    // The capsule is copied out before the buffer is posted again.
+                    c.capsule(pg, dq.recv.get(low, len));
+                    dq.repost(low);
+                    c.answer(pg);
+                }
+                _ => {
+                    if !wc.ok() && !wc.flushed() {
+                        tracing::warn!(status = wc.status(), qp = wc.qp_num(), "receive failed");
+                    }
+                    dq.repost(low);
+                }
+            }
+            return;
+        }
+        let Some(c) = conn else {
+            return;
+        };
+        let mut c = c.borrow_mut();
+        if !wc.ok() {
+            if !c.q.closed {
+                tracing::warn!(peer = %c.q.peer, status = wc.status(), kind = kind >> 56,
+                    "RDMA work request failed; closing the queue pair");
+                c.close(pg, "an RDMA work request failed");
+            }
+            return;
+        }
+        match kind {
+            WR_READ => c.read_done(pg, low as u16),
+            WR_SEND => c.send_done(pg, low as u16),
+            _ => {}
+        }
+    }
+
+    /// Connection events of this poll group's queue pairs.
+    fn cm_events(pg: &PollGroup) -> bool {
+        let Some(ch) = pg.rdma.borrow().events.as_ref().map(|(c, _)| c.clone()) else {
+            return false;
+        };
+        let mut any = false;
+        loop {
+            let ev = match ch.get() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return any,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rdma_cm event channel failed");
+                    return any;
+                }
+            };
+            any = true;
+            let why = match ev.kind {
+                CmEventKind::Disconnected => "the host disconnected",
+                CmEventKind::DeviceRemoval => "the RDMA device went away",
+                CmEventKind::Established | CmEventKind::TimewaitExit => continue,
+                CmEventKind::Other(_) => "a connection error",
+                _ => continue,
+            };
+            if let Some(c) = Self::conn_of(pg, ev.id) {
+                c.borrow_mut().close(pg, why);
+            }
+        }
+    }
+
+    fn conn_of(pg: &PollGroup, id: CmIdRef) -> Option<Rc<RefCell<Conn>>> {
+        let r = pg.rdma.borrow();
+        r.devs
+            .iter()
+            .flat_map(|d| d.conns.values())
+            .find(|c| c.borrow().id.as_ref().map(|i| i.id()) == Some(id))
+            .cloned()
+    }
+
+    /// This poll group's queues of `dev` and its connection event channel, made on
+    /// first use.
+    fn queues(
+        pg: &PollGroup,
+        dev: &Arc<Device>,
+        opts: &TransportOpts,
+    ) -> Result<(usize, Rc<DevQueues>, Arc<EventChannel>), String> {
+        let mut r = pg.rdma.borrow_mut();
+        if r.events.is_none() {
+            let ch = EventChannel::new().map_err(|e| e.to_string())?;
+            let w = pg
+                .thread
+                .register_fd(ch.fd())
+                .map_err(|e| format!("cannot watch the event channel: {e}"))?;
+            r.events = Some((ch, w));
+        }
+        let ch = r.events.as_ref().expect("just made").0.clone();
+        if let Some(i) = r.devs.iter().position(|d| Arc::ptr_eq(&d.q.dev, dev)) {
+            return Ok((i, r.devs[i].q.clone(), ch));
+        }
+        let q = Rc::new(DevQueues::new(dev.clone(), opts, &pg.thread)?);
+        r.devs.push(PgDev {
+            q: q.clone(),
+            conns: HashMap::new(),
+            armed: false,
+        });
+        Ok((r.devs.len() - 1, q, ch))
+    }
+
+    /// Closes every connection and drops the queues (the poll group is stopping).
+    pub(crate) fn stop(pg: &PollGroup) {
+        let conns: Vec<Rc<RefCell<Conn>>> = pg
+            .rdma
+            .borrow()
+            .devs
+            .iter()
+            .flat_map(|d| d.conns.values().cloned())
+            .collect();
+        for c in conns {
+            c.borrow_mut().close(pg, "the target is shutting down");
+        }
+        *pg.rdma.borrow_mut() = PgRdma::default();
+    }
+}
+
+/// Accepts a connect request on this poll group (or rejects it with the reason).
+fn accept(pg: &IoChannel<Target>, mut inc: CmId<Incoming>, req: CmReq, listen: ListenAddr, rr: u8) {
+    let peer = inc
+        .peer_addr()
+        .map_or_else(|| "?".to_owned(), |a| a.to_string());
+    let refuse = |inc: CmId<Incoming>, sts: u16, why: &str| {
+        tracing::warn!(%peer, qid = req.qid.get(), sts, why, "NVMe/RDMA connect request rejected");
+        let _ = inc.reject(CmRej::new(sts).as_bytes());
+    };
+    let Some(opts) = pg.tgt.transport(Trtype::Rdma) else {
+        return refuse(inc, rej_status::NO_RESOURCES, "no RDMA transport");
+    };
+    let qid = req.qid.get();
+    let entries = req.hsqsize.get() as u32 + 1;
+    let max = if qid == 0 {
+        opts.max_aq_depth
+    } else {
+        opts.max_queue_depth
+    };
+    if entries < 2 || entries > max {
+        return refuse(
+            inc,
+            rej_status::INVALID_HSQSIZE,
+            &format!("HSQSIZE asks for {entries} entries; this queue takes 2 to {max}"),
+        );
+    }
+    if (req.hrqsize.get() as u32) < 1 {
+        return refuse(inc, rej_status::INVALID_HRQSIZE, "HRQSIZE is 0");
+    }
+    let Some(ctx) = inc.context() else {
+        return refuse(inc, rej_status::NO_RESOURCES, "the id has no device");
+    };
+    let dev = match device(&ctx) {
+        Ok(d) => d,
+        Err(e) => return refuse(inc, rej_status::NO_RESOURCES, &e),
+    };
+    let (dev_i, dq, ch) = match PgRdma::queues(pg, &dev, &opts) {
+        Ok(x) => x,
+        Err(e) => return refuse(inc, rej_status::NO_RESOURCES, &e),
+    };
+    let send_wr = entries * SEND_WR_PER_ENTRY;
+    if dq.cq_reserved.get() + send_wr > dq.cq_size || send_wr > dev.attr.max_qp_wr {
+        return refuse(
+            inc,
+            rej_status::NO_RESOURCES,
+            "the completion queue is full (num_cqe)",
+        );
+    }
+    if let Err(e) = inc.migrate(&ch) {
+        return refuse(inc, rej_status::NO_RESOURCES, &e.to_string());
+    }
+    let caps = QpCaps {
+        max_send_wr: send_wr,
+        max_recv_wr: 0,
+        max_send_sge: (SGL_SEGMENTS_MAX as u32).min(dev.attr.max_sge),
+        max_recv_sge: 1,
+    };
+    let qp_num = match inc.create_qp(&dev.pd, &dq.cq, &dq.cq, Some(&dq.srq), caps) {
+        Ok(qp) => qp.qp_num(),
+        Err(e) => return refuse(inc, rej_status::NO_RESOURCES, &e.to_string()),
+    };
+    // We issue RDMA READs (initiator); hosts never read from us.
+    let ord = rr.min(dev.attr.max_qp_init_rd_atom.min(255) as u8).max(1);
+    let local_sock = inc.local_addr().unwrap_or(listen.addr);
+    let id = match inc.accept(CmRep::new(entries as u16).as_bytes(), 0, ord) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "rdma_accept failed");
+            return;
+        }
+    };
+    dq.cq_reserved.set(dq.cq_reserved.get() + send_wr);
+    let conn = match Conn::new(
+        id,
+        qp_num,
+        dq,
+        send_wr,
+        peer.clone(),
+        listen,
+        local_sock,
+        entries,
+        pg,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot set up an NVMe/RDMA queue pair");
+            return;
+        }
+    };
+    if let Some(d) = pg.rdma.borrow_mut().devs.get_mut(dev_i) {
+        d.conns.insert(qp_num, conn.clone());
+    }
+    pg.add_conn(conn as QpairRef);
+    tracing::info!(%peer, %listen, qid, entries, ord, "NVMe/RDMA queue pair accepted");
+}
+
+/// Response capsules of a queue pair, one per slot, registered.
+struct RespBufs {
+    mr: Mr,
+    mem: Box<[Cqe]>,
+}
+
+/// Where a request's data is on the host.
+#[derive(Clone, Copy, Debug)]
+struct Keyed {
+    remote: RdmaRemote,
+    invalidate: bool,
+}
+
+/// One NVMe/RDMA queue pair.
+pub(crate) struct Conn {
+    /// The connection (its queue pair); `None` once closed.
+    id: Option<CmId<pollux_rdma::Active>>,
+    q: Queue,
+    dq: Rc<DevQueues>,
+    qp_num: u32,
+    send_wr: u32,
+    keyed: Vec<Option<Keyed>>,
+    resp: RespBufs,
+    /// Whether requests of namespace N may use its device memory (decided on first use).
+    dev_mem: RefCell<HashMap<u32, bool>>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.q.peer)
+            .field("qp_num", &self.qp_num)
+            .field("closed", &self.q.closed)
+            .finish()
+    }
+}
+
+impl Qpair for Conn {
+    fn poll(&mut self, pg: &PollGroup) -> (PollStatus, bool) {
+        if self.q.closed {
+            return (PollStatus::Idle, true);
+        }
+        let mut busy = self.retry_need_buf(pg);
+        busy |= self.q.retry_io_wait(pg);
+        self.answer(pg);
+        // Requests waiting for buffers or a bdev queue: no completion will wake us.
+        busy |= !self.q.need_buf.is_empty() || !self.q.io_wait.is_empty();
+        (PollStatus::from_busy(busy), self.q.closed)
+    }
+
+    fn close(&mut self, pg: &PollGroup, why: &str) {
+        if self.q.closed {
+            return;
+        }
+        if let Some(id) = self.id.take() {
+            // Disconnect moves the queue pair to error; destroying it (with the id) ends
+            // every transfer into our buffers before they are released below.
+            let _ = id.disconnect();
+            drop(id);
+            self.dq
+                .cq_reserved
+                .set(self.dq.cq_reserved.get().saturating_sub(self.send_wr));
+        }
+        self.q.close(pg, why);
+    }
+
+    fn send_done(&mut self, pg: &PollGroup) {
+        self.answer(pg);
+    }
+
+    fn queue(&mut self) -> &mut Queue {
+        &mut self.q
+    }
+}
+
+impl Conn {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: CmId<pollux_rdma::Active>,
+        qp_num: u32,
+        dq: Rc<DevQueues>,
+        send_wr: u32,
+        peer: String,
+        listen: ListenAddr,
+        local_sock: std::net::SocketAddr,
+        entries: u32,
+        pg: &IoChannel<Target>,
+    ) -> Result<Rc<RefCell<Conn>>, String> {
+        let opts = pg.tgt.transport(Trtype::Rdma).unwrap_or_default();
+        let mut mem = vec![Cqe::default(); entries as usize].into_boxed_slice();
+        // SAFETY: `mem` lives in the same struct and is dropped after the region.
+        let mr = unsafe {
+            dq.dev.pd.reg_mr(
+                mem.as_mut_ptr() as *mut u8,
+                std::mem::size_of_val(&*mem),
+                Access::LOCAL,
+            )
+        }
+        .map_err(|e| e.to_string())?;
+        let now = pg.thread.now();
+        Ok(Rc::new_cyclic(|me: &Weak<RefCell<Conn>>| {
+            let w = me.clone();
+            let pgc = pg.clone();
+            let cb: IoCallback = Rc::new(move |io: Box<BdevIo>| {
+                pgc.bump(|s| s.pending_bdev_io -= 1);
+                if let Some(c) = w.upgrade() {
+                    let mut c = c.borrow_mut();
+                    c.q.io_done(io, &pgc);
+                    c.answer(&pgc);
+                }
+            });
+            let me: Weak<RefCell<dyn Qpair>> = me.clone();
+            RefCell::new(Conn {
+                id: Some(id),
+                q: Queue::new(peer, listen, local_sock, opts, me, cb, now),
+                dq,
+                qp_num,
+                send_wr,
+                keyed: vec![None; entries as usize],
+                resp: RespBufs { mr, mem },
+                dev_mem: RefCell::new(HashMap::new()),
+            })
+        }))
+    }
+
+    /// A command capsule arrived (an SQE, then in-capsule data).
+    fn capsule(&mut self, pg: &PollGroup, bytes: &[u8]) {
+        if self.q.closed {
+            return;
+        }
+        let Some((sqe, icd)) = bytes
+            .split_at_checked(64)
+            .map(|(a, b)| (Sqe::read_from_bytes(a).expect("64 bytes"), b))
+        else {
+            tracing::warn!(peer = %self.q.peer, len = bytes.len(),
+                "NVMe/RDMA protocol error: a capsule shorter than an SQE; closing");
+            pg.bump(|s| s.protocol_errors += 1);
+            self.close(pg, "protocol error");
+            return;
+        };
+        let dir = cmd_dir(&sqe);
+        let sgl = sqe.sgl();
+        let mut bad: Option<Status> = None;
+        let mut keyed = None;
+        let mut in_capsule = None;
+        let len = match (sgl.ty(), sgl.subtype()) {
+            (sgl_type::DATA_BLOCK, sgl_subtype::OFFSET) => {
+                let (off, len) = (sgl.addr.get(), sgl.len.get());
+                if len > 0 && dir != Dir::H2c {
+                    bad = Some(Status::SGL_DESCRIPTOR_TYPE_INVALID);
+                } else if off + len as u64 > icd.len() as u64 {
+                    bad = Some(Status::SGL_OFFSET_INVALID.or_len(off == 0));
+                } else {
+                    in_capsule = Some(off as usize..off as usize + len as usize);
+                }
+                len
+            }
+            (sgl_type::KEYED_DATA_BLOCK, st)
+                if st == sgl_subtype::ADDRESS || st == sgl_subtype::INVALIDATE_KEY =>
+            {
+                keyed = Some(Keyed {
+                    remote: RdmaRemote::from_wire(sgl.key(), sgl.addr.get()),
+                    invalidate: st == sgl_subtype::INVALIDATE_KEY,
+                });
+                sgl.keyed_len()
+            }
+            _ => {
+                bad = Some(Status::SGL_DESCRIPTOR_TYPE_INVALID);
+                0
+            }
+        };
+        if bad.is_none() && len > 0 && dir == Dir::None {
+            bad = Some(Status::INVALID_FIELD);
+        }
+        if bad.is_none() && len > self.q.opts.max_io_size.max(super::tcp::ADMIN_ICD_SIZE) {
+            bad = Some(Status::SGL_LENGTH_INVALID);
+        }
+        let Some(slot) = self.q.admit(&sqe, dir, len) else {
+            tracing::warn!(peer = %self.q.peer,
+                "NVMe/RDMA protocol error: more commands than the queue's entries; closing");
+            pg.bump(|s| s.protocol_errors += 1);
+            self.close(pg, "protocol error");
+            return;
+        };
+        self.keyed[slot as usize] = keyed;
+        if let Some(s) = bad {
+            self.q.finish(slot, s, 0);
+            return;
+        }
+        if len == 0 {
+            self.q.execute(pg, slot);
+            return;
+        }
+        if let Some(range) = in_capsule {
+            let data = &icd[range];
+            match self.bufs_for(pg, &sqe, len) {
+                Some(b) => {
+                    let io = self.q.reqs[slot as usize]
+                        .io
+                        .as_mut()
+                        .expect("a free request owns its I/O");
+                    for b in b {
+                        let _ = io.push_buf(b);
+                    }
+                    copy_into(io.bufs_mut(), 0, data);
+                    self.q.execute(pg, slot);
+                }
+                None => {
+                    // Kept aside until buffers come back: the receive buffer is reposted.
+                    let r = &mut self.q.reqs[slot as usize];
+                    r.stash.clear();
+                    r.stash.extend_from_slice(data);
+                    r.state = RState::NeedBuf;
+                    self.q.need_buf.push_back(slot);
+                }
+            }
+            return;
+        }
+        if !self.try_start_transfer(pg, slot) {
+            self.q.reqs[slot as usize].state = RState::NeedBuf;
+            self.q.need_buf.push_back(slot);
+        }
+    }
+
+    /// Takes the request's buffers and moves it on (RDMA READ of the host's data, or
+    /// execution); false when the pools are short (nothing taken).
+    fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
+        let (sqe, len) = {
+            let r = &self.q.reqs[slot as usize];
+            (r.sqe, r.len)
+        };
+        let Some(bufs) = self.bufs_for(pg, &sqe, len) else {
+            return false;
+        };
+        let r = &mut self.q.reqs[slot as usize];
+        let io = r.io.as_mut().expect("a free request owns its I/O");
+        for b in bufs {
+            let _ = io.push_buf(b);
+        }
+        if !r.stash.is_empty() {
+            copy_into(io.bufs_mut(), 0, &r.stash);
+            r.stash.clear();
+            r.state = RState::Exec;
+            self.q.execute(pg, slot);
+        } else if r.dir == Dir::H2c {
+            r.state = RState::AwaitH2c;
+            let k = self.keyed[slot as usize].expect("H2C data named by a keyed SGL");
+            let Some((sges, n)) = self.sges(slot, len) else {
+                self.q.finish(slot, Status::DATA_TRANSFER_ERROR, 0);
+                return true;
+            };
+            let op = SendOp::Read {
+                remote_addr: k.remote.addr(),
+                rkey: k.remote.rkey(),
+            };
+            self.post(pg, WR_READ | slot as u64, op, &sges[..n]);
+        } else {
+            r.state = RState::Exec;
+            self.q.execute(pg, slot);
+        }
+        true
+    }
+
+    /// Scatter-gather entries for the first `len` bytes of the request's buffers, as
+    /// this NIC addresses them; `None` if a buffer is not registered with it.
+    fn sges(&self, slot: u16, len: u32) -> Option<([Sge; SGL_SEGMENTS_MAX], usize)> {
+        let io = self.q.reqs[slot as usize].io.as_ref()?;
+        let mut out = [Sge::default(); SGL_SEGMENTS_MAX];
+        let mut n = 0;
+        let mut left = len as usize;
+        for b in io.bufs() {
+            if left == 0 {
+                break;
+            }
+            let k = b.len().min(left);
+            let Some(a) = b.resolve(&self.dq.dev.initiator) else {
+                tracing::error!(peer = %self.q.peer, "a data buffer is not registered with the NIC");
+                return None;
+            };
+            out[n] = a.sge(k as u32);
+            n += 1;
+            left -= k;
+        }
+        Some((out, n))
+    }
+
+    fn post(&mut self, pg: &PollGroup, wr_id: u64, op: SendOp, sges: &[Sge]) -> bool {
+        let Some(id) = &self.id else {
+            return false;
+        };
+        let signaled = wr_id & WR_KIND != 0;
+        let r = id
+            .qp()
+            .expect("an accepted id has its queue pair")
+            .post_send(wr_id, op, sges, signaled);
+        if let Err(e) = r {
+            tracing::warn!(peer = %self.q.peer, error = %e, "ibv_post_send failed; closing");
+            self.close(pg, "posting a work request failed");
+            return false;
+        }
+        true
+    }
+
+    /// The RDMA READ of request `slot`'s data completed.
+    fn read_done(&mut self, pg: &PollGroup, slot: u16) {
+        let Some(r) = self.q.reqs.get_mut(slot as usize) else {
+            return;
+        };
+        if r.state != RState::AwaitH2c || self.q.closed {
+            return;
+        }
+        r.state = RState::Exec;
+        self.q.execute(pg, slot);
+        self.answer(pg);
+    }
+
+    /// The response SEND of request `slot` completed: its buffers go back.
+    fn send_done(&mut self, pg: &PollGroup, slot: u16) {
+        let Some(r) = self.q.reqs.get(slot as usize) else {
+            return;
+        };
+        if r.state != RState::Sending || self.q.closed {
+            return;
+        }
+        self.keyed[slot as usize] = None;
+        self.q.release(slot);
+        if self.q.disconnecting {
+            self.close(pg, "the host disconnected");
+        }
+    }
+
+    /// Answers the commands the queue completed.
+    fn answer(&mut self, pg: &PollGroup) {
+        while let Some((slot, status, dw0)) = self.q.done.pop_front() {
+            self.complete(pg, slot, status, dw0);
+        }
+    }
+
+    /// Returns the command's data (RDMA WRITE) and its response (SEND).
+    fn complete(&mut self, pg: &PollGroup, slot: u16, status: Status, dw0: u32) {
+        pg.bump(|s| s.completed_nvme_io += 1);
+        if self.q.closed {
+            self.q.release(slot);
+            return;
+        }
+        let (dir, len, cid, dw1) = {
+            let r = &self.q.reqs[slot as usize];
+            (r.dir, r.len, r.sqe.cid, r.dw1)
+        };
+        let keyed = self.keyed[slot as usize];
+        if status.is_success() && dir == Dir::C2h && len > 0 {
+            let Some(k) = keyed else {
+                unreachable!("C2H data is always named by a keyed SGL");
+            };
+            let io = self.q.reqs[slot as usize]
+                .io
+                .as_ref()
+                .expect("owns its I/O");
+            let total = (io.data_len() as u32).min(len);
+            match self.sges(slot, total) {
+                Some((sges, n)) => {
+                    let op = SendOp::Write {
+                        remote_addr: k.remote.addr(),
+                        rkey: k.remote.rkey(),
+                    };
+                    // Unsignaled: the response SEND behind it completes after it.
+                    if !self.post(pg, k_unsignaled(slot), op, &sges[..n]) {
+                        return;
+                    }
+                }
+                None => {
+                    return self.complete(pg, slot, Status::DATA_TRANSFER_ERROR, 0);
+                }
+            }
+        }
+        let mut cqe = Cqe {
+            dw0: U32::new(dw0),
+            dw1: U32::new(dw1),
+            sqhd: U16::new(self.q.sqhd),
+            sqid: U16::new(self.q.qid()),
+            cid,
+            ..Default::default()
+        };
+        cqe.set_status(status);
+        self.resp.mem[slot as usize] = cqe;
+        let sge = Sge {
+            addr: self.resp.mr.addr() + slot as u64 * 16,
+            len: 16,
+            lkey: self.resp.mr.lkey(),
+        };
+        let op = match keyed {
+            Some(k) if k.invalidate => SendOp::SendInvalidate(k.remote.rkey()),
+            _ => SendOp::Send,
+        };
+        self.q.reqs[slot as usize].state = RState::Sending;
+        self.post(pg, WR_SEND | slot as u64, op, &[sge]);
+    }
+
+    /// Requests waiting for buffers, in arrival order.
+    fn retry_need_buf(&mut self, pg: &PollGroup) -> bool {
+        let mut any = false;
+        while let Some(&slot) = self.q.need_buf.front() {
+            if !self.try_start_transfer(pg, slot) {
+                break;
+            }
+            self.q.need_buf.pop_front();
+            any = true;
+        }
+        any
+    }
+
+    /// Data buffers for command `sqe` of `len` bytes: from the namespace's device
+    /// memory where this NIC reaches it and the transport is set to, else from the host
+    /// pools; counted either way. `None` when the pools are short.
+    fn bufs_for(
+        &self,
+        pg: &PollGroup,
+        sqe: &Sqe,
+        len: u32,
+    ) -> Option<arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>> {
+        if self.q.opts.cmb_buffers != CmbBuffers::Off && sqe.opc != OPC_FABRICS {
+            if let Role::Io { subsys, .. } = &self.q.role {
+                if let Some(b) = self.device_bufs(pg, subsys, sqe.nsid.get(), len) {
+                    return Some(b);
+                }
+            }
+        }
+        let b = pg.iobuf.get_sgl(len as usize)?;
+        pg.bump(|s| s.host_buffer_bytes += len as u64);
+        Some(b)
+    }
+
+    /// Buffers in the namespace's device memory, if this NIC reaches it (decided once
+    /// per namespace and queue pair, logged, and counted per request either way).
+    fn device_bufs(
+        &self,
+        pg: &PollGroup,
+        subsys: &Rc<PgSubsys>,
+        nsid: u32,
+        len: u32,
+    ) -> Option<arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>> {
+        let ns = subsys.get(nsid)?;
+        let pool = ns.dev_iobuf.as_ref()?;
+        let reach = *self.dev_mem.borrow_mut().entry(nsid).or_insert_with(|| {
+            let ok = pool
+                .get(4096)
+                .is_some_and(|b| b.resolve(&self.dq.dev.initiator).is_some());
+            if ok {
+                tracing::info!(peer = %self.q.peer, nsid, "data buffers in the namespace's CMB: NIC -> CMB by peer-to-peer DMA");
+            } else {
+                tracing::info!(peer = %self.q.peer, nsid, reason = NO_DEVICE_MR,
+                    "the NIC cannot reach the namespace's CMB: host buffers (counted in bounce_bytes and cmb_fallback_no_path)");
+            }
+            ok
+        });
+        if !reach {
+            pg.bump(|s| {
+                s.bounce_bytes += len as u64;
+                s.cmb_fallback_no_path += 1;
+            });
+            return None;
+        }
+        match pool.get_sgl(len as usize) {
+            Some(b) => {
+                pg.bump(|s| s.p2p_bytes += len as u64);
+                Some(b)
+            }
+            None => {
+                pg.bump(|s| {
+                    s.bounce_bytes += len as u64;
+                    s.cmb_fallback_pool_empty += 1;
+                });
+                None
+            }
+        }
+    }
+}
+
+/// The work request id of an unsignaled RDMA WRITE (never seen in a completion).
+fn k_unsignaled(slot: u16) -> u64 {
+    slot as u64
+}
