@@ -15,7 +15,7 @@ use pollux_benches::bench_secs;
 use pollux_engine::dma::IobufOpts;
 use pollux_engine::reactor::Engine;
 use pollux_engine::rpc::RpcServer;
-use pollux_nvme::fabrics::{AdminQueue, TcpOptions, TcpQpair};
+use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -87,7 +87,7 @@ impl Offsets {
 }
 
 /// Keeps `qd` reads in flight for `secs` (after a 1 s warm-up) on one queue pair.
-fn run_pollux(q: &mut TcpQpair<Vec<u8>>, w: Workload, secs: u64) -> Stats {
+fn run_pollux(q: &mut FabricQpair<Vec<u8>>, w: Workload, secs: u64) -> Stats {
     let blocks = (w.bs / 4096) as u64;
     let mut off = Offsets {
         x: 0x1234_5678,
@@ -330,11 +330,11 @@ fn main() {
         let mut s = {
             let h = std::thread::spawn(move || {
                 pin(hcore);
-                let mut o = TcpOptions::new(addr, NQN);
+                let mut o = FabricOptions::new(addr, NQN);
                 o.io_queues = 1;
                 o.kato_ms = 0;
                 let mut admin = AdminQueue::connect(&o).unwrap();
-                let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 128).unwrap();
+                let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 128).unwrap();
                 let s = run_pollux(&mut q, w, secs);
                 drop(q);
                 admin.shutdown().unwrap();

@@ -229,6 +229,11 @@ impl CmbBuf {
         NvmeAddr::new(self.cmb.cba + self.off)
     }
 
+    /// Its offset from the start of the CMB (and of the CMB's dma-buf).
+    pub fn offset(&self) -> u64 {
+        self.off
+    }
+
     /// The CPU's pointer to its first byte (through the BAR mapping).
     pub fn as_ptr(&self) -> *mut u8 {
         self.cmb

@@ -197,6 +197,20 @@ impl Context {
         self.raw
     }
 
+    /// The device's name (`rxe0`, `mlx5_0`...).
+    pub fn name(&self) -> String {
+        let Ok(l) = lib() else {
+            return String::new();
+        };
+        // SAFETY: `struct ibv_context` starts with its device; a device has a name.
+        unsafe {
+            let dev = sys::field_ptr(self.raw, 0);
+            CStr::from_ptr((l.get_device_name)(dev))
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
     /// The device's limits.
     pub fn query(&self) -> Result<DeviceAttr, Error> {
         let l = lib()?;

@@ -5,7 +5,7 @@
 use pollux_engine::dma::{HugepagePolicy, IobufOpts};
 use pollux_engine::reactor::Engine;
 use pollux_engine::rpc::RpcServer;
-use pollux_nvme::fabrics::{AdminQueue, Completion, Error, TcpOptions, TcpQpair};
+use pollux_nvme::fabrics::{AdminQueue, Completion, Error, FabricOptions, FabricQpair};
 use pollux_nvme::spec::admin::{GetLogPageDw, admin_opc, aer_dw0, feature, log_id};
 use pollux_nvme::spec::cmd::{Cqe, SglDescriptor, Sqe, Status, sgl_subtype, sgl_type};
 use pollux_nvme::spec::fabrics::{
@@ -112,8 +112,8 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("{method}: {e}"))
     }
 
-    fn opts(&self) -> TcpOptions {
-        let mut o = TcpOptions::new(self.addr, NQN);
+    fn opts(&self) -> FabricOptions {
+        let mut o = FabricOptions::new(self.addr, NQN);
         o.io_queues = 4;
         o.timeout = Duration::from_secs(10);
         o
@@ -180,7 +180,7 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn wait_one(q: &mut TcpQpair<Vec<u8>>) -> Completion<Vec<u8>> {
+fn wait_one(q: &mut FabricQpair<Vec<u8>>) -> Completion<Vec<u8>> {
     let mut out = None;
     let deadline = Instant::now() + Duration::from_secs(10);
     while out.is_none() {
@@ -193,7 +193,7 @@ fn wait_one(q: &mut TcpQpair<Vec<u8>>) -> Completion<Vec<u8>> {
 
 /// Writes then reads back, on every queue pair and namespace, sizes from one block to
 /// 128 KiB (R2T for everything above the in-capsule size).
-fn write_read_verify(admin: &mut AdminQueue, qpairs: &mut [TcpQpair<Vec<u8>>]) {
+fn write_read_verify(admin: &mut AdminQueue, qpairs: &mut [FabricQpair<Vec<u8>>]) {
     let nss = admin.active_namespaces().unwrap();
     assert_eq!(nss, vec![1, 2]);
     for (qi, q) in qpairs.iter_mut().enumerate() {
@@ -267,7 +267,7 @@ fn configured_by_rpc_then_data_verifies_over_several_queues_and_namespaces() {
             pollux_nvme::spec::identify::ascii_str(&id.mn),
             Some("Pollux test")
         );
-        let mut qs: Vec<TcpQpair<Vec<u8>>> = (1..=3)
+        let mut qs: Vec<FabricQpair<Vec<u8>>> = (1..=3)
             .map(|q| admin.create_io_qpair(q, 64).unwrap())
             .collect();
         write_read_verify(&mut admin, &mut qs);
@@ -286,7 +286,7 @@ fn configured_by_rpc_then_data_verifies_over_several_queues_and_namespaces() {
 fn compare_write_zeroes_and_deallocate() {
     let d = Daemon::start();
     let mut admin = AdminQueue::connect(&d.opts()).unwrap();
-    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 32).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 32).unwrap();
     let data = pattern(8192, 5);
     q.write(1, 10, 2, data.clone(), 0).unwrap();
     assert!(wait_one(&mut q).cqe.status().is_success());
@@ -345,7 +345,7 @@ fn compare_write_zeroes_and_deallocate() {
 fn flood(d: &Daemon, nsid: u32, queues: u16, depth: u64) {
     let mut admin = AdminQueue::connect(&d.opts()).unwrap();
     let bs = admin.identify_namespace(nsid).unwrap().block_size();
-    let mut qs: Vec<TcpQpair<Vec<u8>>> = (1..=queues)
+    let mut qs: Vec<FabricQpair<Vec<u8>>> = (1..=queues)
         .map(|q| admin.create_io_qpair(q, 64).unwrap())
         .collect();
     let per = |len: u64| (len / bs) as u32;
@@ -464,7 +464,7 @@ fn an_ipv6_listener_serves_and_shows_in_discovery() {
     let mut o = d.opts();
     o.addr = format!("[::1]:{port}").parse().unwrap();
     let mut admin = AdminQueue::connect(&o).unwrap();
-    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
     q.write(1, 7, 1, pattern(4096, 6), 0).unwrap();
     assert!(wait_one(&mut q).cqe.status().is_success());
     q.read(1, 7, 1, vec![0; 4096], 0).unwrap();
@@ -472,7 +472,7 @@ fn an_ipv6_listener_serves_and_shows_in_discovery() {
     drop(q);
     admin.shutdown().unwrap();
     // The IPv4 discovery listener lists the IPv6 address too (adrfam 2).
-    let mut disc_o = TcpOptions::new(d.addr, DISCOVERY_NQN);
+    let mut disc_o = FabricOptions::new(d.addr, DISCOVERY_NQN);
     disc_o.timeout = Duration::from_secs(10);
     let mut disc = AdminQueue::connect(&disc_o).unwrap();
     let (_, entries) = disc.discovery_log().unwrap();
@@ -530,7 +530,7 @@ fn a_host_not_on_the_allow_list_is_refused_with_invalid_host() {
 #[test]
 fn discovery_lists_the_subsystem_for_allowed_hosts() {
     let d = Daemon::start();
-    let mut o = TcpOptions::new(d.addr, DISCOVERY_NQN);
+    let mut o = FabricOptions::new(d.addr, DISCOVERY_NQN);
     o.timeout = Duration::from_secs(10);
     let mut disc = AdminQueue::connect(&o).unwrap();
     let (hdr, entries) = disc.discovery_log().unwrap();
@@ -562,7 +562,7 @@ fn a_silent_controller_is_torn_down_after_kato() {
     let mut o = d.opts();
     o.kato_ms = 500;
     let mut admin = AdminQueue::connect(&o).unwrap();
-    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
     let start = Instant::now();
     // Silence on the admin queue; the I/O queue goes with its controller.
     let err = loop {
@@ -594,7 +594,7 @@ fn a_connection_killed_mid_io_returns_every_buffer() {
     let d = Daemon::start();
     for _ in 0..5 {
         let mut admin = AdminQueue::connect(&d.opts()).unwrap();
-        let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 64).unwrap();
+        let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 64).unwrap();
         for i in 0..48u64 {
             q.write(1, i * 32, 32, pattern(131072, i), i).unwrap();
         }
@@ -1030,7 +1030,7 @@ fn malformed_input_gets_a_protocol_error_and_the_target_keeps_serving() {
     let d = Daemon::start();
     // A healthy host stays connected across all of it.
     let mut admin = AdminQueue::connect(&d.opts()).unwrap();
-    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
     let raw_header = |ty: u8, hlen: u8, pdo: u8, plen: u32| {
         let ch = CommonHeader {
             pdu_type: ty,
@@ -1302,7 +1302,7 @@ fn cmb_buffers_carry_the_data_of_an_nvme_namespace_with_a_cmb() {
         .as_u64()
         .unwrap() as u32;
     let mut admin = AdminQueue::connect(&d.opts()).unwrap();
-    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 32).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 32).unwrap();
     for (i, len) in [512usize, 4096, 65536, 131072].into_iter().enumerate() {
         let lba = i as u64 * 512;
         let data = pattern(len, 900 + i as u64);

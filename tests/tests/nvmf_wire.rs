@@ -6,7 +6,7 @@
 use pollux_engine::dma::IobufOpts;
 use pollux_engine::reactor::Engine;
 use pollux_engine::rpc::RpcServer;
-use pollux_nvme::fabrics::{AdminQueue, TcpOptions, TcpQpair};
+use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -95,12 +95,12 @@ fn a_captured_session_decodes_as_nvme_tcp_without_errors() {
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let mut o = TcpOptions::new(format!("127.0.0.1:{port}").parse().unwrap(), nqn);
+    let mut o = FabricOptions::new(format!("127.0.0.1:{port}").parse().unwrap(), nqn);
     o.hdgst = true;
     o.ddgst = true;
     o.io_queues = 1;
     let mut admin = AdminQueue::connect(&o).unwrap();
-    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
     // In-capsule (4 KiB) and R2T (64 KiB) writes, reads back.
     for (lba, len) in [(0u64, 4096usize), (8, 65536)] {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();

@@ -141,7 +141,7 @@ fn a_bad_config_stops_the_daemon_with_a_reason() {
 
 #[test]
 fn quickstart_serves_nvme_tcp_and_pollux_rpc_configures_the_target() {
-    use pollux_nvme::fabrics::{AdminQueue, TcpOptions, TcpQpair};
+    use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair};
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cfg = root.join("examples/quickstart.json");
@@ -199,11 +199,11 @@ fn quickstart_serves_nvme_tcp_and_pollux_rpc_configures_the_target() {
             &p2,
         ],
     ));
-    let mut o = TcpOptions::new(addr, nqn);
+    let mut o = FabricOptions::new(addr, nqn);
     o.io_queues = 1;
     let mut admin = AdminQueue::connect(&o).unwrap();
     assert_eq!(admin.active_namespaces().unwrap(), vec![1, 2]);
-    let mut q: TcpQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
     let data: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
     q.write(1, 3, 2, data.clone(), 0).unwrap();
     let mut got = None;

@@ -268,6 +268,12 @@ pub trait BdevBackend: Send + Sync + 'static {
     fn preferred_iobuf(&self) -> Option<Arc<crate::dma::Iobuf>> {
         None
     }
+
+    /// The owner token of that pool's device memory in the DMA map
+    /// ([`crate::dma::Domain::Device`]), if it is device memory.
+    fn device_memory_owner(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A backend's per-thread queue.
@@ -378,6 +384,12 @@ impl Bdev {
     /// [`BdevBackend::preferred_iobuf`]).
     pub fn preferred_iobuf(&self) -> Option<Arc<crate::dma::Iobuf>> {
         self.backend.preferred_iobuf()
+    }
+
+    /// The owner token of that pool's device memory, if any (see
+    /// [`BdevBackend::device_memory_owner`]).
+    pub fn device_memory_owner(&self) -> Option<u64> {
+        self.backend.device_memory_owner()
     }
 
     /// Whether it does this kind of I/O.

@@ -152,7 +152,46 @@ pub struct NvmeController {
     admin_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     bdevs: Mutex<Vec<String>>,
     cmb_iobuf: Option<Arc<Iobuf>>,
+    /// Its token as the owner of device memory in the DMA map.
+    owner: u64,
     _mapper: MapperGuard,
+}
+
+impl Drop for NvmeController {
+    fn drop(&mut self) {
+        crate::dma::unregister_device_memory(self.owner);
+    }
+}
+
+/// The CMB's data buffer pool as device memory other devices may reach: exported as a
+/// dma-buf through VFIO.
+struct CmbExport {
+    cmb: Arc<pollux_nvme::cmb::Cmb>,
+    pci: String,
+    /// The pool's regions: (CPU address, length, offset in the CMB).
+    windows: Mutex<Vec<(usize, usize, u64)>>,
+}
+
+impl crate::dma::DeviceMemory for CmbExport {
+    fn pci_address(&self) -> String {
+        self.pci.clone()
+    }
+
+    fn export(&self, vaddr: usize, len: usize) -> Result<(std::os::fd::OwnedFd, u64), String> {
+        let off = self
+            .windows
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|&&(p, l, _)| vaddr >= p && vaddr + len <= p + l)
+            .map(|&(p, _, o)| o + (vaddr - p) as u64)
+            .ok_or_else(|| format!("{:#x}+{len} is not in {}'s CMB pool", vaddr, self.pci))?;
+        let fd = self
+            .cmb
+            .export_dma_buf()
+            .map_err(|e| format!("{}'s CMB: {e}", self.pci))?;
+        Ok((fd, off))
+    }
 }
 
 impl fmt::Debug for NvmeController {
@@ -267,6 +306,14 @@ pub fn attach_device(
                 ),
             })?
             .clone();
+        // Known as device memory before its regions are registered: RDMA mappers
+        // decide, when told about each region, whether their NIC reaches it.
+        let export = Arc::new(CmbExport {
+            cmb: cmb.clone(),
+            pci: dev.name().to_owned(),
+            windows: Mutex::new(Vec::new()),
+        });
+        crate::dma::register_device_memory(owner, export.clone());
         let pool = Iobuf::new_in(&cmb_iobuf_opts(cmb.size()), &mut |len| {
             let b = cmb.alloc(len).ok_or_else(|| Error::InvalidParam {
                 what: "cmb_data".into(),
@@ -278,6 +325,11 @@ pub fn attach_device(
                 .lock()
                 .unwrap()
                 .push((ptr as usize, b.len(), addr));
+            export
+                .windows
+                .lock()
+                .unwrap()
+                .push((ptr as usize, b.len(), b.offset()));
             // SAFETY: the CMB buffer keeps its part of the BAR mapping alive.
             unsafe { DmaRegion::external(ptr, len, Domain::Device { owner }, Box::new(b)) }
         })?;
@@ -297,6 +349,7 @@ pub fn attach_device(
         admin_thread: Mutex::new(None),
         bdevs: Mutex::new(Vec::new()),
         cmb_iobuf,
+        owner,
         _mapper: guard,
     });
     let mut bdevs = Vec::new();
@@ -376,6 +429,10 @@ struct NvmeBackend {
 impl BdevBackend for NvmeBackend {
     fn preferred_iobuf(&self) -> Option<Arc<Iobuf>> {
         self.ctrl.cmb_iobuf.clone()
+    }
+
+    fn device_memory_owner(&self) -> Option<u64> {
+        self.ctrl.cmb_iobuf.as_ref().map(|_| self.ctrl.owner)
     }
 
     fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {

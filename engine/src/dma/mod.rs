@@ -19,6 +19,7 @@
 //!   to another device: that does not compile.
 
 pub mod addr;
+mod devmem;
 mod map;
 pub mod p2p;
 mod pool;
@@ -26,6 +27,9 @@ mod rdma;
 mod region;
 
 pub use addr::{Cpu, CpuAddr, Initiator, Segment, UringAddr};
+pub use devmem::{
+    DeviceMemory, Unreachable, device_memory, register_device_memory, unregister_device_memory,
+};
 pub use map::{
     Domain, MAX_REGIONS, Mapper, MapperGuard, MemMap, REGION_LEN_MAX, RegionId, RegionInfo,
 };

@@ -20,10 +20,18 @@
 //! ```
 
 use super::addr::{Initiator, Segment};
-use super::map::{MAX_REGIONS, Mapper, RegionInfo};
+use super::devmem::{Unreachable, device_memory};
+use super::map::{Domain, MAX_REGIONS, Mapper, RegionId, RegionInfo};
+use super::p2p::{HostBridgePolicy, Sysfs};
 use crate::Error;
 use pollux_rdma::{Access, Mr, Pd};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
+
+/// The vendor ID Soft-RoCE (rdma_rxe) reports: a device whose "DMA" is the CPU copying
+/// through the process's mappings.
+const SOFT_ROCE_VENDOR: u32 = 0xffffff;
 
 /// An address for the local RDMA NIC: the memory region's local key and the address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,9 +101,14 @@ impl RdmaRemote {
     }
 }
 
-/// A protection domain as a mapper: one memory region per registered region.
+/// A protection domain as a mapper: one memory region per registered region. Host
+/// memory is always registered; device memory (an NVMe CMB) only where the NIC reaches
+/// it ([`super::devmem`]), else the reason is kept for [`RdmaMapper::unreachable`].
 pub struct RdmaMapper {
     pd: Arc<Pd>,
+    unreachable: Mutex<HashMap<usize, Unreachable>>,
+    /// Per device-memory owner: whether its regions were registered, or why not.
+    owners: Mutex<HashMap<u64, Result<(), Unreachable>>>,
     mrs: Box<[Mutex<Option<Mr>>]>,
     // Lock-free copies for resolution on the data path: (lkey, base, len) per slot;
     // len 0 when unmapped.
@@ -115,6 +128,8 @@ impl RdmaMapper {
         use std::sync::atomic::AtomicU64;
         Arc::new(RdmaMapper {
             pd,
+            unreachable: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             mrs: (0..MAX_REGIONS).map(|_| Mutex::new(None)).collect(),
             keys: (0..MAX_REGIONS).map(|_| AtomicU64::new(0)).collect(),
             bases: (0..MAX_REGIONS).map(|_| AtomicU64::new(0)).collect(),
@@ -130,6 +145,89 @@ impl RdmaMapper {
     pub fn initiator(self: &Arc<Self>) -> RdmaInitiator {
         RdmaInitiator(self.clone())
     }
+
+    /// Why this NIC cannot reach device-memory region `r` (`None`: it can, or `r` is
+    /// host memory).
+    pub fn unreachable(&self, r: RegionId) -> Option<Unreachable> {
+        self.unreachable.lock().unwrap().get(&r.index()).cloned()
+    }
+
+    /// Whether this NIC reaches the device memory of `owner` (`None`: no region of it
+    /// has been registered).
+    pub fn reaches(&self, owner: u64) -> Option<Result<(), Unreachable>> {
+        self.owners.lock().unwrap().get(&owner).cloned()
+    }
+
+    fn store(&self, r: &RegionInfo, mr: Mr) {
+        let i = r.id.index();
+        use std::sync::atomic::Ordering;
+        self.bases[i].store(r.vaddr as u64, Ordering::Relaxed);
+        self.keys[i].store(mr.lkey() as u64 | (r.len as u64) << 32, Ordering::Release);
+        *self.mrs[i].lock().unwrap() = Some(mr);
+    }
+
+    /// Registers device memory where this NIC reaches it: a route between the two
+    /// devices, a dma-buf of the memory, and the NIC's driver taking it.
+    fn map_device(&self, r: &RegionInfo, owner: u64) -> Result<(), Unreachable> {
+        let dm = device_memory(owner)
+            .ok_or_else(|| Unreachable::NoDmaBuf("its device exports no dma-buf".into()))?;
+        let ctx = self.pd.context();
+        let name = ctx.name();
+        let soft = ctx.query().is_ok_and(|a| a.vendor_id == SOFT_ROCE_VENDOR);
+        let provider = dm.pci_address();
+        if !soft {
+            let link = std::fs::read_link(format!("/sys/class/infiniband/{name}/device")).ok();
+            let Some(nic) = link
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+            else {
+                return Err(Unreachable::NoRoute(format!(
+                    "{name} has no PCI function in sysfs"
+                )));
+            };
+            let route = Sysfs::default().route(&provider, &nic, HostBridgePolicy::AllowList);
+            if !route.possible() {
+                return Err(Unreachable::NoRoute(format!(
+                    "{provider} -> {name} ({nic}): {route}"
+                )));
+            }
+        }
+        match dm.export(r.vaddr, r.len) {
+            Ok((fd, off)) => {
+                // The MR holds the dma-buf; it goes when the region is unmapped.
+                let mr = self
+                    .pd
+                    .reg_dmabuf_mr(fd.as_raw_fd(), off, r.len, r.vaddr as u64, Access::REMOTE)
+                    .map_err(|e| {
+                        Unreachable::Refused(format!(
+                            "{name}: ibv_reg_dmabuf_mr on {provider}'s dma-buf: {e}"
+                        ))
+                    })?;
+                self.store(r, mr);
+                tracing::info!(nic = %name, device = %provider, bytes = r.len,
+                    "device memory registered with the NIC over a dma-buf: peer-to-peer DMA");
+                Ok(())
+            }
+            Err(why) if soft => {
+                // A software device copies with the CPU: the CPU mapping would do, if
+                // its driver can pin it (a VFIO BAR mapping cannot be pinned).
+                // SAFETY: the region stays mapped until unmap deregisters the MR.
+                match unsafe { self.pd.reg_mr(r.vaddr as *mut u8, r.len, Access::REMOTE) } {
+                    Ok(mr) => {
+                        self.store(r, mr);
+                        tracing::info!(nic = %name, device = %provider, bytes = r.len,
+                            "device memory registered with the software NIC through its CPU mapping");
+                        Ok(())
+                    }
+                    Err(e) => Err(Unreachable::NoDmaBuf(format!(
+                        "{why}; and {name} (Soft-RoCE) cannot register the CPU mapping of {provider}'s memory: ibv_reg_mr: {e}"
+                    ))),
+                }
+            }
+            Err(why) => Err(Unreachable::NoDmaBuf(why)),
+        }
+    }
 }
 
 impl Mapper for RdmaMapper {
@@ -138,10 +236,19 @@ impl Mapper for RdmaMapper {
     }
 
     fn map(&self, r: &RegionInfo) -> Result<(), Error> {
-        if r.domain != super::map::Domain::Host {
-            // Device memory (an NVMe CMB) needs a dma-buf memory region, which takes a
-            // peer-to-peer path this mapper does not have: buffers there do not resolve
-            // for this NIC, and requests fall back to host memory.
+        if let Domain::Device { owner } = r.domain {
+            // Not reaching device memory is not an error: buffers there do not resolve
+            // for this NIC, and requests fall back to host memory, for this reason.
+            let res = self.map_device(r, owner);
+            if let Err(why) = &res {
+                tracing::info!(nic = %self.pd.context().name(), bytes = r.len, reason = %why,
+                    "device memory not reachable by the NIC");
+                self.unreachable
+                    .lock()
+                    .unwrap()
+                    .insert(r.id.index(), why.clone());
+            }
+            self.owners.lock().unwrap().insert(owner, res);
             return Ok(());
         }
         // SAFETY: the region stays allocated until the map unregisters it, which tells
@@ -153,16 +260,13 @@ impl Mapper for RdmaMapper {
                     why: e.to_string(),
                 }
             })?;
-        let i = r.id.index();
-        use std::sync::atomic::Ordering;
-        self.bases[i].store(r.vaddr as u64, Ordering::Relaxed);
-        self.keys[i].store(mr.lkey() as u64 | (r.len as u64) << 32, Ordering::Release);
-        *self.mrs[i].lock().unwrap() = Some(mr);
+        self.store(r, mr);
         Ok(())
     }
 
     fn unmap(&self, r: &RegionInfo) {
         let i = r.id.index();
+        self.unreachable.lock().unwrap().remove(&i);
         self.keys[i].store(0, std::sync::atomic::Ordering::Release);
         *self.mrs[i].lock().unwrap() = None;
     }

@@ -103,9 +103,14 @@ pub struct PollGroupStats {
     /// memory instead (a fallback; its reasons are counted below and in
     /// `cmb_fallback_pool_empty`).
     pub bounce_bytes: u64,
-    /// RDMA: requests that wanted device memory and got host memory because the NIC
-    /// has no path to it (no dma-buf memory region: see docs/p2p.md).
-    pub cmb_fallback_no_path: u64,
+    /// RDMA: requests that wanted device memory and got host memory because there is
+    /// no peer-to-peer route between the NIC and the device (see docs/p2p.md).
+    pub cmb_fallback_no_route: u64,
+    /// RDMA: ... because the device memory could not be exported as a dma-buf (or,
+    /// for a software NIC, its CPU mapping registered).
+    pub cmb_fallback_no_dmabuf: u64,
+    /// RDMA: ... because the NIC's driver refused a memory region over the dma-buf.
+    pub cmb_fallback_refused: u64,
 }
 
 pub(crate) struct PgInner {

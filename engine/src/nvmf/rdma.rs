@@ -32,7 +32,7 @@ use super::poll_group::{PgSubsys, PollGroup};
 use super::queue::{Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, cmd_dir, copy_into};
 use super::{CmbBuffers, ListenAddr, NvmfError, Target, TransportOpts, Trtype};
 use crate::bdev::{Bdev, BdevIo, IoCallback, SGL_SEGMENTS_MAX};
-use crate::dma::{DmaBuf, MapperGuard, MemMap, RdmaInitiator, RdmaMapper, RdmaRemote};
+use crate::dma::{DmaBuf, MapperGuard, MemMap, RdmaInitiator, RdmaMapper, RdmaRemote, Unreachable};
 use crate::thread::{FdWatch, IoChannel, PollStatus, Thread, ThreadHandle};
 use pollux_nvme::spec::cmd::{Cqe, Sqe, Status, sgl_subtype, sgl_type};
 use pollux_nvme::spec::fabrics::OPC_FABRICS;
@@ -73,23 +73,37 @@ pub(crate) fn check_available() -> Result<(), NvmfError> {
 }
 
 /// Whether an RDMA NIC can reach `bdev`'s device memory (its CMB buffer pool), or why
-/// not. A NIC reaches device memory only through a memory region over a dma-buf of it,
-/// which needs the device's driver to export one and the NIC's to take it.
+/// none can: every RDMA device's protection domain is set up (and so told about the
+/// device memory) and asked ([`crate::dma::devmem`]).
 pub(crate) fn device_memory_path(bdev: &Arc<Bdev>) -> Result<(), String> {
-    let Some(_pool) = bdev.preferred_iobuf() else {
-        return Err(format!("bdev {} has no device memory", bdev.name()));
-    };
-    Err(NO_DEVICE_MR.to_owned())
+    let owner = bdev
+        .device_memory_owner()
+        .ok_or_else(|| format!("bdev {} has no device memory", bdev.name()))?;
+    let ctxs = pollux_rdma::cm_contexts().map_err(|e| e.to_string())?;
+    if ctxs.is_empty() {
+        return Err(pollux_rdma::Error::NoDevice(None).to_string());
+    }
+    let mut why = Vec::new();
+    for ctx in ctxs {
+        let d = device(&ctx)?;
+        match d.mapper.reaches(owner) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(w)) => why.push(format!("{}: {w}", ctx.name())),
+            None => why.push(format!(
+                "{}: the device memory is not in the DMA map",
+                ctx.name()
+            )),
+        }
+    }
+    Err(why.join("; "))
 }
-
-/// Why device memory does not resolve for an RDMA NIC in this build.
-const NO_DEVICE_MR: &str = "the NIC would need a dma-buf memory region over the CMB: the CMB's VFIO dma-buf export (VFIO_DEVICE_FEATURE_DMA_BUF, Linux 6.19+) and a NIC driver taking dma-buf MRs (ibv_reg_dmabuf_mr); the RDMA mapper registers host memory only, so data goes through host buffers (see docs/p2p.md)";
 
 /// A device as the transport uses it, shared by every poll group: its protection
 /// domain, mapped with every DMA region.
 struct Device {
     ctx: Arc<Context>,
     pd: Arc<Pd>,
+    mapper: Arc<RdmaMapper>,
     initiator: RdmaInitiator,
     attr: DeviceAttr,
     _guard: MapperGuard,
@@ -125,6 +139,7 @@ fn device(ctx: &Arc<Context>) -> Result<Arc<Device>, String> {
         ctx,
         pd,
         initiator: mapper.initiator(),
+        mapper,
         attr,
         _guard: guard,
     });
@@ -672,8 +687,9 @@ pub(crate) struct Conn {
     send_wr: u32,
     keyed: Vec<Option<Keyed>>,
     resp: RespBufs,
-    /// Whether requests of namespace N may use its device memory (decided on first use).
-    dev_mem: RefCell<HashMap<u32, bool>>,
+    /// Whether this NIC reaches namespace N's device memory, or why not (decided on
+    /// first use, logged then).
+    dev_mem: RefCell<HashMap<u32, Result<(), Unreachable>>>,
 }
 
 impl fmt::Debug for Conn {
@@ -1092,22 +1108,34 @@ impl Conn {
     ) -> Option<arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>> {
         let ns = subsys.get(nsid)?;
         let pool = ns.dev_iobuf.as_ref()?;
-        let reach = *self.dev_mem.borrow_mut().entry(nsid).or_insert_with(|| {
-            let ok = pool
-                .get(4096)
-                .is_some_and(|b| b.resolve(&self.dq.dev.initiator).is_some());
-            if ok {
-                tracing::info!(peer = %self.q.peer, nsid, "data buffers in the namespace's CMB: NIC -> CMB by peer-to-peer DMA");
-            } else {
-                tracing::info!(peer = %self.q.peer, nsid, reason = NO_DEVICE_MR,
-                    "the NIC cannot reach the namespace's CMB: host buffers (counted in bounce_bytes and cmb_fallback_no_path)");
-            }
-            ok
-        });
-        if !reach {
+        let reach = self
+            .dev_mem
+            .borrow_mut()
+            .entry(nsid)
+            .or_insert_with(|| {
+                let r = match ns.bdev.device_memory_owner() {
+                    Some(owner) => self.dq.dev.mapper.reaches(owner).unwrap_or_else(|| {
+                        Err(Unreachable::NoDmaBuf("not in the DMA map".into()))
+                    }),
+                    None => Err(Unreachable::NoDmaBuf("no device memory owner".into())),
+                };
+                match &r {
+                    Ok(()) => tracing::info!(peer = %self.q.peer, nsid,
+                        "data buffers in the namespace's CMB: NIC <-> CMB by peer-to-peer DMA (counted in p2p_bytes)"),
+                    Err(why) => tracing::info!(peer = %self.q.peer, nsid, reason = %why,
+                        "the NIC cannot reach the namespace's CMB: host buffers (counted in bounce_bytes and the cmb_fallback_* of the reason)"),
+                }
+                r
+            })
+            .clone();
+        if let Err(why) = reach {
             pg.bump(|s| {
                 s.bounce_bytes += len as u64;
-                s.cmb_fallback_no_path += 1;
+                match why {
+                    Unreachable::NoRoute(_) => s.cmb_fallback_no_route += 1,
+                    Unreachable::NoDmaBuf(_) => s.cmb_fallback_no_dmabuf += 1,
+                    Unreachable::Refused(_) => s.cmb_fallback_refused += 1,
+                }
             });
             return None;
         }

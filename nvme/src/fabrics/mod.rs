@@ -1,23 +1,25 @@
 //! The NVMe over Fabrics host (initiator).
 //!
-//! Today it speaks NVMe/TCP ([`tcp`]); the types here — errors, buffers, completions and
-//! submission results — are the ones every transport's queue pairs use, so that a
-//! caller can move between transports without rewriting its I/O loop.
+//! It speaks NVMe/TCP ([`tcp`]) and NVMe/RDMA ([`rdma`]), chosen by
+//! [`FabricOptions::transport`]; the queues ([`host`]) and the types here — errors,
+//! buffers, completions and submission results — are the same for both, so that a
+//! caller moves between transports without rewriting its I/O loop.
 //!
 //! Two kinds of queue exist:
 //!
 //! - [`AdminQueue`]: blocking, used from one thread. Connecting it brings the controller
 //!   up (Connect, CAP/VS, CC.EN, CSTS.RDY, Identify Controller, Number of Queues); it then
 //!   runs admin commands one at a time and creates the I/O queue pairs.
-//! - [`TcpQpair`]: an I/O queue pair on its own non-blocking connection. Commands are
-//!   submitted with buffers the queue pair owns until their completion hands them back,
-//!   and all progress happens in [`TcpQpair::poll`].
+//! - [`FabricQpair`]: an I/O queue pair on its own non-blocking connection. Commands
+//!   are submitted with buffers the queue pair owns until their completion hands them
+//!   back, and all progress happens in [`FabricQpair::poll`].
 //!
 //! ```no_run
-//! use pollux_nvme::fabrics::{AdminQueue, TcpOptions};
+//! use pollux_nvme::fabrics::{AdminQueue, FabricOptions};
 //! use std::time::Duration;
 //!
-//! let opts = TcpOptions::new("127.0.0.1:4420".parse()?, "nqn.2016-06.io.spdk:cnode1");
+//! // FabricOptions::rdma(...) for NVMe/RDMA; the rest is the same.
+//! let opts = FabricOptions::new("127.0.0.1:4420".parse()?, "nqn.2016-06.io.spdk:cnode1");
 //! let mut admin = AdminQueue::connect(&opts)?;
 //! let nsid = admin.active_namespaces()?[0];
 //! let mut qp = admin.create_io_qpair::<Vec<u8>>(1, 128)?;
@@ -31,9 +33,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod host;
+pub mod rdma;
 pub mod tcp;
 
-pub use tcp::{AdminQueue, TcpOptions, TcpQpair};
+pub use host::{ADMIN_IN_CAPSULE, AdminQueue, FabricOptions, FabricQpair, Transport};
 
 use crate::spec::cmd::{Cqe, Status};
 use crate::spec::tcp::Fes;
@@ -43,7 +47,7 @@ use std::time::Duration;
 
 /// Errors of the Fabrics host. Each message says what went wrong and, where it can,
 /// what to do about it. Errors of a queue pair's transport are fatal to that queue
-/// pair: after one, it only hands back its buffers (see [`TcpQpair::drain_failed`]).
+/// pair: after one, it only hands back its buffers (see [`FabricQpair::drain_failed`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -64,7 +68,7 @@ pub enum Error {
     },
     /// The controller did not answer in time.
     #[error(
-        "{what} on {addr} timed out after {after:?}; the connection was closed (raise TcpOptions::timeout if the target is slow)"
+        "{what} on {addr} timed out after {after:?}; the connection was closed (raise FabricOptions::timeout if the target is slow)"
     )]
     Timeout {
         /// The target's address.
@@ -149,6 +153,14 @@ pub enum Error {
         /// The target's address.
         addr: SocketAddr,
         /// What is wrong.
+        why: String,
+    },
+    /// An RDMA call failed (rdma-core's message, or no RDMA device).
+    #[error("NVMe/RDMA to {addr}: {why}")]
+    Rdma {
+        /// The target's address.
+        addr: SocketAddr,
+        /// What failed.
         why: String,
     },
     /// The caller asked for something that cannot be done.
@@ -271,7 +283,7 @@ pub fn status_text(status: Status) -> &'static str {
     }
 }
 
-/// The status that [`TcpQpair::drain_failed`] gives commands whose queue pair failed:
+/// The status that [`FabricQpair::drain_failed`] gives commands whose queue pair failed:
 /// Command Aborted By Host (SCT 3h Path Related, SC 71h; base Figure 100).
 pub const STATUS_ABORTED_BY_HOST: Status = Status {
     sct: 3,
@@ -354,7 +366,7 @@ pub enum SubmitError<B> {
         /// The buffer.
         buf: Option<B>,
     },
-    /// The queue pair failed earlier (see [`TcpQpair::poll`]).
+    /// The queue pair failed earlier (see [`FabricQpair::poll`]).
     Dead(Option<B>),
 }
 

@@ -5,7 +5,7 @@
 //! stopped), a receive staging buffer that a resumable state machine parses PDU by PDU
 //! with the shared codec ([`crate::spec::tcp`]), and a fixed table of command slots (CID
 //! = slot index, with a generation in the high bits so that a stale PDU never matches a
-//! newer command). [`AdminQueue`] waits on it with poll(2); [`TcpQpair`] leaves the
+//! newer command). [`AdminQueue`] waits on it with poll(2); [`FabricQpair`] leaves the
 //! waiting to its caller.
 //!
 //! What the host does on the wire:
@@ -30,20 +30,9 @@
 //! queued, so a completion can hand the buffer back at once, even if the controller
 //! answers before all of the data went out.
 
-use super::{Completion, DataBuf, DataDir, Error, STATUS_ABORTED_BY_HOST, SubmitError, XferDir};
-use crate::spec::admin::{
-    GetLogPageDw, IdentifyDw, NumQueues, admin_opc, cns, feature, log_id, nvm_opc,
-};
+use super::host::FabricOptions;
+use super::{Completion, DataBuf, Error, STATUS_ABORTED_BY_HOST, SubmitError, XferDir};
 use crate::spec::cmd::{Cqe, SglDescriptor, Sqe, Status, sgl_subtype, sgl_type};
-use crate::spec::fabrics::{
-    ConnectData, ConnectFields, DISCOVERY_NQN, FabricsCmd, NQN_LEN_MAX, OPC_FABRICS,
-    PropertyFields, fctype, validate_nqn,
-};
-use crate::spec::identify::{
-    CNTLID_DYNAMIC, IdentifyController, IdentifyNamespace, NsList, nqn_field,
-};
-use crate::spec::log::{DiscoveryLogEntry, DiscoveryLogHeader};
-use crate::spec::regs::{Cap, Cc, Csts, offset};
 use crate::spec::tcp::{
     self as pdu, CapsuleCmd, CommonHeader, DataHeader, Fes, IcReq, IcResp, Negotiated, PduLayout,
     PduType, R2t, Receiver, TermReq,
@@ -56,8 +45,6 @@ use std::time::{Duration, Instant};
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-/// In-capsule data the admin queue takes (8 KiB, as Linux's host uses).
-pub const ADMIN_IN_CAPSULE: u32 = 8192;
 /// The smallest MAXH2CDATA a controller may announce (tcp 3.6.2.3).
 pub const MAXH2CDATA_MIN: u32 = 4096;
 
@@ -74,84 +61,8 @@ const TERM_DATA_MAX: usize = 128;
 /// Receive buffers read per poll at most, so one busy connection cannot hold its
 /// caller for ever.
 const FILLS_PER_POLL: usize = 64;
-/// Discovery log records this host reads at most.
-const DISCOVERY_RECORDS_MAX: u64 = 4096;
 /// How long a failing connection may take to send its H2CTermReq.
 const TERM_FLUSH: Duration = Duration::from_millis(200);
-
-/// How to reach and identify to an NVMe/TCP subsystem.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcpOptions {
-    /// The target's address (NVMe/TCP's port is 4420; discovery also listens on 8009).
-    pub addr: SocketAddr,
-    /// The subsystem to connect to ([`DISCOVERY_NQN`] for the discovery controller).
-    pub subnqn: String,
-    /// This host's NQN.
-    pub hostnqn: String,
-    /// This host's identifier (a UUID), sent in the Connect data.
-    pub hostid: [u8; 16],
-    /// Ask for header digests.
-    pub hdgst: bool,
-    /// Ask for data digests.
-    pub ddgst: bool,
-    /// Keep Alive Timeout in ms for the admin queue; 0 disables it. With it on, call
-    /// [`AdminQueue::keep_alive_if_due`] more often than this.
-    pub kato_ms: u32,
-    /// Admin queue entries (2 to 4096).
-    pub admin_queue_size: u16,
-    /// I/O queue entries that [`AdminQueue::create_io_qpair`] uses when given depth 0.
-    pub io_queue_size: u16,
-    /// I/O queues to ask the controller for (Set Features Number of Queues).
-    pub io_queues: u16,
-    /// How long to wait for the TCP connection, each admin command, and controller
-    /// state changes (CSTS.RDY is given at least CAP.TO).
-    pub timeout: Duration,
-}
-
-impl TcpOptions {
-    /// Options for `subnqn` at `addr`: a random host identity (hostnqn
-    /// `nqn.2014-08.org.nvmexpress:uuid:<uuid>` with the same UUID as hostid), no
-    /// digests, a keep-alive timeout of 5 s (0 for the discovery controller), 32 admin
-    /// entries, 128 entries per I/O queue, as many I/O queues as CPUs, a 10 s timeout.
-    pub fn new(addr: SocketAddr, subnqn: impl Into<String>) -> TcpOptions {
-        let subnqn = subnqn.into();
-        let id = uuid::Uuid::new_v4();
-        let io_queues = std::thread::available_parallelism()
-            .map(|n| n.get().min(u16::MAX as usize) as u16)
-            .unwrap_or(1);
-        TcpOptions {
-            addr,
-            kato_ms: if subnqn == DISCOVERY_NQN { 0 } else { 5_000 },
-            subnqn,
-            hostnqn: format!("nqn.2014-08.org.nvmexpress:uuid:{id}"),
-            hostid: *id.as_bytes(),
-            hdgst: false,
-            ddgst: false,
-            admin_queue_size: 32,
-            io_queue_size: 128,
-            io_queues,
-            timeout: Duration::from_secs(10),
-        }
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        for (what, nqn) in [("subnqn", &self.subnqn), ("hostnqn", &self.hostnqn)] {
-            validate_nqn(nqn)
-                .map_err(|why| Error::InvalidArgument(format!("{what} {nqn:?}: {why}")))?;
-            debug_assert!(nqn.len() <= NQN_LEN_MAX);
-        }
-        if !(2..=4096).contains(&self.admin_queue_size) {
-            return Err(Error::InvalidArgument(format!(
-                "admin_queue_size {} is not in 2..=4096",
-                self.admin_queue_size
-            )));
-        }
-        if self.timeout.is_zero() {
-            return Err(Error::InvalidArgument("timeout is zero".into()));
-        }
-        Ok(())
-    }
-}
 
 /// One command slot of a connection.
 #[derive(Debug)]
@@ -191,27 +102,27 @@ struct DataRx {
 }
 
 /// The connection under both queue kinds.
-struct Conn<B> {
-    sock: TcpStream,
-    addr: SocketAddr,
-    qid: u16,
+pub(crate) struct Conn<B> {
+    pub(crate) sock: TcpStream,
+    pub(crate) addr: SocketAddr,
+    pub(crate) qid: u16,
     /// Framing of what the host sends: digests, and CPDA for the padding.
-    tx_neg: Negotiated,
+    pub(crate) tx_neg: Negotiated,
     /// Checking of what the host receives: digests, and HPDA (0).
     rx_neg: Negotiated,
-    maxh2cdata: u32,
+    pub(crate) maxh2cdata: u32,
     in_capsule: u32,
     /// Largest data per command (MDTS), 0 for no limit.
-    max_transfer: u32,
-    tx: Vec<u8>,
-    tx_head: usize,
+    pub(crate) max_transfer: u32,
+    pub(crate) tx: Vec<u8>,
+    pub(crate) tx_head: usize,
     /// Where PDU headers are framed before they join `tx`.
     scratch: Vec<u8>,
     rx: Box<[u8]>,
     rx_start: usize,
     rx_end: usize,
     /// Most bytes one read takes (tests shrink it to split PDUs).
-    rx_read_max: usize,
+    pub(crate) rx_read_max: usize,
     hdr: [u8; HDR_MAX],
     hdr_len: usize,
     hdr_need: usize,
@@ -220,12 +131,12 @@ struct Conn<B> {
     slots: Vec<Slot<B>>,
     free: Vec<u16>,
     idx_bits: u32,
-    outstanding: usize,
+    pub(crate) outstanding: usize,
     ic_resp: Option<IcResp>,
     /// An error found while sending from `submit`, reported by the next poll.
     pending: Option<Error>,
     /// Why the connection failed.
-    dead: Option<String>,
+    pub(crate) dead: Option<String>,
 }
 
 impl<B> fmt::Debug for Conn<B> {
@@ -256,7 +167,12 @@ fn next_cid(prev: u16, idx_bits: u32) -> u16 {
 impl<B: DataBuf> Conn<B> {
     /// Connects the socket and exchanges ICReq/ICResp; `slots` commands may be
     /// outstanding.
-    fn open(opts: &TcpOptions, qid: u16, slots: usize, in_capsule: u32) -> Result<Self, Error> {
+    pub(crate) fn open(
+        opts: &FabricOptions,
+        qid: u16,
+        slots: usize,
+        in_capsule: u32,
+    ) -> Result<Self, Error> {
         let addr = opts.addr;
         let sock = TcpStream::connect_timeout(&addr, opts.timeout).map_err(|e| match e.kind() {
             io::ErrorKind::ConnectionRefused => Error::Refused { addr },
@@ -425,64 +341,23 @@ impl<B: DataBuf> Conn<B> {
         Ok(())
     }
 
-    /// Sends a Connect for this connection's queue and returns the controller ID.
-    fn fabric_connect(
-        &mut self,
-        opts: &TcpOptions,
-        sqsize: u16,
-        kato_ms: u32,
-        cntlid: u16,
-    ) -> Result<u16, Error> {
-        let mut f = FabricsCmd {
-            opc: OPC_FABRICS,
-            fctype: fctype::CONNECT,
-            ..Default::default()
-        };
-        let fields = ConnectFields {
-            recfmt: U16::new(0),
-            qid: U16::new(self.qid),
-            sqsize: U16::new(sqsize),
-            kato: U32::new(kato_ms),
-            ..Default::default()
-        };
-        f.specific.copy_from_slice(fields.as_bytes());
-        let mut d = ConnectData::new_zeroed();
-        d.hostid = opts.hostid;
-        d.cntlid = U16::new(cntlid);
-        nqn_field(&mut d.subnqn, &opts.subnqn);
-        nqn_field(&mut d.hostnqn, &opts.hostnqn);
-        const TAG: u64 = u64::MAX;
+    /// Sends a Connect, its data in the capsule (whatever the queue's in-capsule size).
+    pub(crate) fn send_connect(&mut self, sqe: Sqe, data: &[u8], tag: u64) -> Result<(), Error> {
         if self.free.is_empty() || self.dead.is_some() {
             return Err(self.dead_error());
         }
-        let data = d.as_bytes();
-        self.enqueue(
-            f.to_sqe(),
-            data.len() as u32,
-            XferDir::HostToCtrl,
-            TAG,
-            Some(data),
-        );
-        let c = self.run(TAG, "Connect", opts.timeout)?;
-        let status = c.cqe.status();
-        let dw0 = c.cqe.dw0.get();
-        if !status.is_success() {
-            return Err(self.fail(Error::ConnectRejected {
-                qid: self.qid,
-                status,
-                dw0,
-            }));
-        }
-        if (dw0 >> 16) & 0x3 != 0 {
-            return Err(self.fail(Error::Controller {
-                addr: self.addr,
-                why: format!(
-                    "requires in-band authentication (Connect AUTHREQ {:#x}), which this host does not support",
-                    (dw0 >> 16) & 0x3
-                ),
-            }));
-        }
-        Ok(dw0 as u16)
+        self.enqueue(sqe, data.len() as u32, XferDir::HostToCtrl, tag, Some(data));
+        Ok(())
+    }
+
+    /// Closes the socket (the queue pair is dead from then on).
+    pub(crate) fn close(&mut self) {
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+
+    /// The socket's descriptor.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 
     fn dead_error(&self) -> Error {
@@ -496,7 +371,7 @@ impl<B: DataBuf> Conn<B> {
     }
 
     /// Marks the connection failed and closes the socket; returns `e`.
-    fn fail(&mut self, e: Error) -> Error {
+    pub(crate) fn fail(&mut self, e: Error) -> Error {
         if self.dead.is_none() {
             self.dead = Some(e.to_string());
         }
@@ -517,7 +392,7 @@ impl<B: DataBuf> Conn<B> {
     }
 
     /// Takes a command: checks it and queues its PDU (sent by the next poll).
-    fn submit(
+    pub(crate) fn submit(
         &mut self,
         sqe: Sqe,
         buf: Option<B>,
@@ -677,7 +552,7 @@ impl<B: DataBuf> Conn<B> {
 
     /// Waits (poll(2)) until the socket is readable, or writable while bytes wait to be
     /// sent, or `deadline` passes.
-    fn wait_io(&self, deadline: Instant) -> Result<(), Error> {
+    pub(crate) fn wait_io(&self, deadline: Instant) -> Result<(), Error> {
         let now = Instant::now();
         if now >= deadline {
             return Ok(());
@@ -750,7 +625,11 @@ impl<B: DataBuf> Conn<B> {
 
     /// Sends and receives what the socket allows without blocking, calling `f` for each
     /// completed command (at most `max`, 0 for no limit).
-    fn poll<F: FnMut(Completion<B>)>(&mut self, max: usize, f: &mut F) -> Result<usize, Error> {
+    pub(crate) fn poll<F: FnMut(Completion<B>)>(
+        &mut self,
+        max: usize,
+        f: &mut F,
+    ) -> Result<usize, Error> {
         if let Some(e) = self.pending.take() {
             return Err(e);
         }
@@ -1214,33 +1093,9 @@ impl<B: DataBuf> Conn<B> {
         f(c);
     }
 
-    /// Blocks until the command tagged `tag` completes; other completions are dropped.
-    fn run(&mut self, tag: u64, what: &str, timeout: Duration) -> Result<Completion<B>, Error> {
-        let deadline = Instant::now() + timeout;
-        let mut got = None;
-        loop {
-            self.poll(0, &mut |c: Completion<B>| {
-                if c.tag == tag {
-                    got = Some(c);
-                }
-            })?;
-            if let Some(c) = got.take() {
-                return Ok(c);
-            }
-            if Instant::now() >= deadline {
-                return Err(self.fail(Error::Timeout {
-                    addr: self.addr,
-                    what: what.into(),
-                    after: timeout,
-                }));
-            }
-            self.wait_io(deadline)?;
-        }
-    }
-
     /// Fails every outstanding command with [`STATUS_ABORTED_BY_HOST`], handing the
     /// buffers to `f`. Closes the connection first if it still works.
-    fn drain<F: FnMut(Completion<B>)>(&mut self, f: &mut F) -> usize {
+    pub(crate) fn drain<F: FnMut(Completion<B>)>(&mut self, f: &mut F) -> usize {
         if self.dead.is_none() {
             self.dead = Some("the host drained the queue pair".into());
             let _ = self.sock.shutdown(Shutdown::Both);
@@ -1263,721 +1118,19 @@ impl<B: DataBuf> Conn<B> {
     }
 }
 
-/// Bytes of a property (base 3.1.4, Figure 33): CAP, ASQ, ACQ, BPMBL and CMBMSC are 8
-/// bytes, the others 4.
-fn property_size(ofst: u32) -> usize {
-    match ofst {
-        offset::CAP | offset::ASQ | offset::ACQ | 0x48 | offset::CMBMSC => 8,
-        _ => 4,
-    }
-}
-
-/// The admin queue of a controller reached over NVMe/TCP: blocking, used from one
-/// thread, one command at a time.
-pub struct AdminQueue {
-    conn: Conn<Vec<u8>>,
-    opts: TcpOptions,
-    cntlid: u16,
-    cap: Cap,
-    vs: u32,
-    cc: Cc,
-    identify: Box<IdentifyController>,
-    io_in_capsule: u32,
-    max_transfer: u32,
-    io_queues: u16,
-    next_tag: u64,
-    last_command: Instant,
-    scratch: Vec<u8>,
-}
-
-impl fmt::Debug for AdminQueue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminQueue")
-            .field("addr", &self.opts.addr)
-            .field("subnqn", &self.opts.subnqn)
-            .field("cntlid", &self.cntlid)
-            .field("io_queues", &self.io_queues)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AdminQueue {
-    /// Connects to the subsystem and brings its controller up: ICReq, Connect (dynamic
-    /// controller, KATO from `opts`), CAP and VS, CC.EN=1, CSTS.RDY within CAP.TO,
-    /// Identify Controller, and — but for the discovery controller — Set Features
-    /// Number of Queues for `opts.io_queues`.
-    pub fn connect(opts: &TcpOptions) -> Result<AdminQueue, Error> {
-        opts.validate()?;
-        let slots = opts.admin_queue_size as usize - 1;
-        let mut conn = Conn::open(opts, 0, slots, ADMIN_IN_CAPSULE)?;
-        let cntlid = conn.fabric_connect(
-            opts,
-            opts.admin_queue_size - 1,
-            opts.kato_ms,
-            CNTLID_DYNAMIC,
-        )?;
-        let mut a = AdminQueue {
-            conn,
-            opts: opts.clone(),
-            cntlid,
-            cap: Cap::new(),
-            vs: 0,
-            cc: Cc::new(),
-            identify: Box::default(),
-            io_in_capsule: 0,
-            max_transfer: 0,
-            io_queues: 0,
-            next_tag: 0,
-            last_command: Instant::now(),
-            scratch: Vec::new(),
-        };
-        a.cap = Cap::from(a.property_get_for(offset::CAP, "Property Get CAP")?);
-        a.vs = a.property_get_for(offset::VS, "Property Get VS")? as u32;
-        a.enable()?;
-        let mut id = IdentifyController::new_zeroed();
-        let cqe = a.command(
-            IdentifyDw {
-                cns: cns::CONTROLLER,
-                ..Default::default()
-            }
-            .to_sqe(0),
-            DataDir::ToHost(id.as_mut_bytes()),
-        )?;
-        a.check(cqe, "Identify Controller")?;
-        a.identify = Box::new(id);
-        let page = 1u64 << (12 + a.cap.mpsmin() as u32);
-        a.max_transfer = match a.identify.mdts {
-            0 => 0,
-            m => (page << m.min(20)).min(u32::MAX as u64) as u32,
-        };
-        a.io_in_capsule = if a.identify.icdoff.get() != 0 {
-            // In-capsule data at an offset is not something this host sends.
-            0
-        } else {
-            a.identify
-                .ioccsz
-                .get()
-                .saturating_mul(16)
-                .saturating_sub(size_of::<Sqe>() as u32)
-        };
-        if opts.subnqn != DISCOVERY_NQN && opts.io_queues > 0 {
-            let n = opts.io_queues as u32;
-            let cqe = a.set_features(
-                feature::NUMBER_OF_QUEUES,
-                NumQueues::from_counts(n, n).to_dw(),
-            )?;
-            if cqe.status().is_success() {
-                let got = NumQueues::from_dw(cqe.dw0.get());
-                a.io_queues = got.sq_count().min(got.cq_count()).min(n) as u16;
-            }
-        }
-        Ok(a)
-    }
-
-    /// CC.EN=1 (NVM command set, or admin-only for controllers without I/O command
-    /// sets), then waits for CSTS.RDY.
-    fn enable(&mut self) -> Result<(), Error> {
-        let css = self.cap.css();
-        let cc_css = if css & (1 << 6) != 0 {
-            0b110
-        } else if css & 1 == 0 && css & (1 << 7) != 0 {
-            0b111
-        } else {
-            0
-        };
-        self.cc = Cc::new()
-            .with_en(true)
-            .with_css(cc_css)
-            .with_mps(self.cap.mpsmin())
-            .with_iosqes(6)
-            .with_iocqes(4);
-        self.property_set_for(offset::CC, u32::from(self.cc) as u64, "Property Set CC")?;
-        let limit = Duration::from_millis(500 * self.cap.to().max(1) as u64).max(self.opts.timeout);
-        self.wait_csts(limit, "become ready (CSTS.RDY) after CC.EN=1", |c| c.rdy())
-    }
-
-    /// Polls CSTS until `done` or `limit` passes, failing on CSTS.CFS.
-    fn wait_csts(
-        &mut self,
-        limit: Duration,
-        what: &str,
-        done: impl Fn(Csts) -> bool,
-    ) -> Result<(), Error> {
-        let deadline = Instant::now() + limit;
-        let mut nap = Duration::from_millis(1);
-        loop {
-            let csts = Csts::from(self.property_get_for(offset::CSTS, "Property Get CSTS")? as u32);
-            if csts.cfs() {
-                return Err(Error::Controller {
-                    addr: self.opts.addr,
-                    why: format!("reports a fatal status (CSTS.CFS) while waiting to {what}"),
-                });
-            }
-            if done(csts) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Controller {
-                    addr: self.opts.addr,
-                    why: format!(
-                        "did not {what} within {limit:?} (CSTS {:#x})",
-                        u32::from(csts)
-                    ),
-                });
-            }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(50));
-        }
-    }
-
-    fn check(&self, cqe: Cqe, what: &str) -> Result<Cqe, Error> {
-        let status = cqe.status();
-        if status.is_success() {
-            Ok(cqe)
-        } else {
-            Err(Error::Command {
-                what: what.into(),
-                status,
-            })
-        }
-    }
-
-    /// The controller ID the Connect returned.
-    pub fn cntlid(&self) -> u16 {
-        self.cntlid
-    }
-
-    /// Identify Controller, as read at connect.
-    pub fn identify(&self) -> &IdentifyController {
-        &self.identify
-    }
-
-    /// The controller's capabilities (CAP).
-    pub fn cap(&self) -> Cap {
-        self.cap
-    }
-
-    /// The controller's version (VS).
-    pub fn vs(&self) -> u32 {
-        self.vs
-    }
-
-    /// I/O queues the controller granted (0 for a discovery controller, or when Set
-    /// Features Number of Queues failed).
-    pub fn io_queues(&self) -> u16 {
-        self.io_queues
-    }
-
-    /// Bytes of in-capsule data an I/O queue takes (IOCCSZ * 16 - 64).
-    pub fn io_in_capsule(&self) -> u32 {
-        self.io_in_capsule
-    }
-
-    /// Most bytes one command moves (MDTS), 0 for no limit.
-    pub fn max_transfer(&self) -> u32 {
-        self.max_transfer
-    }
-
-    /// The options it was connected with.
-    pub fn options(&self) -> &TcpOptions {
-        &self.opts
-    }
-
-    /// Runs one admin command and waits for it (at most `TcpOptions::timeout`). A
-    /// completion with an error status is `Ok`: the caller reads the status. `Err` means
-    /// the transport failed or timed out, and the admin queue is then unusable.
-    pub fn command(&mut self, sqe: Sqe, data: DataDir<'_>) -> Result<Cqe, Error> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        let (dir, len) = match &data {
-            DataDir::None => (XferDir::None, 0),
-            DataDir::ToHost(b) => (XferDir::CtrlToHost, b.len()),
-            DataDir::ToController(b) => {
-                buf.extend_from_slice(b);
-                (XferDir::HostToCtrl, b.len())
-            }
-        };
-        buf.resize(len, 0);
-        self.next_tag = self.next_tag.wrapping_add(1) % (u64::MAX - 1);
-        let tag = self.next_tag;
-        let addr = self.opts.addr;
-        self.conn
-            .submit(sqe, Some(buf), dir, tag)
-            .map_err(|e| match e {
-                SubmitError::Invalid { why, .. } => Error::InvalidArgument(why),
-                SubmitError::QueueFull(_) | SubmitError::Dead(_) => Error::Dead {
-                    addr,
-                    why: self
-                        .conn
-                        .dead
-                        .clone()
-                        .unwrap_or_else(|| "the admin queue is full".into()),
-                },
-            })?;
-        let what = format!("admin command {:#04x}", sqe.opc);
-        let c = self.conn.run(tag, &what, self.opts.timeout)?;
-        self.last_command = Instant::now();
-        if let Some(b) = c.buf {
-            if let DataDir::ToHost(out) = data {
-                out.copy_from_slice(&b[..out.len()]);
-            }
-            self.scratch = b;
-        }
-        Ok(c.cqe)
-    }
-
-    /// Identify Namespace (CNS 00h) for `nsid`.
-    pub fn identify_namespace(&mut self, nsid: u32) -> Result<IdentifyNamespace, Error> {
-        let mut ns = IdentifyNamespace::new_zeroed();
-        let cqe = self.command(
-            IdentifyDw {
-                cns: cns::NAMESPACE,
-                ..Default::default()
-            }
-            .to_sqe(nsid),
-            DataDir::ToHost(ns.as_mut_bytes()),
-        )?;
-        self.check(cqe, &format!("Identify Namespace {nsid}"))?;
-        Ok(ns)
-    }
-
-    /// The active namespace IDs, in increasing order (Identify CNS 02h, as many lists as
-    /// it takes).
-    pub fn active_namespaces(&mut self) -> Result<Vec<u32>, Error> {
-        let mut ids = Vec::new();
-        let mut after = 0u32;
-        loop {
-            let mut list = NsList::default();
-            let cqe = self.command(
-                IdentifyDw {
-                    cns: cns::ACTIVE_NS_LIST,
-                    ..Default::default()
-                }
-                .to_sqe(after),
-                DataDir::ToHost(list.as_mut_bytes()),
-            )?;
-            self.check(cqe, "Identify Active Namespace ID list")?;
-            let before = ids.len();
-            for id in list.iter() {
-                if id <= after || id >= 0xffff_fffe {
-                    return Err(Error::Controller {
-                        addr: self.opts.addr,
-                        why: format!(
-                            "returned NSID {id:#x} in an active namespace list after {after:#x}"
-                        ),
-                    });
-                }
-                ids.push(id);
-                after = id;
-            }
-            if ids.len() - before < list.ids.len() {
-                return Ok(ids);
-            }
-        }
-    }
-
-    /// Get Log Page `lid` for `nsid` into `buf` from byte `offset` of the page (both
-    /// multiples of 4), split into commands of at most MDTS bytes. Returns the first
-    /// completion that failed, else the last.
-    pub fn get_log_page(
-        &mut self,
-        lid: u8,
-        nsid: u32,
-        buf: &mut [u8],
-        offset: u64,
-    ) -> Result<Cqe, Error> {
-        if buf.is_empty() || buf.len() % 4 != 0 || offset % 4 != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "Get Log Page of {} bytes at offset {offset}: both must be multiples of 4, the length non-zero",
-                buf.len()
-            )));
-        }
-        let chunk = match self.max_transfer {
-            0 => 1 << 20,
-            m => (m as usize).min(1 << 20),
-        };
-        let mut cqe = Cqe::default();
-        for (i, part) in buf.chunks_mut(chunk).enumerate() {
-            let mut sqe =
-                GetLogPageDw::new(lid, part.len() as u32, offset + (i * chunk) as u64).to_sqe();
-            sqe.nsid = U32::new(nsid);
-            cqe = self.command(sqe, DataDir::ToHost(part))?;
-            if !cqe.status().is_success() {
-                break;
-            }
-        }
-        Ok(cqe)
-    }
-
-    /// The discovery log (on a discovery controller): its header and its entries, read
-    /// again from the start if the generation counter moved while reading.
-    pub fn discovery_log(&mut self) -> Result<(DiscoveryLogHeader, Vec<DiscoveryLogEntry>), Error> {
-        const TRIES: usize = 5;
-        for _ in 0..TRIES {
-            let mut h = DiscoveryLogHeader::new_zeroed();
-            let cqe = self.get_log_page(log_id::DISCOVERY, 0, h.as_mut_bytes(), 0)?;
-            self.check(cqe, "Get Log Page (discovery log header)")?;
-            let n = h.numrec.get();
-            if n > DISCOVERY_RECORDS_MAX {
-                return Err(Error::Controller {
-                    addr: self.opts.addr,
-                    why: format!(
-                        "reports {n} discovery log records, more than this host reads ({DISCOVERY_RECORDS_MAX})"
-                    ),
-                });
-            }
-            let mut entries = vec![DiscoveryLogEntry::new_zeroed(); n as usize];
-            if n > 0 {
-                let cqe = self.get_log_page(
-                    log_id::DISCOVERY,
-                    0,
-                    entries.as_mut_slice().as_mut_bytes(),
-                    size_of::<DiscoveryLogHeader>() as u64,
-                )?;
-                self.check(cqe, "Get Log Page (discovery log entries)")?;
-            }
-            let mut again = [0u8; 16];
-            let cqe = self.get_log_page(log_id::DISCOVERY, 0, &mut again, 0)?;
-            self.check(cqe, "Get Log Page (discovery log header)")?;
-            if again[..8] == h.genctr.as_bytes()[..] {
-                return Ok((h, entries));
-            }
-        }
-        Err(Error::Controller {
-            addr: self.opts.addr,
-            why: format!("changed its discovery log (GENCTR) during each of {TRIES} reads"),
-        })
-    }
-
-    /// Keep Alive.
-    pub fn keep_alive(&mut self) -> Result<(), Error> {
-        let cqe = self.command(
-            Sqe {
-                opc: admin_opc::KEEP_ALIVE,
-                ..Default::default()
-            },
-            DataDir::None,
-        )?;
-        self.check(cqe, "Keep Alive").map(|_| ())
-    }
-
-    /// Sends Keep Alive if half the keep-alive timeout passed since the last admin
-    /// command; says whether it did. Call it from the caller's loop when KATO is on.
-    pub fn keep_alive_if_due(&mut self) -> Result<bool, Error> {
-        let kato = self.opts.kato_ms;
-        if kato == 0 || self.last_command.elapsed() < Duration::from_millis(kato as u64 / 2) {
-            return Ok(false);
-        }
-        self.keep_alive().map(|()| true)
-    }
-
-    /// Set Features `fid` with CDW11 `cdw11`.
-    pub fn set_features(&mut self, fid: u8, cdw11: u32) -> Result<Cqe, Error> {
-        self.command(
-            Sqe {
-                opc: admin_opc::SET_FEATURES,
-                cdw10: U32::new(fid as u32),
-                cdw11: U32::new(cdw11),
-                ..Default::default()
-            },
-            DataDir::None,
-        )
-    }
-
-    /// Get Features `fid` (current value) with CDW11 `cdw11`.
-    pub fn get_features(&mut self, fid: u8, cdw11: u32) -> Result<Cqe, Error> {
-        self.command(
-            Sqe {
-                opc: admin_opc::GET_FEATURES,
-                cdw10: U32::new(fid as u32),
-                cdw11: U32::new(cdw11),
-                ..Default::default()
-            },
-            DataDir::None,
-        )
-    }
-
-    fn property_cmd(ofst: u32, fc: u8, value: u64) -> Sqe {
-        let mut f = FabricsCmd {
-            opc: OPC_FABRICS,
-            fctype: fc,
-            ..Default::default()
-        };
-        let p = PropertyFields {
-            attrib: if property_size(ofst) == 8 { 1 } else { 0 },
-            ofst: U32::new(ofst),
-            value: zerocopy::little_endian::U64::new(value),
-            ..Default::default()
-        };
-        f.specific.copy_from_slice(p.as_bytes());
-        f.to_sqe()
-    }
-
-    /// Property Get of the register at `ofst` (see [`offset`]); 8-byte properties (CAP,
-    /// ASQ, ACQ, BPMBL, CMBMSC) are read whole. A failed status is an error.
-    pub fn property_get(&mut self, ofst: u32) -> Result<u64, Error> {
-        self.property_get_for(ofst, &format!("Property Get {ofst:#x}"))
-    }
-
-    fn property_get_for(&mut self, ofst: u32, what: &str) -> Result<u64, Error> {
-        let cqe = self.command(
-            Self::property_cmd(ofst, fctype::PROPERTY_GET, 0),
-            DataDir::None,
-        )?;
-        let cqe = self.check(cqe, what)?;
-        let lo = cqe.dw0.get() as u64;
-        Ok(if property_size(ofst) == 8 {
-            lo | ((cqe.dw1.get() as u64) << 32)
-        } else {
-            lo
-        })
-    }
-
-    /// Property Set of the register at `ofst` to `value`. A failed status is an error.
-    pub fn property_set(&mut self, ofst: u32, value: u64) -> Result<(), Error> {
-        self.property_set_for(ofst, value, &format!("Property Set {ofst:#x}"))
-    }
-
-    fn property_set_for(&mut self, ofst: u32, value: u64, what: &str) -> Result<(), Error> {
-        let cqe = self.command(
-            Self::property_cmd(ofst, fctype::PROPERTY_SET, value),
-            DataDir::None,
-        )?;
-        self.check(cqe, what).map(|_| ())
-    }
-
-    /// Creates I/O queue pair `qid` (1 to [`Self::io_queues`]) with `depth` entries (0
-    /// for `TcpOptions::io_queue_size`; at most CAP.MQES + 1) on a new connection:
-    /// ICReq, then Connect with this controller's ID. `depth - 1` commands can be
-    /// outstanding on it.
-    pub fn create_io_qpair<B: DataBuf>(
-        &mut self,
-        qid: u16,
-        depth: u16,
-    ) -> Result<TcpQpair<B>, Error> {
-        let depth = if depth == 0 {
-            self.opts.io_queue_size
-        } else {
-            depth
-        };
-        if qid == 0 || qid > self.io_queues {
-            return Err(Error::InvalidArgument(format!(
-                "I/O queue ID {qid}: the controller granted queues 1..={}",
-                self.io_queues
-            )));
-        }
-        let mqes = self.cap.mqes() as u32 + 1;
-        if depth < 2 || depth as u32 > mqes {
-            return Err(Error::InvalidArgument(format!(
-                "I/O queue depth {depth}: it must be 2..={mqes} (CAP.MQES + 1)"
-            )));
-        }
-        let mut qp = TcpQpair::connect(&self.opts, qid, depth, self.cntlid, self.io_in_capsule)?;
-        qp.conn.max_transfer = self.max_transfer;
-        Ok(qp)
-    }
-
-    /// Shuts the controller down (CC.SHN = normal, then CSTS.SHST = complete) and closes
-    /// the connection. Drop the I/O queue pairs first.
-    pub fn shutdown(mut self) -> Result<(), Error> {
-        let cc = self.cc.with_shn(0b01);
-        self.property_set_for(offset::CC, u32::from(cc) as u64, "Property Set CC.SHN")?;
-        let rtd3e = Duration::from_micros(self.identify.rtd3e.get() as u64);
-        let limit = rtd3e.max(self.opts.timeout);
-        self.wait_csts(limit, "finish shutting down (CSTS.SHST)", |c| {
-            c.shst() == 0b10
-        })?;
-        let _ = self.conn.sock.shutdown(Shutdown::Both);
-        Ok(())
-    }
-}
-
-/// An NVMe/TCP I/O queue pair: a non-blocking connection of its own. Submissions queue
-/// PDUs; [`TcpQpair::poll`] sends them (all submitted since the last poll in one go) and
-/// does all other progress.
-/// Buffers belong to the queue pair from submission to completion. Dropping it closes
-/// the connection and drops the buffers of commands still outstanding; take them back
-/// first with [`TcpQpair::drain_failed`] if they matter.
-pub struct TcpQpair<B: DataBuf> {
-    conn: Conn<B>,
-    depth: u16,
-}
-
-impl<B: DataBuf> fmt::Debug for TcpQpair<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpQpair")
-            .field("addr", &self.conn.addr)
-            .field("qid", &self.conn.qid)
-            .field("depth", &self.depth)
-            .field("outstanding", &self.conn.outstanding)
-            .field("dead", &self.conn.dead)
-            .finish()
-    }
-}
-
-impl<B: DataBuf> TcpQpair<B> {
-    /// Opens queue `qid` of controller `cntlid` with `depth` entries: ICReq and Connect.
-    fn connect(
-        opts: &TcpOptions,
-        qid: u16,
-        depth: u16,
-        cntlid: u16,
-        in_capsule: u32,
-    ) -> Result<TcpQpair<B>, Error> {
-        let mut conn = Conn::open(opts, qid, depth as usize - 1, in_capsule)?;
-        conn.fabric_connect(opts, depth - 1, 0, cntlid)?;
-        Ok(TcpQpair { conn, depth })
-    }
-
-    /// Submits a command: the queue pair assigns its CID and SGL. The data length is
-    /// `buf`'s length; `dir` says which way it moves. On refusal the buffer comes back.
-    pub fn submit(
-        &mut self,
-        sqe: Sqe,
-        buf: Option<B>,
-        dir: XferDir,
-        tag: u64,
-    ) -> Result<(), SubmitError<B>> {
-        self.conn.submit(sqe, buf, dir, tag)
-    }
-
-    fn rw(
-        &mut self,
-        opc: u8,
-        nsid: u32,
-        slba: u64,
-        nlb: u32,
-        buf: B,
-        tag: u64,
-    ) -> Result<(), SubmitError<B>> {
-        let dir = if opc == nvm_opc::READ {
-            XferDir::CtrlToHost
-        } else {
-            XferDir::HostToCtrl
-        };
-        if !(1..=65536).contains(&nlb) {
-            return Err(SubmitError::Invalid {
-                why: format!("{nlb} blocks: one command moves 1 to 65536"),
-                buf: Some(buf),
-            });
-        }
-        self.submit(Sqe::nvm_rw(opc, nsid, slba, nlb), Some(buf), dir, tag)
-    }
-
-    /// Reads `nlb` blocks (1-based count) at `slba` of `nsid` into `buf`, whose length
-    /// must be `nlb` times the namespace's block size.
-    pub fn read(
-        &mut self,
-        nsid: u32,
-        slba: u64,
-        nlb: u32,
-        buf: B,
-        tag: u64,
-    ) -> Result<(), SubmitError<B>> {
-        self.rw(nvm_opc::READ, nsid, slba, nlb, buf, tag)
-    }
-
-    /// Writes `buf` (`nlb` blocks, 1-based count) at `slba` of `nsid`.
-    pub fn write(
-        &mut self,
-        nsid: u32,
-        slba: u64,
-        nlb: u32,
-        buf: B,
-        tag: u64,
-    ) -> Result<(), SubmitError<B>> {
-        self.rw(nvm_opc::WRITE, nsid, slba, nlb, buf, tag)
-    }
-
-    /// Flushes `nsid`'s volatile write cache.
-    pub fn flush(&mut self, nsid: u32, tag: u64) -> Result<(), SubmitError<B>> {
-        let sqe = Sqe {
-            opc: nvm_opc::FLUSH,
-            nsid: U32::new(nsid),
-            ..Default::default()
-        };
-        self.submit(sqe, None, XferDir::None, tag)
-    }
-
-    /// Sends pending bytes, reads what the socket has (never blocking) and calls `f`
-    /// for each completed command, at most `max` of them (0: no limit). Returns how
-    /// many completed. `Err` is a fatal transport error (C2HTermReq, digest or protocol
-    /// error, the connection closed): the queue pair is dead from then on, and
-    /// [`Self::drain_failed`] hands back the outstanding buffers. A call that completed
-    /// commands before meeting such an error returns `Ok` with their count; the next
-    /// call returns the error.
-    pub fn poll(&mut self, max: usize, mut f: impl FnMut(Completion<B>)) -> Result<usize, Error> {
-        self.conn.poll(max, &mut f)
-    }
-
-    /// Completes every outstanding command with [`STATUS_ABORTED_BY_HOST`] through `f`,
-    /// buffers included, and returns how many there were. Meant for a queue pair that
-    /// failed; on a working one it closes the connection first.
-    pub fn drain_failed(&mut self, mut f: impl FnMut(Completion<B>)) -> usize {
-        self.conn.drain(&mut f)
-    }
-
-    /// Polls, sleeping in poll(2) on the socket between rounds, until no command is
-    /// outstanding or `timeout` passes (then `outstanding()` is not 0). Returns how many
-    /// completed; errors are those of [`Self::poll`].
-    pub fn wait(
-        &mut self,
-        timeout: Duration,
-        mut f: impl FnMut(Completion<B>),
-    ) -> Result<usize, Error> {
-        let deadline = Instant::now() + timeout;
-        let mut n = 0;
-        loop {
-            n += self.conn.poll(0, &mut f)?;
-            if self.conn.outstanding == 0 || Instant::now() >= deadline {
-                return Ok(n);
-            }
-            self.conn.wait_io(deadline)?;
-        }
-    }
-
-    /// Commands submitted and not yet completed.
-    pub fn outstanding(&self) -> usize {
-        self.conn.outstanding
-    }
-
-    /// The queue's entries; `depth - 1` commands can be outstanding.
-    pub fn depth(&self) -> u16 {
-        self.depth
-    }
-
-    /// The queue ID.
-    pub fn qid(&self) -> u16 {
-        self.conn.qid
-    }
-
-    /// Whether a fatal error ended the queue pair.
-    pub fn is_dead(&self) -> bool {
-        self.conn.dead.is_some()
-    }
-
-    /// The socket, to wait on with poll(2) or epoll next to other work. Readable means
-    /// [`Self::poll`] has something to do; so does writable when [`Self::wants_write`].
-    pub fn as_raw_fd(&self) -> RawFd {
-        self.conn.sock.as_raw_fd()
-    }
-
-    /// Whether bytes wait to be sent (the socket's buffer was full).
-    pub fn wants_write(&self) -> bool {
-        self.conn.tx_head < self.conn.tx.len()
-    }
-}
-
-impl<B: DataBuf> AsRawFd for TcpQpair<B> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.conn.sock.as_raw_fd()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::{AdminQueue, FabricQpair};
     use super::*;
+    use crate::spec::admin::GetLogPageDw;
+    use crate::spec::admin::{IdentifyDw, admin_opc, cns, feature, log_id, nvm_opc};
+    use crate::spec::fabrics::{
+        ConnectData, ConnectFields, FabricsCmd, OPC_FABRICS, PropertyFields, fctype, validate_nqn,
+    };
     use crate::spec::identify::IDENTIFY_LEN;
+    use crate::spec::identify::{IdentifyController, IdentifyNamespace, NsList};
+    use crate::spec::log::{DiscoveryLogEntry, DiscoveryLogHeader};
+    use crate::spec::regs::{Cap, Cc, Csts, offset};
     use crate::spec::tcp::CapsuleResp;
     use std::net::TcpListener;
     use std::thread::JoinHandle;
@@ -2175,15 +1328,15 @@ mod tests {
         (addr, h)
     }
 
-    fn opts(addr: SocketAddr) -> TcpOptions {
-        let mut o = TcpOptions::new(addr, SUBNQN);
+    fn opts(addr: SocketAddr) -> FabricOptions {
+        let mut o = FabricOptions::new(addr, SUBNQN);
         o.timeout = Duration::from_secs(10);
         o
     }
 
     /// An I/O queue pair on a fake controller (qid 1, depth 8, `in_capsule` bytes).
-    fn qpair(o: &TcpOptions, in_capsule: u32) -> TcpQpair<Vec<u8>> {
-        TcpQpair::connect(o, 1, 8, 5, in_capsule).unwrap()
+    fn qpair(o: &FabricOptions, in_capsule: u32) -> FabricQpair<Vec<u8>> {
+        FabricQpair::connect(o, 1, 8, 5, in_capsule, 0).unwrap()
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -2192,7 +1345,7 @@ mod tests {
             .collect()
     }
 
-    fn wait_all(qp: &mut TcpQpair<Vec<u8>>) -> Vec<Completion<Vec<u8>>> {
+    fn wait_all(qp: &mut FabricQpair<Vec<u8>>) -> Vec<Completion<Vec<u8>>> {
         let mut done = Vec::new();
         qp.wait(Duration::from_secs(10), |c| done.push(c)).unwrap();
         assert_eq!(qp.outstanding(), 0, "timed out");
@@ -2208,7 +1361,7 @@ mod tests {
         });
         let mut o = opts(addr);
         o.hdgst = true;
-        let qp = qpair(&o, 0);
+        let mut qp = qpair(&o, 0);
         let (req, sqe, d) = h.join().unwrap();
         assert_eq!(req.pfv.get(), 0);
         assert_eq!(req.hpda, 0);
@@ -2230,8 +1383,8 @@ mod tests {
         assert!(o.hostnqn.starts_with("nqn.2014-08.org.nvmexpress:uuid:"));
         validate_nqn(&o.hostnqn).unwrap();
         assert_eq!(qp.depth(), 8);
-        assert_eq!(qp.conn.maxh2cdata, 8192);
-        assert!(qp.conn.tx_neg.hdgst && !qp.conn.tx_neg.ddgst);
+        assert_eq!(qp.tcp_mut().maxh2cdata, 8192);
+        assert!(qp.tcp_mut().tx_neg.hdgst && !qp.tcp_mut().tx_neg.ddgst);
     }
 
     #[test]
@@ -2278,7 +1431,7 @@ mod tests {
                 f.s.read_to_end(&mut rest).unwrap();
                 (t, rest.len())
             });
-            let e = TcpQpair::<Vec<u8>>::connect(&opts(addr), 1, 8, 5, 0).unwrap_err();
+            let e = FabricQpair::<Vec<u8>>::connect(&opts(addr), 1, 8, 5, 0, 0).unwrap_err();
             assert!(matches!(e, Error::IcResp { .. }), "{e:?}");
             assert!(e.to_string().contains(needle), "{e}");
             let (t, data) = h.join().unwrap();
@@ -2297,14 +1450,14 @@ mod tests {
             let r = f.resp_bytes(sqe.cid.get(), Status::CONNECT_INVALID_HOST, 0);
             f.send(&r);
         });
-        let e = TcpQpair::<Vec<u8>>::connect(&opts(addr), 1, 8, 5, 0).unwrap_err();
+        let e = FabricQpair::<Vec<u8>>::connect(&opts(addr), 1, 8, 5, 0, 0).unwrap_err();
         h.join().unwrap();
         assert_eq!(
             e.to_string(),
             "Connect failed: status sct=1 sc=0x84 (host not allowed by the subsystem)"
         );
         // Nothing listens any more.
-        let e = TcpQpair::<Vec<u8>>::connect(&opts(addr), 1, 8, 5, 0).unwrap_err();
+        let e = FabricQpair::<Vec<u8>>::connect(&opts(addr), 1, 8, 5, 0, 0).unwrap_err();
         assert!(matches!(e, Error::Refused { .. }), "{e:?}");
         assert!(e.to_string().contains("is polluxd listening?"));
     }
@@ -2376,7 +1529,7 @@ mod tests {
             }
         });
         let mut qp = qpair(&opts(addr), 0);
-        qp.conn.rx_read_max = 1;
+        qp.tcp_mut().rx_read_max = 1;
         qp.read(1, 0, 6, vec![0; 3000], 1).unwrap();
         qp.flush(1, 2).unwrap();
         let done = wait_all(&mut qp);

@@ -132,14 +132,19 @@ lab_bind_kernel() {
 
 # lab_nvme_export EXTRA_ATTACH_PARAMS [EXTRA_TRANSPORT_PARAMS]: polluxd attaches
 # $NVME_BDF (bound to vfio-pci) as Nvme0 with bdev_nvme_attach_controller (plus
-# EXTRA_ATTACH_PARAMS, JSON members with a leading comma; the same for the transport) and exports Nvme0n1 over NVMe/TCP on 127.0.0.1:4421; the kernel's
-# nvme-tcp initiator verifies data with fio; the driver's counters are left in
-# $LAB_ART/controllers-after.json; polluxd stops on SIGTERM and the controller goes
-# back to the kernel driver.
+# EXTRA_ATTACH_PARAMS, JSON members with a leading comma; the same for the transport)
+# and exports Nvme0n1 over NVMe/TCP on 127.0.0.1:4421, or over NVMe/RDMA on
+# 10.0.2.15:4421 with LAB_TRTYPE=rdma (rxe0 must be up); the kernel's initiator verifies
+# data with fio; the driver's counters are left in $LAB_ART/controllers-after.json and
+# the target's in $LAB_ART/nvmf-stats.json; polluxd stops on SIGTERM and the controller
+# goes back to the kernel driver.
 lab_nvme_export() {
     NQN=nqn.2016-06.io.pollux:lab-nvme
     SOCK=/tmp/pollux-nvme.sock
+    TRTYPE=${LAB_TRTYPE:-tcp}
     ADDR=127.0.0.1
+    [ "$TRTYPE" = rdma ] && ADDR=10.0.2.15
+    TR=$(echo "$TRTYPE" | tr a-z A-Z)
     PORT=4421
     CFG=$LAB_ART/polluxd.json
     rpc() { pollux-rpc -s "$SOCK" -t 30 "$@"; }
@@ -150,12 +155,12 @@ lab_nvme_export() {
   {"method": "bdev_nvme_attach_controller", "params": {"name": "Nvme0", "trtype": "PCIe", "traddr": "$NVME_BDF"$1}}
  ]},
  {"subsystem": "nvmf", "config": [
-  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"${2:-}}},
+  {"method": "nvmf_create_transport", "params": {"trtype": "$TR"${2:-}}},
   {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true,
     "serial_number": "POLLUXLABNVME0000001", "model_number": "Pollux NVMe export"}},
   {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Nvme0n1", "nsid": 1}}},
   {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN",
-    "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "$ADDR", "trsvcid": "$PORT"}}}
+    "listen_address": {"trtype": "$TR", "adrfam": "IPv4", "traddr": "$ADDR", "trsvcid": "$PORT"}}}
  ]}
 ]}
 JSON
@@ -173,8 +178,8 @@ JSON
         lab_abort attach "polluxd did not come up with the NVMe controller (see polluxd.log)"
     fi
 
-    modprobe nvme-tcp
-    lab_run timeout 60 nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN" -l 15 -c 2
+    modprobe "nvme-$TRTYPE"
+    lab_run timeout 60 nvme connect -t "$TRTYPE" -a "$ADDR" -s "$PORT" -n "$NQN" -l 15 -c 2
     DEV=
     for c in /sys/class/nvme/nvme*; do
         [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$NQN" ] || continue
@@ -189,14 +194,14 @@ JSON
         done
     done
     if [ -n "$DEV" ]; then
-        lab_pass connect "the kernel's nvme-tcp initiator sees the exported namespace as /dev/$DEV"
+        lab_pass connect "the kernel's nvme-$TRTYPE initiator sees the exported namespace as /dev/$DEV"
         lab_run timeout -s KILL 240 fio --output="$LAB_ART/fio.txt" --eta=never --name=export --filename="/dev/$DEV" \
             --ioengine=libaio --direct=1 --rw=randwrite --bsrange=4k-1m --iodepth=32 --size=32m \
             --verify=crc32c --do_verify=1 --verify_fatal=1
         rc=$?
         grep -E 'err=|IOPS=' "$LAB_ART/fio.txt" | head
         if [ $rc -eq 0 ] && grep -q 'err= 0' "$LAB_ART/fio.txt"; then
-            lab_pass fio-verify "fio randwrite 4k-1m QD32 with crc32c verify through NVMe/TCP to the userspace-driven controller: no errors"
+            lab_pass fio-verify "fio randwrite 4k-1m QD32 with crc32c verify through NVMe/$TR to the userspace-driven controller: no errors"
         else
             lab_fail fio-verify "fio verify over the export failed (rc $rc)"
         fi

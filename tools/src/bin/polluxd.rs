@@ -1,7 +1,7 @@
 //! polluxd: the Pollux daemon. Reactors on the cores of `-m`, configured by SPDK-style
 //! JSON-RPC on a UNIX socket and by SPDK-format JSON config files.
 //!
-//! It serves NVMe-over-Fabrics (TCP) subsystems configured with SPDK's `nvmf_*` methods,
+//! It serves NVMe-over-Fabrics (TCP and RDMA) subsystems configured with SPDK's `nvmf_*` methods,
 //! on top of the engine's bdevs. `examples/quickstart.json` is a complete config: a RAM
 //! namespace on 127.0.0.1:4420 for any host.
 

@@ -12,7 +12,7 @@ use super::workload::Generator;
 use pollux_engine::bdev::{Bdev, BdevIo, IoCallback, IoKind};
 use pollux_engine::dma::{DmaBuf, Iobuf};
 use pollux_engine::thread::{IoChannel, PollStatus, Poller, Thread};
-use pollux_nvme::fabrics::TcpQpair;
+use pollux_nvme::fabrics::FabricQpair;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -30,7 +30,7 @@ pub enum Target {
     /// An NVMe-oF I/O queue pair on namespace `nsid` of `lba`-byte blocks.
     Nvmf {
         /// The queue pair.
-        q: Box<TcpQpair<Vec<u8>>>,
+        q: Box<FabricQpair<Vec<u8>>>,
         /// Namespace.
         nsid: u32,
         /// Block size.
@@ -171,7 +171,7 @@ enum Backend {
         ios: Vec<Box<BdevIo>>,
     },
     Nvmf {
-        q: Box<TcpQpair<Vec<u8>>>,
+        q: Box<FabricQpair<Vec<u8>>>,
         nsid: u32,
         lba: u32,
         free: Vec<Vec<u8>>,

@@ -107,7 +107,7 @@ const JOB_OPTIONS: &[OptDef] = &[
     opt("ioengine", &[], Value, "str",
         "null, malloc: in-memory bdev of size; io_uring: filename; nvmf: target (default null)"),
     opt("target", &[], Value, "trid",
-        "pollux: SPDK transport ID for nvmf ('trtype:tcp traddr:... trsvcid:... subnqn:... ns:1')"),
+        "pollux: SPDK transport ID for nvmf ('trtype:tcp|rdma traddr:... trsvcid:... subnqn:... ns:1')"),
     opt("filename", &[], Value, "path", "file or block device for the io_uring engines"),
     opt("direct", &[], Flag, "bool", "O_DIRECT for the io_uring engines (default 0)"),
     opt("buffered", &[], Flag, "bool", "the opposite of direct (default 1)"),

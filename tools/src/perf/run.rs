@@ -9,7 +9,7 @@ use super::report;
 use pollux_engine::bdev::{Bdev, malloc, null, uring};
 use pollux_engine::dma::IobufOpts;
 use pollux_engine::reactor::Engine;
-use pollux_nvme::fabrics::{AdminQueue, TcpOptions, TcpQpair};
+use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair, Transport};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -32,10 +32,12 @@ struct Clone_ {
     core: usize,
 }
 
-/// An NVMe-oF transport ID (SPDK's string form): `trtype:tcp adrfam:ipv4
+/// An NVMe-oF transport ID (SPDK's string form): `trtype:tcp|rdma adrfam:ipv4
 /// traddr:127.0.0.1 trsvcid:4420 subnqn:nqn... [hostnqn:...] [ns:1]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportId {
+    /// TCP or RDMA.
+    pub transport: Transport,
     /// Address and port.
     pub addr: std::net::SocketAddr,
     /// Subsystem NQN.
@@ -58,11 +60,15 @@ impl TransportId {
             kv.insert(k.to_ascii_lowercase(), v.to_owned());
         }
         let trtype = kv.remove("trtype").unwrap_or_else(|| "tcp".into());
-        if !trtype.eq_ignore_ascii_case("tcp") {
+        let transport = if trtype.eq_ignore_ascii_case("tcp") {
+            Transport::Tcp
+        } else if trtype.eq_ignore_ascii_case("rdma") {
+            Transport::Rdma
+        } else {
             return Err(format!(
-                "target: trtype {trtype} is not supported yet (tcp is); RDMA and PCIe come with their issues"
+                "target: trtype {trtype} is not NVMe-oF (tcp or rdma; PCIe is ioengine=nvme)"
             ));
-        }
+        };
         let traddr = kv
             .remove("traddr")
             .ok_or("target: traddr is missing (e.g. traddr:127.0.0.1)")?;
@@ -93,6 +99,7 @@ impl TransportId {
         .parse()
         .map_err(|_| format!("target: {traddr} port {port} is not an address"))?;
         Ok(TransportId {
+            transport,
             addr,
             subnqn,
             hostnqn,
@@ -207,7 +214,10 @@ fn run_on(engine: &Engine, spec: &RunSpec, cores: &[usize]) -> Result<i32, Strin
             .iter()
             .filter(|x| x.spec.target.as_deref() == Some(&t))
             .count() as u16;
-        let mut o = TcpOptions::new(tid.addr, &tid.subnqn);
+        let mut o = match tid.transport {
+            Transport::Tcp => FabricOptions::new(tid.addr, &tid.subnqn),
+            Transport::Rdma => FabricOptions::rdma(tid.addr, &tid.subnqn),
+        };
         if let Some(h) = &tid.hostnqn {
             o.hostnqn = h.clone();
         }
@@ -621,7 +631,7 @@ fn make_target(
             let qid = n.next_qid;
             n.next_qid += 1;
             let depth = (s.iodepth + 1).clamp(2, n.admin.cap().mqes() as u32 + 1) as u16;
-            let q: TcpQpair<Vec<u8>> = n
+            let q: FabricQpair<Vec<u8>> = n
                 .admin
                 .create_io_qpair(qid, depth)
                 .map_err(|e| format!("{t}: I/O queue {qid}: {e}"))?;
@@ -833,7 +843,10 @@ mod tests {
         assert_eq!(t.addr, "127.0.0.1:4420".parse().unwrap());
         assert_eq!(t.subnqn, "nqn.2016-06.io.spdk:cnode1");
         assert_eq!(t.nsid, 2);
-        assert!(TransportId::parse("trtype:rdma traddr:1.2.3.4 subnqn:x").is_err());
+        let r = TransportId::parse("trtype:RDMA traddr:10.0.2.15 trsvcid:4420 subnqn:x").unwrap();
+        assert_eq!(r.transport, Transport::Rdma);
+        assert_eq!(r.addr, "10.0.2.15:4420".parse().unwrap());
+        assert!(TransportId::parse("trtype:fc traddr:1.2.3.4 subnqn:x").is_err());
         assert!(
             TransportId::parse("traddr:1.2.3.4")
                 .unwrap_err()

@@ -1,0 +1,107 @@
+#!/bin/sh
+# rdma-pollux-host: pollux-perf (ioengine=nvmf, trtype:rdma: the project's own NVMe/RDMA
+# host, nvme::fabrics::rdma) against polluxd's NVMe/RDMA target on Soft-RoCE: random
+# writes of 4 KiB to 128 KiB at QD32 on two queue pairs, then every block read back and
+# checked (crc32c), and the same job over NVMe/TCP to the same namespace for
+# comparison. Afterwards every connection is closed and every pool full.
+# lab-timeout: 420
+. /lab/lib.sh
+
+NQN=nqn.2016-06.io.pollux:lab-rdma-host
+SOCK=/tmp/pollux-rdma-host.sock
+ADDR=10.0.2.15
+PORT=4420
+CFG=$LAB_ART/polluxd.json
+
+rpc() { pollux-rpc -s "$SOCK" -t 10 "$@"; }
+
+lab_rxe_up
+
+cat >"$CFG" <<EOF
+{"subsystems": [
+ {"subsystem": "bdev", "config": [
+  {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 262144, "block_size": 512}}
+ ]},
+ {"subsystem": "nvmf", "config": [
+  {"method": "nvmf_create_transport", "params": {"trtype": "RDMA", "max_srq_depth": 1024}},
+  {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+  {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true}},
+  {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0", "nsid": 1}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN",
+    "listen_address": {"trtype": "RDMA", "adrfam": "IPv4", "traddr": "$ADDR", "trsvcid": "$PORT"}}},
+  {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN",
+    "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "$PORT"}}}
+ ]}
+]}
+EOF
+NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd.log" 2>&1 &
+PID=$!
+if lab_wait 30 rpc nvmf_get_subsystems >/dev/null 2>&1; then
+    lab_pass polluxd-start "polluxd (pid $PID) serves $NQN over RDMA ($ADDR:$PORT) and TCP (127.0.0.1:$PORT)"
+else
+    tail -20 "$LAB_ART/polluxd.log"
+    lab_abort polluxd-start "polluxd did not come up (see polluxd.log)"
+fi
+
+# perf TAG TARGET: two jobs (two queue pairs) of verified random writes.
+perf() {
+    cat >"$LAB_WORK/$1.fio" <<JOB
+[global]
+ioengine=nvmf
+target=$2
+rw=randwrite
+bsrange=4k-128k
+iodepth=32
+size=24m
+verify=crc32c
+do_verify=1
+group_reporting=1
+[q1]
+offset=0
+[q2]
+offset=48m
+JOB
+    timeout 300 pollux-perf --output-format=json --output="$LAB_ART/perf-$1.json" "$LAB_WORK/$1.fio" >"$LAB_ART/perf-$1.log" 2>&1 &&
+        grep -q '"error" : 0' "$LAB_ART/perf-$1.json"
+}
+bw() { awk -F: '/"bw_bytes"/ { gsub(/[ ,]/, "", $2); s += $2 } END { printf "%.1f", s / 1048576 }' "$LAB_ART/perf-$1.json"; }
+
+t0=$(lab_up)
+if perf rdma "trtype:rdma adrfam:ipv4 traddr:$ADDR trsvcid:$PORT subnqn:$NQN ns:1"; then
+    lab_pass perf-rdma "pollux-perf trtype:rdma: randwrite 4k-128k QD32 on 2 queue pairs, then crc32c verify of every block: no errors ($(lab_secs_since "$t0") s, $(bw rdma) MiB/s summed over write and verify)"
+else
+    tail -5 "$LAB_ART/perf-rdma.log"
+    tail -10 "$LAB_ART/polluxd.log"
+    lab_fail perf-rdma "pollux-perf over NVMe/RDMA failed: $(tail -3 "$LAB_ART/perf-rdma.log" | tr '\n' ' ' | cut -c1-400)"
+fi
+
+t0=$(lab_up)
+if perf tcp "trtype:tcp adrfam:ipv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$NQN ns:1"; then
+    lab_pass perf-tcp "the same job over NVMe/TCP: no errors ($(lab_secs_since "$t0") s, $(bw tcp) MiB/s; TCG timings, for the record only)"
+else
+    lab_fail perf-tcp "pollux-perf over NVMe/TCP failed: $(tail -3 "$LAB_ART/perf-tcp.log" | tr '\n' ' ' | cut -c1-400)"
+fi
+
+if lab_wait 20 stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io protocol_errors; then
+    lab_pass pools-full "nvmf_get_stats after pollux-perf: no connection left, every buffer back (completed_nvme_io $(stat_sum completed_nvme_io))"
+else
+    cat "$LAB_WORK/stats.json"
+    lab_fail pools-full "after pollux-perf: $(stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io protocol_errors)"
+fi
+
+kill -TERM $PID
+lab_wait 20 eval '! lab_alive $PID'
+if lab_alive $PID; then
+    lab_fail clean-stop "polluxd still runs 20 s after SIGTERM"
+    kill -KILL $PID
+else
+    wait $PID
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        lab_pass clean-stop "polluxd stopped on SIGTERM with status 0"
+    else
+        lab_fail clean-stop "polluxd stopped with status $rc"
+    fi
+fi
+lab_run rdma link delete rxe0
+exit 0
