@@ -103,7 +103,7 @@ impl RdmaRemote {
 
 /// A protection domain as a mapper: one memory region per registered region. Host
 /// memory is always registered; device memory (an NVMe CMB) only where the NIC reaches
-/// it ([`super::devmem`]), else the reason is kept for [`RdmaMapper::unreachable`].
+/// it ([`super::DeviceMemory`]), else the reason is kept for [`RdmaMapper::unreachable`].
 pub struct RdmaMapper {
     pd: Arc<Pd>,
     unreachable: Mutex<HashMap<usize, Unreachable>>,

@@ -7,7 +7,7 @@
 //! the device's shared queues and accepts with CRQSIZE. A bad request is rejected with
 //! the reason the specification names (RDMA_CM_REJECT private data).
 //!
-//! **Per device and poll group** ([`PgRdma`]): one completion queue, armed on a
+//! **Per device and poll group** (`PgRdma`): one completion queue, armed on a
 //! completion channel so that an idle reactor sleeps until work arrives, and one shared
 //! receive queue of command buffers (64 bytes of SQE plus `in_capsule_data_size`),
 //! registered once. The protection domain is per device and process, and is a mapper
@@ -671,7 +671,7 @@ struct RespBufs {
 }
 
 /// Where a request's data is on the host.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Keyed {
     remote: RdmaRemote,
     invalidate: bool,
@@ -806,42 +806,14 @@ impl Conn {
             return;
         };
         let dir = cmd_dir(&sqe);
-        let sgl = sqe.sgl();
-        let mut bad: Option<Status> = None;
-        let mut keyed = None;
-        let mut in_capsule = None;
-        let len = match (sgl.ty(), sgl.subtype()) {
-            (sgl_type::DATA_BLOCK, sgl_subtype::OFFSET) => {
-                let (off, len) = (sgl.addr.get(), sgl.len.get());
-                if len > 0 && dir != Dir::H2c {
-                    bad = Some(Status::SGL_DESCRIPTOR_TYPE_INVALID);
-                } else if off + len as u64 > icd.len() as u64 {
-                    bad = Some(Status::SGL_OFFSET_INVALID.or_len(off == 0));
-                } else {
-                    in_capsule = Some(off as usize..off as usize + len as usize);
-                }
-                len
-            }
-            (sgl_type::KEYED_DATA_BLOCK, st)
-                if st == sgl_subtype::ADDRESS || st == sgl_subtype::INVALIDATE_KEY =>
-            {
-                keyed = Some(Keyed {
-                    remote: RdmaRemote::from_wire(sgl.key(), sgl.addr.get()),
-                    invalidate: st == sgl_subtype::INVALIDATE_KEY,
-                });
-                sgl.keyed_len()
-            }
-            _ => {
-                bad = Some(Status::SGL_DESCRIPTOR_TYPE_INVALID);
-                0
-            }
+        let max = self.q.opts.max_io_size.max(super::tcp::ADMIN_ICD_SIZE);
+        let (len, place) = data_place(&sqe, dir, icd.len(), max);
+        let (bad, keyed, in_capsule) = match place {
+            Ok(Place::None) => (None, None, None),
+            Ok(Place::InCapsule(r)) => (None, None, Some(r)),
+            Ok(Place::Keyed(k)) => (None, Some(k), None),
+            Err(s) => (Some(s), None, None),
         };
-        if bad.is_none() && len > 0 && dir == Dir::None {
-            bad = Some(Status::INVALID_FIELD);
-        }
-        if bad.is_none() && len > self.q.opts.max_io_size.max(super::tcp::ADMIN_ICD_SIZE) {
-            bad = Some(Status::SGL_LENGTH_INVALID);
-        }
         let Some(slot) = self.q.admit(&sqe, dir, len) else {
             tracing::warn!(peer = %self.q.peer,
                 "NVMe/RDMA protocol error: more commands than the queue's entries; closing");
@@ -1155,7 +1127,153 @@ impl Conn {
     }
 }
 
+/// Where a command's data is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Place {
+    /// No data.
+    None,
+    /// In the capsule, at these bytes of the in-capsule data.
+    InCapsule(std::ops::Range<usize>),
+    /// In the host's memory, moved by RDMA READ or WRITE.
+    Keyed(Keyed),
+}
+
+/// Reads a command's SGL: its data length and where the data is, or the status that
+/// fails the command (`icd_len` bytes came in the capsule; `max` is the largest
+/// transfer).
+fn data_place(sqe: &Sqe, dir: Dir, icd_len: usize, max: u32) -> (u32, Result<Place, Status>) {
+    let sgl = sqe.sgl();
+    let (len, place) = match (sgl.ty(), sgl.subtype()) {
+        (sgl_type::DATA_BLOCK, sgl_subtype::OFFSET) => {
+            let (off, len) = (sgl.addr.get(), sgl.len.get());
+            let p = if len > 0 && dir != Dir::H2c {
+                Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)
+            } else if off + len as u64 > icd_len as u64 {
+                Err(Status::SGL_OFFSET_INVALID.or_len(off == 0))
+            } else if len == 0 {
+                Ok(Place::None)
+            } else {
+                Ok(Place::InCapsule(off as usize..off as usize + len as usize))
+            };
+            (len, p)
+        }
+        (sgl_type::KEYED_DATA_BLOCK, st)
+            if st == sgl_subtype::ADDRESS || st == sgl_subtype::INVALIDATE_KEY =>
+        {
+            let len = sgl.keyed_len();
+            let k = Keyed {
+                remote: RdmaRemote::from_wire(sgl.key(), sgl.addr.get()),
+                invalidate: st == sgl_subtype::INVALIDATE_KEY,
+            };
+            (
+                len,
+                Ok(if len == 0 {
+                    Place::None
+                } else {
+                    Place::Keyed(k)
+                }),
+            )
+        }
+        _ => (0, Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)),
+    };
+    let place = place.and_then(|p| {
+        if len > 0 && dir == Dir::None {
+            Err(Status::INVALID_FIELD)
+        } else if len > max {
+            Err(Status::SGL_LENGTH_INVALID)
+        } else {
+            Ok(p)
+        }
+    });
+    (len, place)
+}
+
 /// The work request id of an unsignaled RDMA WRITE (never seen in a completion).
 fn k_unsignaled(slot: u16) -> u64 {
     slot as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pollux_nvme::spec::cmd::SglDescriptor;
+
+    fn sqe(opc: u8, sgl: SglDescriptor) -> Sqe {
+        let mut s = Sqe {
+            opc,
+            ..Default::default()
+        };
+        s.set_sgl(&sgl);
+        s
+    }
+
+    #[test]
+    fn capsules_say_where_their_data_is_or_why_the_command_fails() {
+        const WRITE: u8 = 0x01;
+        const READ: u8 = 0x02;
+        const MAX: u32 = 131072;
+        let place = |opc, sgl, icd| {
+            let s = sqe(opc, sgl);
+            data_place(&s, cmd_dir(&s), icd, MAX)
+        };
+        let keyed = |len, st| SglDescriptor::keyed(0x7000_0000, len, 0xabcd, st);
+        // Linux's in-capsule write: an offset data block covering the capsule's data.
+        let inline = SglDescriptor::new(sgl_type::DATA_BLOCK, sgl_subtype::OFFSET, 0, 4096);
+        assert_eq!(
+            place(WRITE, inline, 4096),
+            (4096, Ok(Place::InCapsule(0..4096)))
+        );
+        // ... longer than what came: the offset and length are checked against it.
+        assert_eq!(place(WRITE, inline, 512).1, Err(Status::SGL_LENGTH_INVALID));
+        let at = SglDescriptor::new(sgl_type::DATA_BLOCK, sgl_subtype::OFFSET, 4096, 16);
+        assert_eq!(place(WRITE, at, 4096).1, Err(Status::SGL_OFFSET_INVALID));
+        // In-capsule data for a read makes no sense.
+        assert_eq!(
+            place(READ, inline, 4096).1,
+            Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)
+        );
+        // Keyed data blocks: the host's rkey and address, invalidation asked or not.
+        let r = RdmaRemote::from_wire(0xabcd, 0x7000_0000);
+        assert_eq!(
+            place(READ, keyed(65536, sgl_subtype::INVALIDATE_KEY), 0),
+            (
+                65536,
+                Ok(Place::Keyed(Keyed {
+                    remote: r,
+                    invalidate: true
+                }))
+            )
+        );
+        assert_eq!(
+            place(WRITE, keyed(8192, sgl_subtype::ADDRESS), 0).1,
+            Ok(Place::Keyed(Keyed {
+                remote: r,
+                invalidate: false
+            }))
+        );
+        // A command without data: Linux sends a null keyed block.
+        assert_eq!(
+            place(0x00, keyed(0, sgl_subtype::ADDRESS), 0),
+            (0, Ok(Place::None))
+        );
+        // Data on a command that moves none, too much data, NVMe/TCP's descriptor.
+        assert_eq!(
+            place(0x00, keyed(4096, sgl_subtype::ADDRESS), 0).1,
+            Err(Status::INVALID_FIELD)
+        );
+        assert_eq!(
+            place(READ, keyed(MAX + 4096, sgl_subtype::ADDRESS), 0).1,
+            Err(Status::SGL_LENGTH_INVALID)
+        );
+        let tcp = SglDescriptor::new(
+            sgl_type::TRANSPORT_DATA_BLOCK,
+            sgl_subtype::TRANSPORT,
+            0,
+            4096,
+        );
+        assert_eq!(
+            place(READ, tcp, 0).1,
+            Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)
+        );
+    }
 }

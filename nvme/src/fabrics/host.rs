@@ -979,7 +979,7 @@ impl<B: DataBuf> FabricQpair<B> {
         self.conn.poll(max, &mut f)
     }
 
-    /// Completes every outstanding command with [`STATUS_ABORTED_BY_HOST`] through `f`,
+    /// Completes every outstanding command with [`super::STATUS_ABORTED_BY_HOST`] through `f`,
     /// buffers included, and returns how many there were. Meant for a queue pair that
     /// failed; on a working one it closes the connection first.
     pub fn drain_failed(&mut self, mut f: impl FnMut(Completion<B>)) -> usize {

@@ -81,6 +81,32 @@ impl Reg {
     }
 }
 
+/// The SGL of a command moving `len` bytes in direction `dir`: in the capsule (a data
+/// block at offset 0) for writes up to `in_capsule` bytes, else a keyed data block of
+/// the slot's registered buffer at `addr` (key `rkey`), or a null keyed block without
+/// data (as Linux sends). Also whether the data goes in the capsule.
+fn capsule_sgl(
+    dir: XferDir,
+    len: u32,
+    in_capsule: u32,
+    addr: u64,
+    rkey: u32,
+) -> (SglDescriptor, bool) {
+    if dir == XferDir::HostToCtrl && len > 0 && len <= in_capsule {
+        (
+            SglDescriptor::new(sgl_type::DATA_BLOCK, sgl_subtype::OFFSET, 0, len),
+            true,
+        )
+    } else if len > 0 {
+        (
+            SglDescriptor::keyed(addr, len, rkey, sgl_subtype::ADDRESS),
+            false,
+        )
+    } else {
+        (SglDescriptor::keyed(0, 0, 0, sgl_subtype::ADDRESS), false)
+    }
+}
+
 #[derive(Debug)]
 struct Slot<B> {
     busy: bool,
@@ -328,22 +354,18 @@ impl<B: DataBuf> Conn<B> {
         let i = self.free.pop()? as usize;
         let cid = self.slots[i].cid.wrapping_add(1 << self.idx_bits);
         sqe.cid = U16::new(cid);
-        let inline = dir == XferDir::HostToCtrl && len > 0 && len <= self.in_capsule;
-        let sgl = if inline {
-            SglDescriptor::new(sgl_type::DATA_BLOCK, sgl_subtype::OFFSET, 0, len)
-        } else if len > 0 {
+        let (sgl, inline) = capsule_sgl(
+            dir,
+            len,
+            self.in_capsule,
+            self.data.addr(i),
+            self.data.mr.rkey(),
+        );
+        if !inline && len > 0 {
             if let Some(d) = out {
                 self.data.get_mut(i)[..d.len()].copy_from_slice(d);
             }
-            SglDescriptor::keyed(
-                self.data.addr(i),
-                len,
-                self.data.mr.rkey(),
-                sgl_subtype::ADDRESS,
-            )
-        } else {
-            SglDescriptor::keyed(0, 0, 0, sgl_subtype::ADDRESS)
-        };
+        }
         sqe.set_sgl(&sgl);
         let cap = self.cmds.get_mut(i);
         cap[..64].copy_from_slice(sqe.as_bytes());
@@ -653,6 +675,29 @@ impl<B: DataBuf> Conn<B> {
 #[cfg(test)]
 mod tests {
     use super::super::{AdminQueue, FabricOptions};
+    use super::*;
+
+    #[test]
+    fn writes_that_fit_go_in_the_capsule_and_the_rest_by_keyed_sgl() {
+        let (s, inl) = capsule_sgl(XferDir::HostToCtrl, 4096, 4096, 0x1000, 7);
+        assert!(inl);
+        assert_eq!(
+            (s.ty(), s.subtype(), s.addr.get(), s.len.get()),
+            (0, 1, 0, 4096)
+        );
+        let (s, inl) = capsule_sgl(XferDir::HostToCtrl, 8192, 4096, 0x1000, 7);
+        assert!(!inl);
+        assert_eq!(
+            (s.ty(), s.keyed_len(), s.key(), s.addr.get()),
+            (4, 8192, 7, 0x1000)
+        );
+        // Reads always by keyed SGL, never asking the target to invalidate our key.
+        let (s, inl) = capsule_sgl(XferDir::CtrlToHost, 512, 4096, 0x2000, 9);
+        assert!(!inl);
+        assert_eq!((s.ty(), s.subtype(), s.keyed_len()), (4, 0, 512));
+        let (s, _) = capsule_sgl(XferDir::None, 0, 4096, 0x2000, 9);
+        assert_eq!((s.ty(), s.keyed_len(), s.key(), s.addr.get()), (4, 0, 0, 0));
+    }
 
     #[test]
     fn without_an_rdma_device_connecting_says_so_by_name() {

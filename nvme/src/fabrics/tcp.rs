@@ -5,7 +5,7 @@
 //! stopped), a receive staging buffer that a resumable state machine parses PDU by PDU
 //! with the shared codec ([`crate::spec::tcp`]), and a fixed table of command slots (CID
 //! = slot index, with a generation in the high bits so that a stale PDU never matches a
-//! newer command). [`AdminQueue`] waits on it with poll(2); [`FabricQpair`] leaves the
+//! newer command). [`super::AdminQueue`] waits on it with poll(2); [`super::FabricQpair`] leaves the
 //! waiting to its caller.
 //!
 //! What the host does on the wire:

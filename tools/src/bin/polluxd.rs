@@ -104,8 +104,18 @@ fn run(args: Args) -> Result<(), String> {
     *slot.lock().unwrap() = Some(server.clone());
     if !args.wait_for_rpc {
         if let Some(path) = &args.config {
-            let n = load(&server, path)?;
-            tracing::info!(entries = n, config = %path.display(), "config loaded");
+            match load(&server, path) {
+                Ok(n) => tracing::info!(entries = n, config = %path.display(), "config loaded"),
+                Err(e) => {
+                    // What the config set up so far stops in order, as on SIGTERM.
+                    slot.lock().unwrap().take();
+                    server.nvmf().shutdown(Duration::from_secs(5));
+                    drop(server);
+                    engine.shutdown();
+                    pollux_engine::bdev::nvme::shutdown_all();
+                    return Err(e);
+                }
+            }
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
