@@ -114,6 +114,8 @@ pub struct DeviceAttr {
     pub max_qp_wr: u32,
     /// Scatter-gather entries per work request.
     pub max_sge: u32,
+    /// Scatter-gather entries per RDMA READ (iWARP NICs often take 1).
+    pub max_sge_rd: u32,
     /// Completion queue entries.
     pub max_cqe: u32,
     /// RDMA READs in flight a queue pair accepts as responder.
@@ -225,6 +227,7 @@ impl Context {
         Ok(DeviceAttr {
             max_qp_wr: u(d::MAX_QP_WR),
             max_sge: u(d::MAX_SGE),
+            max_sge_rd: u(d::MAX_SGE_RD),
             max_cqe: u(d::MAX_CQE),
             max_qp_rd_atom: u(d::MAX_QP_RD_ATOM),
             max_qp_init_rd_atom: u(d::MAX_QP_INIT_RD_ATOM),

@@ -157,6 +157,7 @@ pub struct ibv_device_attr(pub [u8; 232]);
 pub mod device_attr {
     pub const MAX_QP_WR: usize = 112;
     pub const MAX_SGE: usize = 120;
+    pub const MAX_SGE_RD: usize = 124;
     pub const MAX_CQE: usize = 132;
     pub const MAX_QP_RD_ATOM: usize = 144;
     pub const MAX_QP_INIT_RD_ATOM: usize = 156;

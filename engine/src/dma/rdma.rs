@@ -198,7 +198,7 @@ impl RdmaMapper {
                 // The MR holds the dma-buf; it goes when the region is unmapped.
                 let mr = self
                     .pd
-                    .reg_dmabuf_mr(fd.as_raw_fd(), off, r.len, r.vaddr as u64, Access::REMOTE)
+                    .reg_dmabuf_mr(fd.as_raw_fd(), off, r.len, r.vaddr as u64, Access::LOCAL)
                     .map_err(|e| {
                         Unreachable::Refused(format!(
                             "{name}: ibv_reg_dmabuf_mr on {provider}'s dma-buf: {e}"
@@ -213,7 +213,7 @@ impl RdmaMapper {
                 // A software device copies with the CPU: the CPU mapping would do, if
                 // its driver can pin it (a VFIO BAR mapping cannot be pinned).
                 // SAFETY: the region stays mapped until unmap deregisters the MR.
-                match unsafe { self.pd.reg_mr(r.vaddr as *mut u8, r.len, Access::REMOTE) } {
+                match unsafe { self.pd.reg_mr(r.vaddr as *mut u8, r.len, Access::LOCAL) } {
                     Ok(mr) => {
                         self.store(r, mr);
                         tracing::info!(nic = %name, device = %provider, bytes = r.len,
@@ -248,13 +248,22 @@ impl Mapper for RdmaMapper {
                     .unwrap()
                     .insert(r.id.index(), why.clone());
             }
-            self.owners.lock().unwrap().insert(owner, res);
+            // One unreachable region of the owner makes it unreachable.
+            let mut o = self.owners.lock().unwrap();
+            match o.get(&owner) {
+                Some(Err(_)) => {}
+                _ => {
+                    o.insert(owner, res);
+                }
+            }
             return Ok(());
         }
+        // Local access only: this NIC's RDMA READs land in the memory and its WRITEs and
+        // SENDs leave from it; no peer is given a key to reach it.
         // SAFETY: the region stays allocated until the map unregisters it, which tells
         // this mapper first (unmap below deregisters the memory region).
         let mr =
-            unsafe { self.pd.reg_mr(r.vaddr as *mut u8, r.len, Access::REMOTE) }.map_err(|e| {
+            unsafe { self.pd.reg_mr(r.vaddr as *mut u8, r.len, Access::LOCAL) }.map_err(|e| {
                 Error::Mapper {
                     mapper: self.name(),
                     why: e.to_string(),
@@ -267,6 +276,9 @@ impl Mapper for RdmaMapper {
     fn unmap(&self, r: &RegionInfo) {
         let i = r.id.index();
         self.unreachable.lock().unwrap().remove(&i);
+        if let Domain::Device { owner } = r.domain {
+            self.owners.lock().unwrap().remove(&owner);
+        }
         self.keys[i].store(0, std::sync::atomic::Ordering::Release);
         *self.mrs[i].lock().unwrap() = None;
     }

@@ -43,6 +43,42 @@ pub(crate) trait Qpair {
     fn send_done(&mut self, pg: &PollGroup);
     /// Its request handling.
     fn queue(&mut self) -> &mut Queue;
+    /// Takes request `slot`'s buffers and moves it on: runs it, or starts fetching its
+    /// host-to-controller data (R2T, RDMA READ); false when the pools are short (nothing
+    /// taken).
+    fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool;
+
+    /// [`Qpair::try_start_transfer`], or the request waits for buffers in order.
+    fn start_transfer(&mut self, pg: &PollGroup, slot: u16) {
+        if !self.try_start_transfer(pg, slot) {
+            let q = self.queue();
+            q.reqs[slot as usize].state = RState::NeedBuf;
+            q.need_buf.push_back(slot);
+        }
+    }
+
+    /// Requests waiting for buffers, in arrival order; stops at the first that still
+    /// cannot have them (buffers come back from completions on this thread).
+    fn retry_need_buf(&mut self, pg: &PollGroup) -> bool {
+        let mut any = false;
+        while let Some(&slot) = self.queue().need_buf.front() {
+            if !self.try_start_transfer(pg, slot) {
+                break;
+            }
+            self.queue().need_buf.pop_front();
+            any = true;
+        }
+        any
+    }
+}
+
+/// What a request needs once its buffers are in ([`Queue::start_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Started {
+    /// It runs (or ran): its data was there or there is none to move.
+    Ran,
+    /// Its host-to-controller data must be fetched now (the request awaits it).
+    FetchData,
 }
 
 /// A shared queue pair as the poll group holds it.
@@ -192,6 +228,13 @@ pub(crate) struct Queue {
     /// Whether the first use of CMB buffers, and of a fallback, was logged.
     pub(crate) cmb_logged: Cell<bool>,
     pub(crate) cmb_fallback_logged: Cell<bool>,
+    /// What the transport already agreed for this queue (NVMe/RDMA's connection
+    /// request: queue ID and entries); Connect must match it.
+    pub(crate) agreed: Option<(u16, u32)>,
+    /// Request slots per SQ entry. NVMe/RDMA takes 2: a host may reuse a command's
+    /// entry once it has the response, before the target has seen its own SEND of that
+    /// response complete and freed the slot (Linux's target does the same).
+    pub(crate) slots_per_entry: usize,
 }
 
 impl Queue {
@@ -226,6 +269,8 @@ impl Queue {
             done: VecDeque::new(),
             cmb_logged: Cell::new(false),
             cmb_fallback_logged: Cell::new(false),
+            agreed: None,
+            slots_per_entry: 1,
         }
     }
 
@@ -252,6 +297,60 @@ impl Queue {
         r.op = Op::Plain;
         r.state = RState::Exec;
         Some(slot)
+    }
+
+    /// Puts `bufs` in request `slot` and runs it if its data is here (none to move, or
+    /// in-capsule data that waited for buffers, copied now); else it awaits its data.
+    pub(crate) fn start_with(
+        &mut self,
+        pg: &PollGroup,
+        slot: u16,
+        bufs: impl IntoIterator<Item = crate::dma::DmaBuf>,
+    ) -> Started {
+        let r = &mut self.reqs[slot as usize];
+        let io = r.io.as_mut().expect("a free request owns its I/O");
+        for b in bufs {
+            let _ = io.push_buf(b);
+        }
+        if !r.stash.is_empty() {
+            copy_into(io.bufs_mut(), 0, &r.stash);
+            r.stash.clear();
+        } else if r.dir == Dir::H2c {
+            r.state = RState::AwaitH2c;
+            return Started::FetchData;
+        }
+        r.state = RState::Exec;
+        self.execute(pg, slot);
+        Started::Ran
+    }
+
+    /// Runs request `slot` whose in-capsule `data` goes into `bufs`.
+    pub(crate) fn run_in_capsule(
+        &mut self,
+        pg: &PollGroup,
+        slot: u16,
+        bufs: impl IntoIterator<Item = crate::dma::DmaBuf>,
+        data: &[u8],
+    ) {
+        let io = self.reqs[slot as usize]
+            .io
+            .as_mut()
+            .expect("a free request owns its I/O");
+        for b in bufs {
+            let _ = io.push_buf(b);
+        }
+        copy_into(io.bufs_mut(), 0, data);
+        self.execute(pg, slot);
+    }
+
+    /// Keeps request `slot`'s in-capsule `data` aside until buffers come back (the
+    /// stream behind it keeps moving); it waits in order for them.
+    pub(crate) fn stash(&mut self, slot: u16, data: &[u8]) {
+        let r = &mut self.reqs[slot as usize];
+        r.stash.clear();
+        r.stash.extend_from_slice(data);
+        r.state = RState::NeedBuf;
+        self.need_buf.push_back(slot);
     }
 
     /// The command in `slot` is done: the transport answers it.
@@ -699,6 +798,23 @@ impl Queue {
             );
             return;
         }
+        if let Some((aqid, entries)) = self.agreed {
+            // The transport sized its resources for the queue it agreed to.
+            const OFF_QID: u16 = 42;
+            let off = if qid != aqid {
+                Some(OFF_QID)
+            } else if sqsize + 1 > entries {
+                Some(OFF_SQSIZE)
+            } else {
+                None
+            };
+            if let Some(off) = off {
+                tracing::warn!(peer = %self.peer, qid, aqid, sqsize, entries,
+                    "Connect does not match the queue the transport connection was made for");
+                self.finish(slot, Status::CONNECT_INVALID_PARAMETERS, invalid_cmd(off));
+                return;
+            }
+        }
         let (Some(subnqn), Some(hostnqn)) = (nqn_str(&data.subnqn), nqn_str(&data.hostnqn)) else {
             self.finish(slot, Status::CONNECT_INVALID_PARAMETERS, invalid_data(256));
             return;
@@ -736,8 +852,9 @@ impl Queue {
         // Connect attributes bit 2: the host disabled SQ flow control (fabrics 3.3).
         self.sqflow_off = cf.cattr & (1 << 2) != 0;
         self.sqsize = (sqsize + 1) as u16;
-        self.reqs.resize_with(sqsize as usize + 1, new_req);
-        self.free = (1..=sqsize as u16).rev().collect();
+        let slots = (sqsize as usize + 1) * self.slots_per_entry.max(1);
+        self.reqs.resize_with(slots, new_req);
+        self.free = (1..slots as u16).rev().collect();
         if qid == 0 {
             let kato = cf.kato.get();
             let ctrlr = Ctrlr::new(

@@ -29,7 +29,7 @@
 //! the bdev hands them back.
 
 use super::poll_group::{PgSubsys, PollGroup};
-use super::queue::{Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, cmd_dir, copy_into};
+use super::queue::{Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, Started, cmd_dir};
 use super::{CmbBuffers, ListenAddr, NvmfError, Target, TransportOpts, Trtype};
 use crate::bdev::{Bdev, BdevIo, IoCallback, SGL_SEGMENTS_MAX};
 use crate::dma::{DmaBuf, MapperGuard, MemMap, RdmaInitiator, RdmaMapper, RdmaRemote, Unreachable};
@@ -56,9 +56,12 @@ const WR_RECV: u64 = 1 << 56;
 const WR_READ: u64 = 2 << 56;
 const WR_SEND: u64 = 3 << 56;
 const WR_KIND: u64 = 0xff << 56;
-/// Send work requests per queue entry: a request has at most two in flight (an RDMA
-/// WRITE and its response SEND); one more for slack.
-const SEND_WR_PER_ENTRY: u32 = 3;
+/// Request slots per queue entry (the queue's `slots_per_entry`): a host may reuse an
+/// entry once it has the response, before the response's SEND completion frees the slot.
+const SLOTS_PER_ENTRY: usize = 2;
+/// How long a closing queue pair waits for its work requests to flush before it is
+/// destroyed anyway.
+const DRAIN_MAX_NS: u64 = 1_000_000_000;
 
 /// Fails with the reason when this machine cannot serve RDMA.
 pub(crate) fn check_available() -> Result<(), NvmfError> {
@@ -252,10 +255,12 @@ impl Acceptor {
             };
             let tgt = pg.tgt.clone();
             let addr = self.addr;
-            let rr = ev.responder_resources;
+            // The host's initiator depth, as the connection manager reports it to the
+            // passive side (what Linux's target takes too).
+            let ird = ev.initiator_depth;
             let r = t.send_msg(move || {
                 if let Some(pg) = PollGroup::current(&tgt) {
-                    accept(&pg, inc, req, addr, rr);
+                    accept(&pg, inc, req, addr, ird);
                 }
             });
             if r.is_err() {
@@ -470,8 +475,11 @@ impl PgRdma {
             return;
         };
         let mut c = c.borrow_mut();
+        if kind != 0 {
+            c.wrs = c.wrs.saturating_sub(1);
+        }
         if !wc.ok() {
-            if !c.q.closed {
+            if !c.q.closed && c.draining.is_none() {
                 tracing::warn!(peer = %c.q.peer, status = wc.status(), kind = kind >> 56,
                     "RDMA work request failed; closing the queue pair");
                 c.close(pg, "an RDMA work request failed");
@@ -562,14 +570,22 @@ impl PgRdma {
             .flat_map(|d| d.conns.values().cloned())
             .collect();
         for c in conns {
-            c.borrow_mut().close(pg, "the target is shutting down");
+            let mut c = c.borrow_mut();
+            c.close(pg, "the target is shutting down");
+            c.finish_close(pg);
         }
         *pg.rdma.borrow_mut() = PgRdma::default();
     }
 }
 
 /// Accepts a connect request on this poll group (or rejects it with the reason).
-fn accept(pg: &IoChannel<Target>, mut inc: CmId<Incoming>, req: CmReq, listen: ListenAddr, rr: u8) {
+fn accept(
+    pg: &IoChannel<Target>,
+    mut inc: CmId<Incoming>,
+    req: CmReq,
+    listen: ListenAddr,
+    ird: u8,
+) {
     let peer = inc
         .peer_addr()
         .map_or_else(|| "?".to_owned(), |a| a.to_string());
@@ -608,7 +624,12 @@ fn accept(pg: &IoChannel<Target>, mut inc: CmId<Incoming>, req: CmReq, listen: L
         Ok(x) => x,
         Err(e) => return refuse(inc, rej_status::NO_RESOURCES, &e),
     };
-    let send_wr = entries * SEND_WR_PER_ENTRY;
+    // A request has its data moved by as many work requests as its buffers need at the
+    // NIC's scatter-gather limits (RDMA READ's may be lower), then its response SEND.
+    let send_sge = (SGL_SEGMENTS_MAX as u32).min(dev.attr.max_sge).max(1);
+    let read_sge = send_sge.min(dev.attr.max_sge_rd).max(1);
+    let wr_per_req = (SGL_SEGMENTS_MAX as u32).div_ceil(read_sge) + 1;
+    let send_wr = entries * SLOTS_PER_ENTRY as u32 * wr_per_req;
     if dq.cq_reserved.get() + send_wr > dq.cq_size || send_wr > dev.attr.max_qp_wr {
         return refuse(
             inc,
@@ -622,7 +643,7 @@ fn accept(pg: &IoChannel<Target>, mut inc: CmId<Incoming>, req: CmReq, listen: L
     let caps = QpCaps {
         max_send_wr: send_wr,
         max_recv_wr: 0,
-        max_send_sge: (SGL_SEGMENTS_MAX as u32).min(dev.attr.max_sge),
+        max_send_sge: send_sge,
         max_recv_sge: 1,
     };
     let qp_num = match inc.create_qp(&dev.pd, &dq.cq, &dq.cq, Some(&dq.srq), caps) {
@@ -630,7 +651,7 @@ fn accept(pg: &IoChannel<Target>, mut inc: CmId<Incoming>, req: CmReq, listen: L
         Err(e) => return refuse(inc, rej_status::NO_RESOURCES, &e.to_string()),
     };
     // We issue RDMA READs (initiator); hosts never read from us.
-    let ord = rr.min(dev.attr.max_qp_init_rd_atom.min(255) as u8).max(1);
+    let ord = ird.min(dev.attr.max_qp_init_rd_atom.min(255) as u8).max(1);
     let local_sock = inc.local_addr().unwrap_or(listen.addr);
     let id = match inc.accept(CmRep::new(entries as u16).as_bytes(), 0, ord) {
         Ok(id) => id,
@@ -643,16 +664,19 @@ fn accept(pg: &IoChannel<Target>, mut inc: CmId<Incoming>, req: CmReq, listen: L
     let conn = match Conn::new(
         id,
         qp_num,
-        dq,
+        dq.clone(),
         send_wr,
         peer.clone(),
         listen,
         local_sock,
-        entries,
+        (qid, entries),
+        (send_sge as usize, read_sge as usize),
         pg,
     ) {
         Ok(c) => c,
         Err(e) => {
+            dq.cq_reserved
+                .set(dq.cq_reserved.get().saturating_sub(send_wr));
             tracing::warn!(%peer, error = %e, "cannot set up an NVMe/RDMA queue pair");
             return;
         }
@@ -687,6 +711,15 @@ pub(crate) struct Conn {
     send_wr: u32,
     keyed: Vec<Option<Keyed>>,
     resp: RespBufs,
+    /// Signaled work requests posted and not yet completed.
+    wrs: u32,
+    /// Scatter-gather entries per RDMA WRITE, and per RDMA READ.
+    send_sge: usize,
+    read_sge: usize,
+    /// Closing: disconnected, waiting for its work requests to flush (since when, why).
+    draining: Option<(u64, String)>,
+    /// The slot of a Fabrics Disconnect whose response is being sent.
+    disconnect_slot: Option<u16>,
     /// Whether this NIC reaches namespace N's device memory, or why not (decided on
     /// first use, logged then).
     dev_mem: RefCell<HashMap<u32, Result<(), Unreachable>>>,
@@ -707,6 +740,14 @@ impl Qpair for Conn {
         if self.q.closed {
             return (PollStatus::Idle, true);
         }
+        if let Some((since, _)) = &self.draining {
+            // Every work request flushed, or it took too long: nothing more will touch
+            // our buffers once the queue pair is destroyed.
+            if self.wrs == 0 || pg.thread.now().saturating_sub(*since) > DRAIN_MAX_NS {
+                self.finish_close(pg);
+            }
+            return (PollStatus::Busy, self.q.closed);
+        }
         let mut busy = self.retry_need_buf(pg);
         busy |= self.q.retry_io_wait(pg);
         self.answer(pg);
@@ -715,20 +756,16 @@ impl Qpair for Conn {
         (PollStatus::from_busy(busy), self.q.closed)
     }
 
+    /// Disconnects: the queue pair goes to error and its work requests flush; once
+    /// they have (`poll`), it is destroyed and the requests' buffers go back.
     fn close(&mut self, pg: &PollGroup, why: &str) {
-        if self.q.closed {
+        if self.q.closed || self.draining.is_some() {
             return;
         }
-        if let Some(id) = self.id.take() {
-            // Disconnect moves the queue pair to error; destroying it (with the id) ends
-            // every transfer into our buffers before they are released below.
+        if let Some(id) = &self.id {
             let _ = id.disconnect();
-            drop(id);
-            self.dq
-                .cq_reserved
-                .set(self.dq.cq_reserved.get().saturating_sub(self.send_wr));
         }
-        self.q.close(pg, why);
+        self.draining = Some((pg.thread.now(), why.to_owned()));
     }
 
     fn send_done(&mut self, pg: &PollGroup) {
@@ -738,9 +775,45 @@ impl Qpair for Conn {
     fn queue(&mut self) -> &mut Queue {
         &mut self.q
     }
+
+    fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
+        let (sqe, len) = {
+            let r = &self.q.reqs[slot as usize];
+            (r.sqe, r.len)
+        };
+        let Some(bufs) = self.bufs_for(pg, &sqe, len) else {
+            return false;
+        };
+        if self.q.start_with(pg, slot, bufs) == Started::FetchData {
+            self.fetch(pg, slot);
+        }
+        true
+    }
 }
 
 impl Conn {
+    /// Destroys the queue pair (with its id: nothing more lands in our buffers), then
+    /// closes the queue: requests not in a bdev release their buffers.
+    fn finish_close(&mut self, pg: &PollGroup) {
+        if self.q.closed {
+            return;
+        }
+        if let Some(id) = self.id.take() {
+            if self.draining.is_none() {
+                let _ = id.disconnect();
+            }
+            drop(id);
+            self.dq
+                .cq_reserved
+                .set(self.dq.cq_reserved.get().saturating_sub(self.send_wr));
+        }
+        let why = self
+            .draining
+            .take()
+            .map_or_else(|| "closed".to_owned(), |(_, w)| w);
+        self.q.close(pg, &why);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: CmId<pollux_rdma::Active>,
@@ -750,11 +823,13 @@ impl Conn {
         peer: String,
         listen: ListenAddr,
         local_sock: std::net::SocketAddr,
-        entries: u32,
+        (qid, entries): (u16, u32),
+        (send_sge, read_sge): (usize, usize),
         pg: &IoChannel<Target>,
     ) -> Result<Rc<RefCell<Conn>>, String> {
+        let slots = entries as usize * SLOTS_PER_ENTRY;
         let opts = pg.tgt.transport(Trtype::Rdma).unwrap_or_default();
-        let mut mem = vec![Cqe::default(); entries as usize].into_boxed_slice();
+        let mut mem = vec![Cqe::default(); slots].into_boxed_slice();
         // SAFETY: `mem` lives in the same struct and is dropped after the region.
         let mr = unsafe {
             dq.dev.pd.reg_mr(
@@ -777,14 +852,22 @@ impl Conn {
                 }
             });
             let me: Weak<RefCell<dyn Qpair>> = me.clone();
+            let mut q = Queue::new(peer, listen, local_sock, opts, me, cb, now);
+            q.agreed = Some((qid, entries));
+            q.slots_per_entry = SLOTS_PER_ENTRY;
             RefCell::new(Conn {
                 id: Some(id),
-                q: Queue::new(peer, listen, local_sock, opts, me, cb, now),
+                q,
                 dq,
                 qp_num,
                 send_wr,
-                keyed: vec![None; entries as usize],
+                keyed: vec![None; slots],
                 resp: RespBufs { mr, mem },
+                wrs: 0,
+                send_sge,
+                read_sge,
+                draining: None,
+                disconnect_slot: None,
                 dev_mem: RefCell::new(HashMap::new()),
             })
         }))
@@ -792,7 +875,7 @@ impl Conn {
 
     /// A command capsule arrived (an SQE, then in-capsule data).
     fn capsule(&mut self, pg: &PollGroup, bytes: &[u8]) {
-        if self.q.closed {
+        if self.q.closed || self.draining.is_some() {
             return;
         }
         let Some((sqe, icd)) = bytes
@@ -831,71 +914,66 @@ impl Conn {
             return;
         }
         if let Some(range) = in_capsule {
-            let data = &icd[range];
             match self.bufs_for(pg, &sqe, len) {
-                Some(b) => {
-                    let io = self.q.reqs[slot as usize]
-                        .io
-                        .as_mut()
-                        .expect("a free request owns its I/O");
-                    for b in b {
-                        let _ = io.push_buf(b);
-                    }
-                    copy_into(io.bufs_mut(), 0, data);
-                    self.q.execute(pg, slot);
-                }
-                None => {
-                    // Kept aside until buffers come back: the receive buffer is reposted.
-                    let r = &mut self.q.reqs[slot as usize];
-                    r.stash.clear();
-                    r.stash.extend_from_slice(data);
-                    r.state = RState::NeedBuf;
-                    self.q.need_buf.push_back(slot);
-                }
+                Some(b) => self.q.run_in_capsule(pg, slot, b, &icd[range]),
+                // Kept aside until buffers come back: the receive buffer is reposted.
+                None => self.q.stash(slot, &icd[range]),
             }
             return;
         }
-        if !self.try_start_transfer(pg, slot) {
-            self.q.reqs[slot as usize].state = RState::NeedBuf;
-            self.q.need_buf.push_back(slot);
-        }
+        self.start_transfer(pg, slot);
     }
 
-    /// Takes the request's buffers and moves it on (RDMA READ of the host's data, or
-    /// execution); false when the pools are short (nothing taken).
-    fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
-        let (sqe, len) = {
-            let r = &self.q.reqs[slot as usize];
-            (r.sqe, r.len)
+    /// Posts the RDMA READ of request `slot`'s data from the host.
+    fn fetch(&mut self, pg: &PollGroup, slot: u16) {
+        let len = self.q.reqs[slot as usize].len;
+        let k = self.keyed[slot as usize].expect("H2C data named by a keyed SGL");
+        let Some((sges, n)) = self.sges(slot, len) else {
+            self.q.finish(slot, Status::DATA_TRANSFER_ERROR, 0);
+            return;
         };
-        let Some(bufs) = self.bufs_for(pg, &sqe, len) else {
-            return false;
-        };
-        let r = &mut self.q.reqs[slot as usize];
-        let io = r.io.as_mut().expect("a free request owns its I/O");
-        for b in bufs {
-            let _ = io.push_buf(b);
-        }
-        if !r.stash.is_empty() {
-            copy_into(io.bufs_mut(), 0, &r.stash);
-            r.stash.clear();
-            r.state = RState::Exec;
-            self.q.execute(pg, slot);
-        } else if r.dir == Dir::H2c {
-            r.state = RState::AwaitH2c;
-            let k = self.keyed[slot as usize].expect("H2C data named by a keyed SGL");
-            let Some((sges, n)) = self.sges(slot, len) else {
-                self.q.finish(slot, Status::DATA_TRANSFER_ERROR, 0);
-                return true;
+        self.transfer(pg, slot, k.remote, &sges[..n], true);
+    }
+
+    /// Moves request `slot`'s data between `sges` and the host's memory at `remote`:
+    /// RDMA READs (`read`) or WRITEs of at most the NIC's entries each. Only the last
+    /// READ is signaled (an RC queue pair completes work requests in order); WRITEs are
+    /// not (the response SEND behind them is). False when posting failed.
+    fn transfer(
+        &mut self,
+        pg: &PollGroup,
+        slot: u16,
+        remote: RdmaRemote,
+        sges: &[Sge],
+        read: bool,
+    ) -> bool {
+        let per_wr = if read { self.read_sge } else { self.send_sge };
+        let chunks = sges.len().div_ceil(per_wr);
+        let mut off = 0u64;
+        for (i, c) in sges.chunks(per_wr).enumerate() {
+            let r = remote.offset(off);
+            let (op, wr_id) = if read {
+                let op = SendOp::Read {
+                    remote_addr: r.addr(),
+                    rkey: r.rkey(),
+                };
+                let id = if i + 1 == chunks {
+                    WR_READ | slot as u64
+                } else {
+                    k_unsignaled(slot)
+                };
+                (op, id)
+            } else {
+                let op = SendOp::Write {
+                    remote_addr: r.addr(),
+                    rkey: r.rkey(),
+                };
+                (op, k_unsignaled(slot))
             };
-            let op = SendOp::Read {
-                remote_addr: k.remote.addr(),
-                rkey: k.remote.rkey(),
-            };
-            self.post(pg, WR_READ | slot as u64, op, &sges[..n]);
-        } else {
-            r.state = RState::Exec;
-            self.q.execute(pg, slot);
+            if !self.post(pg, wr_id, op, c) {
+                return false;
+            }
+            off += c.iter().map(|s| s.len as u64).sum::<u64>();
         }
         true
     }
@@ -924,7 +1002,7 @@ impl Conn {
     }
 
     fn post(&mut self, pg: &PollGroup, wr_id: u64, op: SendOp, sges: &[Sge]) -> bool {
-        let Some(id) = &self.id else {
+        let Some(id) = self.id.as_ref().filter(|_| self.draining.is_none()) else {
             return false;
         };
         let signaled = wr_id & WR_KIND != 0;
@@ -937,6 +1015,9 @@ impl Conn {
             self.close(pg, "posting a work request failed");
             return false;
         }
+        if signaled {
+            self.wrs += 1;
+        }
         true
     }
 
@@ -945,7 +1026,7 @@ impl Conn {
         let Some(r) = self.q.reqs.get_mut(slot as usize) else {
             return;
         };
-        if r.state != RState::AwaitH2c || self.q.closed {
+        if r.state != RState::AwaitH2c || self.q.closed || self.draining.is_some() {
             return;
         }
         r.state = RState::Exec;
@@ -958,12 +1039,12 @@ impl Conn {
         let Some(r) = self.q.reqs.get(slot as usize) else {
             return;
         };
-        if r.state != RState::Sending || self.q.closed {
+        if r.state != RState::Sending || self.q.closed || self.draining.is_some() {
             return;
         }
         self.keyed[slot as usize] = None;
         self.q.release(slot);
-        if self.q.disconnecting {
+        if self.disconnect_slot == Some(slot) {
             self.close(pg, "the host disconnected");
         }
     }
@@ -978,9 +1059,18 @@ impl Conn {
     /// Returns the command's data (RDMA WRITE) and its response (SEND).
     fn complete(&mut self, pg: &PollGroup, slot: u16, status: Status, dw0: u32) {
         pg.bump(|s| s.completed_nvme_io += 1);
-        if self.q.closed {
+        if self.q.closed || self.draining.is_some() {
+            // Nothing of it is on the NIC (it was in a bdev or the controller).
             self.q.release(slot);
             return;
+        }
+        if self.q.disconnecting && self.disconnect_slot.is_none() {
+            let sqe = &self.q.reqs[slot as usize].sqe;
+            if sqe.opc == OPC_FABRICS
+                && sqe.fctype() == pollux_nvme::spec::fabrics::fctype::DISCONNECT
+            {
+                self.disconnect_slot = Some(slot);
+            }
         }
         let (dir, len, cid, dw1) = {
             let r = &self.q.reqs[slot as usize];
@@ -998,12 +1088,7 @@ impl Conn {
             let total = (io.data_len() as u32).min(len);
             match self.sges(slot, total) {
                 Some((sges, n)) => {
-                    let op = SendOp::Write {
-                        remote_addr: k.remote.addr(),
-                        rkey: k.remote.rkey(),
-                    };
-                    // Unsignaled: the response SEND behind it completes after it.
-                    if !self.post(pg, k_unsignaled(slot), op, &sges[..n]) {
+                    if !self.transfer(pg, slot, k.remote, &sges[..n], false) {
                         return;
                     }
                 }
@@ -1033,19 +1118,6 @@ impl Conn {
         };
         self.q.reqs[slot as usize].state = RState::Sending;
         self.post(pg, WR_SEND | slot as u64, op, &[sge]);
-    }
-
-    /// Requests waiting for buffers, in arrival order.
-    fn retry_need_buf(&mut self, pg: &PollGroup) -> bool {
-        let mut any = false;
-        while let Some(&slot) = self.q.need_buf.front() {
-            if !self.try_start_transfer(pg, slot) {
-                break;
-            }
-            self.q.need_buf.pop_front();
-            any = true;
-        }
-        any
     }
 
     /// Data buffers for command `sqe` of `len` bytes: from the namespace's device
@@ -1148,7 +1220,10 @@ fn data_place(sqe: &Sqe, dir: Dir, icd_len: usize, max: u32) -> (u32, Result<Pla
             let (off, len) = (sgl.addr.get(), sgl.len.get());
             let p = if len > 0 && dir != Dir::H2c {
                 Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)
-            } else if off + len as u64 > icd_len as u64 {
+            } else if off
+                .checked_add(len as u64)
+                .is_none_or(|end| end > icd_len as u64)
+            {
                 Err(Status::SGL_OFFSET_INVALID.or_len(off == 0))
             } else if len == 0 {
                 Ok(Place::None)

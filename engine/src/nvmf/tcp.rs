@@ -22,7 +22,7 @@
 //! back; the connection is gone by then and they go straight back to their pools.
 
 use super::poll_group::PollGroup;
-use super::queue::{Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, cmd_dir, copy_into};
+use super::queue::{Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, Started, cmd_dir, copy_into};
 use super::{ListenAddr, Target, Trtype};
 use crate::bdev::{BdevIo, IoCallback};
 use crate::thread::{FdWatch, IoChannel, Nanos, PollStatus, Thread, ThreadHandle};
@@ -246,6 +246,20 @@ impl Qpair for Conn {
 
     fn queue(&mut self) -> &mut Queue {
         &mut self.q
+    }
+
+    fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
+        let (sqe, len) = {
+            let r = &self.q.reqs[slot as usize];
+            (r.sqe, r.len)
+        };
+        let Some(bufs) = self.q.bufs_for(pg, &sqe, len) else {
+            return false;
+        };
+        if self.q.start_with(pg, slot, bufs) == Started::FetchData {
+            self.r2t(slot);
+        }
+        true
     }
 }
 
@@ -718,28 +732,16 @@ impl Conn {
                 fei: 0,
             });
         };
-        let r = &mut self.q.reqs[slot as usize];
         if let Some(s) = bad {
             self.q.finish(slot, s, 0);
             return Ok(());
         }
         if stash {
-            r.stash.clear();
-            r.stash.extend_from_slice(icd);
-            r.state = RState::NeedBuf;
-            self.q.need_buf.push_back(slot);
+            self.q.stash(slot, icd);
             return Ok(());
         }
         if let Some(b) = bufs {
-            let io = r.io.as_mut().expect("a free request owns its I/O");
-            let mut off = 0;
-            for mut buf in b {
-                let n = buf.len();
-                buf.as_mut_slice().copy_from_slice(&icd[off..off + n]);
-                off += n;
-                let _ = io.push_buf(buf);
-            }
-            self.q.execute(pg, slot);
+            self.q.run_in_capsule(pg, slot, b, icd);
             return Ok(());
         }
         if len == 0 {
@@ -750,64 +752,19 @@ impl Conn {
         Ok(())
     }
 
-    /// Takes buffers for a transport-moved transfer and starts it (R2T or execution).
-    fn start_transfer(&mut self, pg: &PollGroup, slot: u16) {
-        if !self.try_start_transfer(pg, slot) {
-            self.q.reqs[slot as usize].state = RState::NeedBuf;
-            self.q.need_buf.push_back(slot);
-        }
-    }
-
-    /// Takes the request's buffers and moves it on (R2T, or execution); false when the
-    /// pools are short (nothing taken).
-    fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
-        let len = self.q.reqs[slot as usize].len;
-        let sqe = self.q.reqs[slot as usize].sqe;
-        let Some(bufs) = self.q.bufs_for(pg, &sqe, len) else {
-            return false;
+    /// Sends the R2T for request `slot`'s whole transfer.
+    fn r2t(&mut self, slot: u16) {
+        let r = &self.q.reqs[slot as usize];
+        let mut t = R2t {
+            cccid: r.sqe.cid,
+            ttag: U16::new(slot),
+            r2to: U32::new(0),
+            r2tl: U32::new(r.len),
+            ..Default::default()
         };
-        let r = &mut self.q.reqs[slot as usize];
-        let io = r.io.as_mut().expect("a free request owns its I/O");
-        for b in bufs {
-            let _ = io.push_buf(b);
-        }
-        if !r.stash.is_empty() {
-            // In-capsule data that waited for buffers.
-            copy_into(io.bufs_mut(), 0, &r.stash);
-            r.stash.clear();
-            r.state = RState::Exec;
-            self.q.execute(pg, slot);
-        } else if r.dir == Dir::H2c {
-            r.state = RState::AwaitH2c;
-            let mut t = R2t {
-                cccid: r.sqe.cid,
-                ttag: U16::new(slot),
-                r2to: U32::new(0),
-                r2tl: U32::new(len),
-                ..Default::default()
-            };
-            let neg = self.tx;
-            pdu::frame(&mut self.sbuf, t.as_mut_bytes(), PduType::R2t, 0, &neg, 0);
-            self.mark();
-        } else {
-            r.state = RState::Exec;
-            self.q.execute(pg, slot);
-        }
-        true
-    }
-
-    /// Requests waiting for buffers, in arrival order; stops at the first that still
-    /// cannot have them (buffers come back from completions on this thread).
-    fn retry_need_buf(&mut self, pg: &PollGroup) -> bool {
-        let mut any = false;
-        while let Some(&slot) = self.q.need_buf.front() {
-            if !self.try_start_transfer(pg, slot) {
-                break;
-            }
-            self.q.need_buf.pop_front();
-            any = true;
-        }
-        any
+        let neg = self.tx;
+        pdu::frame(&mut self.sbuf, t.as_mut_bytes(), PduType::R2t, 0, &neg, 0);
+        self.mark();
     }
 
     fn h2c_data(&mut self, pg: &PollGroup, start: usize, l: &PduLayout) -> Result<(), PduError> {

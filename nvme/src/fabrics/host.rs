@@ -78,16 +78,20 @@ impl<B: DataBuf> Link<B> {
                 c.max_transfer = max_transfer;
                 Link::Tcp(c)
             }
+            // No in-capsule data on an RDMA admin queue, as Linux's host does: targets
+            // post small receive buffers there (Linux's take the SQE only).
             Transport::Rdma => Link::Rdma(super::rdma::Conn::open(
                 opts,
                 qid,
                 slots,
-                in_capsule,
+                if qid == 0 { 0 } else { in_capsule },
                 max_transfer,
             )?),
         })
     }
 
+    /// Checks a command's buffer against the direction and the largest transfer, then
+    /// hands it to the transport.
     fn submit(
         &mut self,
         sqe: Sqe,
@@ -95,7 +99,32 @@ impl<B: DataBuf> Link<B> {
         dir: XferDir,
         tag: u64,
     ) -> Result<(), SubmitError<B>> {
-        each!(self, c => c.submit(sqe, buf, dir, tag))
+        if each!(self, c => c.dead.is_some()) {
+            return Err(SubmitError::Dead(buf));
+        }
+        let len = match (&buf, dir) {
+            (_, XferDir::None) => 0,
+            (None, _) => {
+                return Err(SubmitError::Invalid {
+                    why: "a data transfer needs a buffer".into(),
+                    buf,
+                });
+            }
+            (Some(b), _) => b.as_slice().len(),
+        };
+        let max = match each!(self, c => c.max_transfer) {
+            0 => u32::MAX,
+            m => m,
+        };
+        if len > max as usize {
+            return Err(SubmitError::Invalid {
+                why: format!(
+                    "{len} bytes is more than one command moves on this controller ({max} bytes, MDTS)"
+                ),
+                buf,
+            });
+        }
+        each!(self, c => c.submit(sqe, buf, len as u32, dir, tag))
     }
 
     fn poll<F: FnMut(Completion<B>)>(&mut self, max: usize, f: &mut F) -> Result<usize, Error> {
@@ -1026,8 +1055,9 @@ impl<B: DataBuf> FabricQpair<B> {
     }
 
     /// The file descriptor to wait on with poll(2) or epoll next to other work: the
-    /// socket (TCP) or the completion channel (RDMA). Readable means [`Self::poll`] has
-    /// something to do; so does writable when [`Self::wants_write`] (TCP).
+    /// socket (TCP) or the completion channel (RDMA, readable after a completion only
+    /// once armed, which [`Self::wait`] does). Readable means [`Self::poll`] has something
+    /// to do; so does writable when [`Self::wants_write`] (TCP).
     pub fn as_raw_fd(&self) -> RawFd {
         self.conn.raw_fd()
     }

@@ -136,7 +136,7 @@ pub(crate) struct Conn<B> {
     pub(crate) outstanding: usize,
     pub(crate) dead: Option<String>,
     in_capsule: u32,
-    max_transfer: u32,
+    pub(crate) max_transfer: u32,
     slots: Vec<Slot<B>>,
     free: Vec<u16>,
     idx_bits: u32,
@@ -295,36 +295,16 @@ impl<B: DataBuf> Conn<B> {
         })
     }
 
-    /// Takes a command: checks it, copies its data, posts its capsule.
+    /// Takes a command moving `len` bytes (checked by the caller: [`super::host`]),
+    /// copies its data and posts its capsule.
     pub(crate) fn submit(
         &mut self,
         sqe: Sqe,
         buf: Option<B>,
+        len: u32,
         dir: XferDir,
         tag: u64,
     ) -> Result<(), SubmitError<B>> {
-        if self.dead.is_some() {
-            return Err(SubmitError::Dead(buf));
-        }
-        let len = match (&buf, dir) {
-            (_, XferDir::None) => 0,
-            (None, _) => {
-                return Err(SubmitError::Invalid {
-                    why: "a data transfer needs a buffer".into(),
-                    buf,
-                });
-            }
-            (Some(b), _) => b.as_slice().len(),
-        };
-        if len > self.max_transfer as usize {
-            return Err(SubmitError::Invalid {
-                why: format!(
-                    "{len} bytes is more than one command moves on this controller ({} bytes, MDTS)",
-                    self.max_transfer
-                ),
-                buf,
-            });
-        }
         if self.free.is_empty() {
             return Err(SubmitError::QueueFull(buf));
         }
@@ -332,7 +312,7 @@ impl<B: DataBuf> Conn<B> {
             (Some(b), XferDir::HostToCtrl) => Some(b.as_slice()),
             _ => None,
         };
-        match self.post(sqe, out, len as u32, dir, tag) {
+        match self.post(sqe, out, len, dir, tag) {
             Some(i) => {
                 self.slots[i].buf = buf;
                 Ok(())
@@ -498,8 +478,16 @@ impl<B: DataBuf> Conn<B> {
                 .cq
                 .poll(&mut wcs[..want])
                 .map_err(|e| rdma_err(self.addr, e))?;
+            // Every completion of the batch is handled (the successful ones complete
+            // their commands) before the first error is reported.
+            let mut first_err = None;
             for wc in &wcs[..got] {
-                self.work_completion(wc, f, n)?;
+                if let Err(e) = self.work_completion(wc, f, n) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
             }
             if got < want {
                 return Ok(());

@@ -391,40 +391,17 @@ impl<B: DataBuf> Conn<B> {
         (s.busy && s.cid == cid).then_some(i)
     }
 
-    /// Takes a command: checks it and queues its PDU (sent by the next poll).
+    /// Takes a command moving `len` bytes (checked by the caller: [`super::host`]) and
+    /// queues its PDU (sent by the next poll).
     pub(crate) fn submit(
         &mut self,
         sqe: Sqe,
         buf: Option<B>,
+        len: u32,
         dir: XferDir,
         tag: u64,
     ) -> Result<(), SubmitError<B>> {
-        if self.dead.is_some() {
-            return Err(SubmitError::Dead(buf));
-        }
-        let len = match (&buf, dir) {
-            (_, XferDir::None) => 0,
-            (None, _) => {
-                return Err(SubmitError::Invalid {
-                    why: "a data transfer needs a buffer".into(),
-                    buf,
-                });
-            }
-            (Some(b), _) => b.as_slice().len(),
-        };
-        if len > u32::MAX as usize || (self.max_transfer != 0 && len > self.max_transfer as usize) {
-            let max = if self.max_transfer != 0 {
-                self.max_transfer
-            } else {
-                u32::MAX
-            };
-            return Err(SubmitError::Invalid {
-                why: format!(
-                    "{len} bytes is more than one command moves on this controller ({max} bytes, MDTS)"
-                ),
-                buf,
-            });
-        }
+        let len = len as usize;
         if self.free.is_empty() {
             return Err(SubmitError::QueueFull(buf));
         }

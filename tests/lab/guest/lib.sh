@@ -310,3 +310,73 @@ lab_rxe_up() {
         lab_abort rxe "no rxe0: rdma link add rxe0 type rxe netdev ${LAB_NIC:-eth0} failed"
     fi
 }
+
+# lab_churn N TRANSPORT: N cycles of connect (the scenario's `connect`), fio on
+# namespaces 1 and 2 of $NQN, and disconnect under that I/O (`disconnect`); then checks
+# that polluxd ($PID) lives and that every poll group is back to no connection, no
+# queue pair, no buffer out and no bdev I/O pending (nvmf_get_stats through `rpc`).
+lab_churn() {
+    _t0=$(lab_up)
+    _i=1
+    _bad=
+    _busy=0
+    while [ $_i -le "$1" ]; do
+        if ! connect; then
+            _bad="$_bad connect#$_i"
+            disconnect
+            _i=$((_i + 1))
+            continue
+        fi
+        _n1=$(ns_dev "$NQN" 1)
+        _n2=$(ns_dev "$NQN" 2)
+        # I/O errors are expected here once the controller goes away.
+        timeout -s KILL 60 fio --eta=never --name=churn1 --filename="/dev/$_n1" --name=churn2 --filename="/dev/$_n2" \
+            --ioengine=libaio --direct=1 --rw=randrw --bsrange=4k-256k --iodepth=32 \
+            --time_based --runtime=30 >"$LAB_WORK/churn.$_i" 2>&1 &
+        _fpid=$!
+        sleep 1.5
+        lab_alive $_fpid && _busy=$((_busy + 1))
+        disconnect || _bad="$_bad disconnect#$_i"
+        wait $_fpid
+        echo "reconnect $_i/$1 done at $(lab_up) s (fio exit $?)"
+        _i=$((_i + 1))
+    done
+    cat "$LAB_WORK/churn.$1" >"$LAB_ART/fio-churn-last.txt" 2>/dev/null
+    _secs=$(lab_secs_since "$_t0")
+    if [ -z "$_bad" ]; then
+        lab_pass reconnects "$1 connect/disconnect cycles over $2 with fio running ($_busy with I/O in flight at the disconnect) in $_secs s"
+    else
+        lab_fail reconnects "failures in the $1 cycles:$_bad"
+    fi
+    if lab_alive $PID; then
+        lab_pass polluxd-alive "polluxd is still running after the disconnects"
+    else
+        lab_fail polluxd-alive "polluxd died (see polluxd.log)"
+    fi
+    if lab_wait 20 stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io; then
+        lab_pass pools-full "nvmf_get_stats after the last disconnect: current_connections, qpairs, iobuf_outstanding and pending_bdev_io are 0 in every poll group (completed_nvme_io $(stat_sum completed_nvme_io), protocol_errors $(stat_sum protocol_errors))"
+    else
+        cat "$LAB_WORK/stats.json"
+        lab_fail pools-full "after the last disconnect: $(stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io)"
+    fi
+}
+
+# lab_clean_stop: SIGTERM to polluxd ($PID, logging to $LAB_ART/polluxd.log); it must
+# stop within 20 s with status 0 and every DMA buffer back in its pool.
+lab_clean_stop() {
+    rpc nvmf_get_stats >"$LAB_ART/stats-end.json" 2>&1
+    kill -TERM $PID
+    lab_wait 20 eval '! lab_alive $PID'
+    if lab_alive $PID; then
+        lab_fail clean-stop "polluxd still runs 20 s after SIGTERM"
+        kill -KILL $PID
+        return
+    fi
+    wait $PID
+    _rc=$?
+    if [ $_rc -eq 0 ] && ! grep -q 'missing from their pools' "$LAB_ART/polluxd.log"; then
+        lab_pass clean-stop "polluxd stopped on SIGTERM with status 0, every DMA buffer back in its pool"
+    else
+        lab_fail clean-stop "polluxd stopped with status $_rc$(grep -q 'missing from their pools' "$LAB_ART/polluxd.log" && echo ', DMA buffers missing from their pools')"
+    fi
+}

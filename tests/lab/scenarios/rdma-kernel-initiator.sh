@@ -114,42 +114,7 @@ fi
 disconnect || lab_fail disconnect "nvme disconnect failed or the controller stayed"
 
 # ---- disconnect and reconnect under I/O ----
-t0=$(lab_up)
-i=1
-bad=
-busy=0
-while [ $i -le "$RECONNECTS" ]; do
-    if ! connect; then
-        bad="$bad connect#$i"
-        disconnect
-        i=$((i + 1))
-        continue
-    fi
-    n1=$(ns_dev "$NQN" 1)
-    n2=$(ns_dev "$NQN" 2)
-    timeout -s KILL 60 fio --eta=never --name=churn1 --filename="/dev/$n1" --name=churn2 --filename="/dev/$n2" \
-        --ioengine=libaio --direct=1 --rw=randrw --bsrange=4k-256k --iodepth=32 \
-        --time_based --runtime=30 >"$LAB_WORK/churn.$i" 2>&1 &
-    fpid=$!
-    sleep 1.5
-    lab_alive $fpid && busy=$((busy + 1))
-    disconnect || bad="$bad disconnect#$i"
-    wait $fpid
-    echo "reconnect $i/$RECONNECTS done at $(lab_up) s (fio exit $?)"
-    i=$((i + 1))
-done
-secs=$(lab_secs_since "$t0")
-if [ -z "$bad" ]; then
-    lab_pass reconnects "$RECONNECTS connect/disconnect cycles over RDMA with fio running ($busy with I/O in flight at the disconnect) in $secs s"
-else
-    lab_fail reconnects "failures in the $RECONNECTS cycles:$bad"
-fi
-if lab_wait 20 stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io; then
-    lab_pass pools-full "nvmf_get_stats after the last disconnect: no connection, no queue pair, iobuf_outstanding and pending_bdev_io 0 in every poll group (completed_nvme_io $(stat_sum completed_nvme_io), protocol_errors $(stat_sum protocol_errors))"
-else
-    cat "$LAB_WORK/stats.json"
-    lab_fail pools-full "after the last disconnect: $(stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io)"
-fi
+lab_churn "$RECONNECTS" RDMA
 cp "$LAB_WORK/stats.json" "$LAB_ART/stats-after-reconnects.json"
 
 # ---- a last verified run ----
@@ -167,20 +132,6 @@ else
 fi
 
 # ---- clean stop ----
-rpc nvmf_get_stats >"$LAB_ART/stats-end.json" 2>&1
-kill -TERM $PID
-lab_wait 20 eval '! lab_alive $PID'
-if lab_alive $PID; then
-    lab_fail clean-stop "polluxd still runs 20 s after SIGTERM"
-    kill -KILL $PID
-else
-    wait $PID
-    rc=$?
-    if [ $rc -eq 0 ] && ! grep -q 'missing from their pools' "$LAB_ART/polluxd.log"; then
-        lab_pass clean-stop "polluxd stopped on SIGTERM with status 0, every DMA buffer back in its pool"
-    else
-        lab_fail clean-stop "polluxd stopped with status $rc$(grep -q 'missing from their pools' "$LAB_ART/polluxd.log" && echo ', DMA buffers missing from their pools')"
-    fi
-fi
+lab_clean_stop
 lab_run rdma link delete rxe0
 exit 0

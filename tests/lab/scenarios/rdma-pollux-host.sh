@@ -89,19 +89,6 @@ else
     lab_fail pools-full "after pollux-perf: $(stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io protocol_errors)"
 fi
 
-kill -TERM $PID
-lab_wait 20 eval '! lab_alive $PID'
-if lab_alive $PID; then
-    lab_fail clean-stop "polluxd still runs 20 s after SIGTERM"
-    kill -KILL $PID
-else
-    wait $PID
-    rc=$?
-    if [ $rc -eq 0 ]; then
-        lab_pass clean-stop "polluxd stopped on SIGTERM with status 0"
-    else
-        lab_fail clean-stop "polluxd stopped with status $rc"
-    fi
-fi
+lab_clean_stop
 lab_run rdma link delete rxe0
 exit 0

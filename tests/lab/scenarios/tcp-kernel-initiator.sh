@@ -185,49 +185,7 @@ fi
 cp "$LAB_WORK/stats.json" "$LAB_ART/stats-before-reconnects.json"
 
 # ---- disconnect and reconnect under I/O ----
-t0=$(lab_up)
-i=1
-bad=
-busy=0
-while [ $i -le "$RECONNECTS" ]; do
-    if ! connect; then
-        bad="$bad connect#$i"
-        disconnect
-        i=$((i + 1))
-        continue
-    fi
-    n1=$(ns_dev "$NQN" 1)
-    n2=$(ns_dev "$NQN" 2)
-    # I/O errors are expected here once the controller goes away.
-    timeout -s KILL 60 fio --eta=never --name=churn1 --filename="/dev/$n1" --name=churn2 --filename="/dev/$n2" \
-        --ioengine=libaio --direct=1 --rw=randrw --bsrange=4k-256k --iodepth=32 \
-        --time_based --runtime=30 >"$LAB_WORK/churn.$i" 2>&1 &
-    fpid=$!
-    sleep 1.5
-    lab_alive $fpid && busy=$((busy + 1))
-    disconnect || bad="$bad disconnect#$i"
-    wait $fpid
-    echo "reconnect $i/$RECONNECTS done at $(lab_up) s (fio exit $?)"
-    i=$((i + 1))
-done
-cat "$LAB_WORK/churn.$RECONNECTS" >"$LAB_ART/fio-churn-last.txt"
-secs=$(lab_secs_since "$t0")
-if [ -z "$bad" ]; then
-    lab_pass reconnects "$RECONNECTS connect/disconnect cycles with fio running ($busy with I/O in flight at the disconnect) in $secs s"
-else
-    lab_fail reconnects "failures in the $RECONNECTS cycles:$bad"
-fi
-if lab_alive $PID; then
-    lab_pass polluxd-alive "polluxd is still running after the disconnects"
-else
-    lab_fail polluxd-alive "polluxd died (see polluxd.log)"
-fi
-if lab_wait 20 stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io; then
-    lab_pass pools-full "nvmf_get_stats after the last disconnect: current_connections, qpairs, iobuf_outstanding and pending_bdev_io are 0 in every poll group (protocol_errors $(stat_sum protocol_errors))"
-else
-    cat "$LAB_WORK/stats.json"
-    lab_fail pools-full "after the last disconnect: $(stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io)"
-fi
+lab_churn "$RECONNECTS" TCP
 cp "$LAB_WORK/stats.json" "$LAB_ART/stats-after-reconnects.json"
 
 # ---- a last verified run ----
@@ -286,20 +244,6 @@ else
 fi
 
 # ---- clean stop ----
-rpc nvmf_get_stats >"$LAB_ART/stats-end.json" 2>&1
-kill -TERM $PID
-lab_wait 20 eval '! lab_alive $PID'
-if lab_alive $PID; then
-    lab_fail clean-stop "polluxd still runs 20 s after SIGTERM"
-    kill -KILL $PID
-else
-    wait $PID
-    rc=$?
-    if [ $rc -eq 0 ] && ! grep -q 'missing from their pools' "$LAB_ART/polluxd.log"; then
-        lab_pass clean-stop "polluxd stopped on SIGTERM with status 0, every DMA buffer back in its pool"
-    else
-        lab_fail clean-stop "polluxd stopped with status $rc$(grep -q 'missing from their pools' "$LAB_ART/polluxd.log" && echo ', DMA buffers missing from their pools')"
-    fi
-fi
+lab_clean_stop
 
 exit 0
