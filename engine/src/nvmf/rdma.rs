@@ -55,6 +55,8 @@ const CQ_BATCH: usize = 32;
 const WR_RECV: u64 = 1 << 56;
 const WR_READ: u64 = 2 << 56;
 const WR_SEND: u64 = 3 << 56;
+/// A receive on a queue pair's own receive queue (`no_srq`).
+const WR_RECV_QP: u64 = 4 << 56;
 const WR_KIND: u64 = 0xff << 56;
 /// Request slots per queue entry (the queue's `slots_per_entry`): a host may reuse an
 /// entry once it has the response, before the response's SEND completion frees the slot.
@@ -305,9 +307,10 @@ struct DevQueues {
     dev: Arc<Device>,
     cq: Arc<Cq>,
     comp: Arc<CompChannel>,
-    srq: Arc<Srq>,
-    recv: RecvBufs,
-    /// CQ entries promised to queue pairs (send work requests) and the SRQ.
+    /// The shared receive queue and its command buffers (none with `no_srq`).
+    shared: Option<(Arc<Srq>, RecvBufs)>,
+    capsule_size: usize,
+    /// CQ entries promised to queue pairs (their work requests) and the SRQ.
     cq_size: u32,
     cq_reserved: Cell<u32>,
     _watch: FdWatch,
@@ -325,13 +328,19 @@ impl DevQueues {
         .min(a.max_cqe.max(1));
         let comp = CompChannel::new(&dev.ctx).map_err(|e| e.to_string())?;
         let cq = Cq::with_channel(&dev.ctx, cq_size, &comp).map_err(|e| e.to_string())?;
-        let srq = Srq::new(&dev.pd, srq_depth, 1).map_err(|e| e.to_string())?;
         let size = 64 + opts.in_capsule_data_size as usize;
-        let recv = RecvBufs::new(&dev.pd, srq_depth as usize, size)?;
-        for i in 0..srq_depth as usize {
-            srq.post_recv(WR_RECV | i as u64, &[recv.sge(i)])
-                .map_err(|e| e.to_string())?;
-        }
+        let shared = if opts.no_srq {
+            None
+        } else {
+            let srq = Srq::new(&dev.pd, srq_depth, 1).map_err(|e| e.to_string())?;
+            let recv = RecvBufs::new(&dev.pd, srq_depth as usize, size)?;
+            for i in 0..srq_depth as usize {
+                srq.post_recv(WR_RECV | i as u64, &[recv.sge(i)])
+                    .map_err(|e| e.to_string())?;
+            }
+            Some((srq, recv))
+        };
+        let srq_depth = if opts.no_srq { 0 } else { srq_depth };
         let watch = thread
             .register_fd(comp.fd())
             .map_err(|e| format!("cannot watch the completion channel: {e}"))?;
@@ -345,8 +354,8 @@ impl DevQueues {
             dev,
             cq,
             comp,
-            srq,
-            recv,
+            shared,
+            capsule_size: size,
             cq_size,
             cq_reserved: Cell::new(srq_depth),
             _watch: watch,
@@ -354,8 +363,10 @@ impl DevQueues {
     }
 
     fn repost(&self, i: usize) {
-        if let Err(e) = self.srq.post_recv(WR_RECV | i as u64, &[self.recv.sge(i)]) {
-            tracing::error!(error = %e, "cannot repost a command buffer to the shared receive queue");
+        if let Some((srq, recv)) = &self.shared {
+            if let Err(e) = srq.post_recv(WR_RECV | i as u64, &[recv.sge(i)]) {
+                tracing::error!(error = %e, "cannot repost a command buffer to the shared receive queue");
+            }
         }
     }
 }
@@ -452,13 +463,30 @@ impl PgRdma {
             .devs
             .get(dev)
             .and_then(|d| d.conns.get(&wc.qp_num()).cloned());
+        if kind == WR_RECV_QP {
+            // A queue pair's own receive buffer; flushed ones go with their queue pair.
+            if let Some(c) = conn.filter(|_| wc.ok()) {
+                let mut c = c.borrow_mut();
+                if let Some(own) = c.own_recv.take() {
+                    c.capsule(pg, own.get(low, wc.byte_len() as usize));
+                    if let Some(qp) = c.id.as_ref().and_then(|id| id.qp()) {
+                        let _ = qp.post_recv(WR_RECV_QP | low as u64, &[own.sge(low)]);
+                    }
+                    c.own_recv = Some(own);
+                    c.answer(pg);
+                }
+            }
+            return;
+        }
         if kind == WR_RECV {
             match conn {
                 Some(c) if wc.ok() => {
                     let mut c = c.borrow_mut();
                     let len = wc.byte_len() as usize;
                     // The capsule is copied out before the buffer is posted again.
-                    c.capsule(pg, dq.recv.get(low, len));
+                    if let Some((_, recv)) = &dq.shared {
+                        c.capsule(pg, recv.get(low, len));
+                    }
                     dq.repost(low);
                     c.answer(pg);
                 }
@@ -630,7 +658,10 @@ fn accept(
     let read_sge = send_sge.min(dev.attr.max_sge_rd).max(1);
     let wr_per_req = (SGL_SEGMENTS_MAX as u32).div_ceil(read_sge) + 1;
     let send_wr = entries * SLOTS_PER_ENTRY as u32 * wr_per_req;
-    if dq.cq_reserved.get() + send_wr > dq.cq_size || send_wr > dev.attr.max_qp_wr {
+    // With `no_srq`, the queue pair's own receive queue: one command buffer per entry.
+    let recv_wr = if dq.shared.is_none() { entries } else { 0 };
+    let cq_share = send_wr + recv_wr;
+    if dq.cq_reserved.get() + cq_share > dq.cq_size || send_wr > dev.attr.max_qp_wr {
         return refuse(
             inc,
             rej_status::NO_RESOURCES,
@@ -642,12 +673,32 @@ fn accept(
     }
     let caps = QpCaps {
         max_send_wr: send_wr,
-        max_recv_wr: 0,
+        max_recv_wr: recv_wr,
         max_send_sge: send_sge,
         max_recv_sge: 1,
     };
-    let qp_num = match inc.create_qp(&dev.pd, &dq.cq, &dq.cq, Some(&dq.srq), caps) {
-        Ok(qp) => qp.qp_num(),
+    let own_recv = if recv_wr > 0 {
+        match RecvBufs::new(&dev.pd, recv_wr as usize, dq.capsule_size) {
+            Ok(r) => Some(r),
+            Err(e) => return refuse(inc, rej_status::NO_RESOURCES, &e),
+        }
+    } else {
+        None
+    };
+    let srq = dq.shared.as_ref().map(|(srq, _)| srq);
+    let qp_num = match inc.create_qp(&dev.pd, &dq.cq, &dq.cq, srq, caps) {
+        Ok(qp) => {
+            let mut posted = Ok(());
+            if let Some(r) = &own_recv {
+                for i in 0..recv_wr as usize {
+                    posted = posted.and(qp.post_recv(WR_RECV_QP | i as u64, &[r.sge(i)]));
+                }
+            }
+            match posted {
+                Ok(()) => qp.qp_num(),
+                Err(e) => return refuse(inc, rej_status::NO_RESOURCES, &e.to_string()),
+            }
+        }
         Err(e) => return refuse(inc, rej_status::NO_RESOURCES, &e.to_string()),
     };
     // We issue RDMA READs (initiator); hosts never read from us.
@@ -660,12 +711,12 @@ fn accept(
             return;
         }
     };
-    dq.cq_reserved.set(dq.cq_reserved.get() + send_wr);
+    dq.cq_reserved.set(dq.cq_reserved.get() + cq_share);
     let conn = match Conn::new(
         id,
         qp_num,
         dq.clone(),
-        send_wr,
+        (cq_share, own_recv),
         peer.clone(),
         listen,
         local_sock,
@@ -676,7 +727,7 @@ fn accept(
         Ok(c) => c,
         Err(e) => {
             dq.cq_reserved
-                .set(dq.cq_reserved.get().saturating_sub(send_wr));
+                .set(dq.cq_reserved.get().saturating_sub(cq_share));
             tracing::warn!(%peer, error = %e, "cannot set up an NVMe/RDMA queue pair");
             return;
         }
@@ -708,7 +759,10 @@ pub(crate) struct Conn {
     q: Queue,
     dq: Rc<DevQueues>,
     qp_num: u32,
-    send_wr: u32,
+    /// CQ entries this queue pair reserved (its work requests).
+    cq_share: u32,
+    /// Its own receive queue's command buffers (`no_srq`).
+    own_recv: Option<RecvBufs>,
     keyed: Vec<Option<Keyed>>,
     resp: RespBufs,
     /// Signaled work requests posted and not yet completed.
@@ -805,7 +859,7 @@ impl Conn {
             drop(id);
             self.dq
                 .cq_reserved
-                .set(self.dq.cq_reserved.get().saturating_sub(self.send_wr));
+                .set(self.dq.cq_reserved.get().saturating_sub(self.cq_share));
         }
         let why = self
             .draining
@@ -819,7 +873,7 @@ impl Conn {
         id: CmId<pollux_rdma::Active>,
         qp_num: u32,
         dq: Rc<DevQueues>,
-        send_wr: u32,
+        (cq_share, own_recv): (u32, Option<RecvBufs>),
         peer: String,
         listen: ListenAddr,
         local_sock: std::net::SocketAddr,
@@ -860,7 +914,8 @@ impl Conn {
                 q,
                 dq,
                 qp_num,
-                send_wr,
+                cq_share,
+                own_recv,
                 keyed: vec![None; slots],
                 resp: RespBufs { mr, mem },
                 wrs: 0,

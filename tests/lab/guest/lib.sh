@@ -136,9 +136,13 @@ lab_bind_kernel() {
 # and exports Nvme0n1 over NVMe/TCP on 127.0.0.1:4421, or over NVMe/RDMA on
 # 10.0.2.15:4421 with LAB_TRTYPE=rdma (rxe0 must be up); the kernel's initiator verifies
 # data with fio; the driver's counters are left in $LAB_ART/controllers-after.json and
-# the target's in $LAB_ART/nvmf-stats.json; polluxd stops on SIGTERM and the controller
+# the target's in $LAB_ART/nvmf-stats.json (fio's in fio.txt; LAB_EXPORT_TAG=T names the
+# checks T-... and the files ...-T instead); polluxd stops on SIGTERM and the controller
 # goes back to the kernel driver.
 lab_nvme_export() {
+    # A tagged run (LAB_EXPORT_TAG) names its checks TAG-... and its files ...-TAG.
+    P=${LAB_EXPORT_TAG:+$LAB_EXPORT_TAG-}
+    S=${LAB_EXPORT_TAG:+-$LAB_EXPORT_TAG}
     NQN=nqn.2016-06.io.pollux:lab-nvme
     SOCK=/tmp/pollux-nvme.sock
     TRTYPE=${LAB_TRTYPE:-tcp}
@@ -146,7 +150,7 @@ lab_nvme_export() {
     [ "$TRTYPE" = rdma ] && ADDR=10.0.2.15
     TR=$(echo "$TRTYPE" | tr a-z A-Z)
     PORT=4421
-    CFG=$LAB_ART/polluxd.json
+    CFG=$LAB_ART/polluxd$S.json
     rpc() { pollux-rpc -s "$SOCK" -t 30 "$@"; }
 
     cat >"$CFG" <<JSON
@@ -164,18 +168,18 @@ lab_nvme_export() {
  ]}
 ]}
 JSON
-    NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd.log" 2>&1 &
+    NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd$S.log" 2>&1 &
     PID=$!
-    if lab_wait 60 rpc bdev_nvme_get_controllers >"$LAB_ART/controllers.json" 2>/dev/null; then
-        cat "$LAB_ART/controllers.json"
-        if grep -q '"model_number": "QEMU NVMe Ctrl"' "$LAB_ART/controllers.json"; then
-            lab_pass attach "polluxd attached $NVME_BDF as Nvme0 (bdev_nvme_attach_controller); bdevs: $(grep -o '"Nvme0n[0-9]*"' "$LAB_ART/controllers.json" | tr '\n' ' ')"
+    if lab_wait 60 rpc bdev_nvme_get_controllers >"$LAB_ART/controllers$S.json" 2>/dev/null; then
+        cat "$LAB_ART/controllers$S.json"
+        if grep -q '"model_number": "QEMU NVMe Ctrl"' "$LAB_ART/controllers$S.json"; then
+            lab_pass "${P}attach" "polluxd attached $NVME_BDF as Nvme0 (bdev_nvme_attach_controller); bdevs: $(grep -o '"Nvme0n[0-9]*"' "$LAB_ART/controllers$S.json" | tr '\n' ' ')"
         else
-            lab_fail attach "bdev_nvme_get_controllers does not show QEMU's controller"
+            lab_fail "${P}attach" "bdev_nvme_get_controllers does not show QEMU's controller"
         fi
     else
-        tail -20 "$LAB_ART/polluxd.log"
-        lab_abort attach "polluxd did not come up with the NVMe controller (see polluxd.log)"
+        tail -20 "$LAB_ART/polluxd$S.log"
+        lab_abort "${P}attach" "polluxd did not come up with the NVMe controller (see polluxd.log)"
     fi
 
     modprobe "nvme-$TRTYPE"
@@ -194,48 +198,48 @@ JSON
         done
     done
     if [ -n "$DEV" ]; then
-        lab_pass connect "the kernel's nvme-$TRTYPE initiator sees the exported namespace as /dev/$DEV"
-        lab_run timeout -s KILL 240 fio --output="$LAB_ART/fio.txt" --eta=never --name=export --filename="/dev/$DEV" \
+        lab_pass "${P}connect" "the kernel's nvme-$TRTYPE initiator sees the exported namespace as /dev/$DEV"
+        lab_run timeout -s KILL 240 fio --output="$LAB_ART/fio$S.txt" --eta=never --name=export --filename="/dev/$DEV" \
             --ioengine=libaio --direct=1 --rw=randwrite --bsrange=4k-1m --iodepth=32 --size=32m \
             --verify=crc32c --do_verify=1 --verify_fatal=1
         rc=$?
-        grep -E 'err=|IOPS=' "$LAB_ART/fio.txt" | head
-        if [ $rc -eq 0 ] && grep -q 'err= 0' "$LAB_ART/fio.txt"; then
-            lab_pass fio-verify "fio randwrite 4k-1m QD32 with crc32c verify through NVMe/$TR to the userspace-driven controller: no errors"
+        grep -E 'err=|IOPS=' "$LAB_ART/fio$S.txt" | head
+        if [ $rc -eq 0 ] && grep -q 'err= 0' "$LAB_ART/fio$S.txt"; then
+            lab_pass "${P}fio-verify" "fio randwrite 4k-1m QD32 with crc32c verify through NVMe/$TR to the userspace-driven controller: no errors"
         else
-            lab_fail fio-verify "fio verify over the export failed (rc $rc)"
+            lab_fail "${P}fio-verify" "fio verify over the export failed (rc $rc)"
         fi
-        rpc bdev_nvme_get_controllers >"$LAB_ART/controllers-after.json" 2>&1
-        rpc nvmf_get_stats >"$LAB_ART/nvmf-stats.json" 2>&1
-        done_cmds=$(lab_json_sum "$LAB_ART/controllers-after.json" commands_completed)
-        split=$(lab_json_sum "$LAB_ART/controllers-after.json" split_ios)
+        rpc bdev_nvme_get_controllers >"$LAB_ART/controllers-after$S.json" 2>&1
+        rpc nvmf_get_stats >"$LAB_ART/nvmf-stats$S.json" 2>&1
+        done_cmds=$(lab_json_sum "$LAB_ART/controllers-after$S.json" commands_completed)
+        split=$(lab_json_sum "$LAB_ART/controllers-after$S.json" split_ios)
         if [ "${done_cmds:-0}" -gt 0 ]; then
-            lab_pass driver-stats "the driver completed $done_cmds commands ($split bdev I/Os split at the controller's transfer limit)"
+            lab_pass "${P}driver-stats" "the driver completed $done_cmds commands ($split bdev I/Os split at the controller's transfer limit)"
         else
-            lab_fail driver-stats "counters: commands_completed=$done_cmds split_ios=$split"
+            lab_fail "${P}driver-stats" "counters: commands_completed=$done_cmds split_ios=$split"
         fi
         lab_run timeout 60 nvme disconnect -n "$NQN"
     else
-        lab_fail connect "no block device for $NQN after nvme connect"
+        lab_fail "${P}connect" "no block device for $NQN after nvme connect"
     fi
 
     kill -TERM "$PID"
     if lab_wait 30 sh -c "! kill -0 $PID 2>/dev/null"; then
         wait "$PID"
         rc=$?
-        if [ $rc -eq 0 ] && grep -q "controller shut down" "$LAB_ART/polluxd.log"; then
-            lab_pass stop "polluxd stopped on SIGTERM (exit 0) and shut the controller down"
+        if [ $rc -eq 0 ] && grep -q "controller shut down" "$LAB_ART/polluxd$S.log"; then
+            lab_pass "${P}stop" "polluxd stopped on SIGTERM (exit 0) and shut the controller down"
         else
-            lab_fail stop "polluxd exit $rc; controller shutdown logged: $(grep -c 'controller shut down' "$LAB_ART/polluxd.log")"
+            lab_fail "${P}stop" "polluxd exit $rc; controller shutdown logged: $(grep -c 'controller shut down' "$LAB_ART/polluxd$S.log")"
         fi
     else
-        lab_fail stop "polluxd did not stop on SIGTERM"
+        lab_fail "${P}stop" "polluxd did not stop on SIGTERM"
         kill -KILL "$PID"
     fi
     if lab_bind_kernel; then
-        lab_pass rebind "back on the kernel nvme driver"
+        lab_pass "${P}rebind" "back on the kernel nvme driver"
     else
-        lab_fail rebind "the controller did not come back to the kernel nvme driver"
+        lab_fail "${P}rebind" "the controller did not come back to the kernel nvme driver"
     fi
 }
 

@@ -3,7 +3,9 @@
 # host, nvme::fabrics::rdma) against polluxd's NVMe/RDMA target on Soft-RoCE: random
 # writes of 4 KiB to 128 KiB at QD32 on two queue pairs, then every block read back and
 # checked (crc32c), and the same job over NVMe/TCP to the same namespace for
-# comparison. Afterwards every connection is closed and every pool full.
+# comparison. The RDMA transport runs with no_srq (a receive queue per queue pair; the
+# other RDMA scenarios use the shared one). Afterwards every connection is closed and
+# every pool full.
 # lab-timeout: 420
 . /lab/lib.sh
 
@@ -23,7 +25,7 @@ cat >"$CFG" <<EOF
   {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 262144, "block_size": 512}}
  ]},
  {"subsystem": "nvmf", "config": [
-  {"method": "nvmf_create_transport", "params": {"trtype": "RDMA", "max_srq_depth": 1024}},
+  {"method": "nvmf_create_transport", "params": {"trtype": "RDMA", "no_srq": true}},
   {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
   {"method": "nvmf_create_subsystem", "params": {"nqn": "$NQN", "allow_any_host": true}},
   {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace": {"bdev_name": "Malloc0", "nsid": 1}}},
@@ -37,7 +39,7 @@ EOF
 NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd.log" 2>&1 &
 PID=$!
 if lab_wait 30 rpc nvmf_get_subsystems >/dev/null 2>&1; then
-    lab_pass polluxd-start "polluxd (pid $PID) serves $NQN over RDMA ($ADDR:$PORT) and TCP (127.0.0.1:$PORT)"
+    lab_pass polluxd-start "polluxd (pid $PID) serves $NQN over RDMA ($ADDR:$PORT, no_srq) and TCP (127.0.0.1:$PORT)"
 else
     tail -20 "$LAB_ART/polluxd.log"
     lab_abort polluxd-start "polluxd did not come up (see polluxd.log)"
@@ -73,6 +75,12 @@ else
     tail -5 "$LAB_ART/perf-rdma.log"
     tail -10 "$LAB_ART/polluxd.log"
     lab_fail perf-rdma "pollux-perf over NVMe/RDMA failed: $(tail -3 "$LAB_ART/perf-rdma.log" | tr '\n' ' ' | cut -c1-400)"
+fi
+
+if grep -q 'NVMe/RDMA queues of a device set up on a poll group.*srq_depth=0' "$LAB_ART/polluxd.log"; then
+    lab_pass no-srq "with no_srq each queue pair had its own receive queue (no shared receive queue was made)"
+else
+    lab_fail no-srq "polluxd.log does not show the device queues made without a shared receive queue"
 fi
 
 t0=$(lab_up)
