@@ -329,19 +329,43 @@ impl fmt::Display for ListenAddr {
     }
 }
 
-/// A transport's listener (control-path handle).
+/// A transport's listener (control-path handle): its acceptor runs on a poll group's
+/// thread; stopping the listener removes it there.
 #[derive(Debug)]
-pub(crate) enum Listener {
-    Tcp(tcp::Listener),
-    Rdma(rdma::Listener),
+pub(crate) struct Listener {
+    addr: ListenAddr,
+    thread: ThreadHandle,
+    tgt: std::sync::Weak<Target>,
 }
 
 impl Listener {
-    fn stop(self) {
-        match self {
-            Listener::Tcp(l) => l.stop(),
-            Listener::Rdma(l) => l.stop(),
+    pub(crate) fn new(addr: ListenAddr, thread: &ThreadHandle, tgt: &Arc<Target>) -> Listener {
+        tracing::info!(%addr, "NVMe-oF target listening");
+        Listener {
+            addr,
+            thread: thread.clone(),
+            tgt: Arc::downgrade(tgt),
         }
+    }
+
+    /// Stops accepting (before it returns, from a control thread; by message from a
+    /// reactor thread).
+    fn stop(self) {
+        let Some(tgt) = self.tgt.upgrade() else {
+            return;
+        };
+        let addr = self.addr;
+        let f = move || {
+            if let Some(pg) = PollGroup::current(&tgt) {
+                pg.remove_acceptor(addr);
+            }
+        };
+        if crate::thread::Thread::current().is_none() {
+            let _ = self.thread.call(f);
+        } else {
+            let _ = self.thread.send_msg(f);
+        }
+        tracing::info!(%addr, "NVMe-oF target stopped listening");
     }
 }
 
@@ -840,10 +864,10 @@ impl Target {
         if !s.listeners.contains_key(&addr) {
             let pg = s.poll_groups[0].clone();
             let l = match addr.trtype {
-                Trtype::Tcp => tcp::Listener::start(addr, &pg, &self.self_arc()).map(Listener::Tcp),
+                Trtype::Tcp => tcp::listen(addr, &pg, &self.self_arc()),
                 Trtype::Rdma => {
                     let backlog = s.transports[&Trtype::Rdma].acceptor_backlog;
-                    rdma::Listener::start(addr, backlog, &pg, &self.self_arc()).map(Listener::Rdma)
+                    rdma::listen(addr, backlog, &pg, &self.self_arc())
                 }
             }
             .map_err(|e| NvmfError(format!("cannot listen on {addr}: {e}")))?;

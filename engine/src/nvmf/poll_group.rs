@@ -263,11 +263,15 @@ impl PollGroup {
         self.inner.borrow_mut().acceptors.push(a);
     }
 
-    pub(crate) fn remove_acceptor(&self, addr: std::net::SocketAddr) {
-        self.inner
-            .borrow_mut()
-            .acceptors
-            .retain(|a| a.local_addr() != addr);
+    pub(crate) fn remove_acceptor(&self, addr: super::ListenAddr) {
+        match addr.trtype {
+            super::Trtype::Tcp => self
+                .inner
+                .borrow_mut()
+                .acceptors
+                .retain(|a| a.local_addr() != addr.addr),
+            super::Trtype::Rdma => self.rdma.borrow_mut().remove_acceptor(addr),
+        }
     }
 
     /// This thread's namespace table of subsystem `sid`, built on first use.

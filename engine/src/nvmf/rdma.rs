@@ -152,68 +152,33 @@ fn device(ctx: &Arc<Context>) -> Result<Arc<Device>, String> {
     Ok(d)
 }
 
-/// A listening rdma_cm id of the transport (control-path handle).
-#[derive(Debug)]
-pub(crate) struct Listener {
+/// Binds and listens on `addr` and starts accepting on `thread`'s poll group.
+pub(crate) fn listen(
     addr: ListenAddr,
-    thread: ThreadHandle,
-    tgt: std::sync::Weak<Target>,
-}
-
-impl Listener {
-    /// Binds and listens on `addr` and starts accepting on `thread`'s poll group.
-    pub(crate) fn start(
-        addr: ListenAddr,
-        backlog: u32,
-        thread: &ThreadHandle,
-        tgt: &Arc<Target>,
-    ) -> std::io::Result<Listener> {
-        let ch = EventChannel::new().map_err(std::io::Error::other)?;
-        let id = CmId::listen(&ch, addr.addr, backlog.min(i32::MAX as u32) as i32)
-            .map_err(std::io::Error::other)?;
-        let t = tgt.clone();
-        thread
-            .send_msg(move || {
-                if let Some(pg) = PollGroup::current(&t) {
-                    match pg.thread.register_fd(ch.fd()) {
-                        Ok(w) => pg.rdma.borrow_mut().acceptors.push(Acceptor {
-                            id,
-                            ch,
-                            addr,
-                            _watch: w,
-                        }),
-                        Err(e) => tracing::error!(%addr, error = %e, "cannot watch listener"),
-                    }
+    backlog: u32,
+    thread: &ThreadHandle,
+    tgt: &Arc<Target>,
+) -> std::io::Result<super::Listener> {
+    let ch = EventChannel::new().map_err(std::io::Error::other)?;
+    let id = CmId::listen(&ch, addr.addr, backlog.min(i32::MAX as u32) as i32)
+        .map_err(std::io::Error::other)?;
+    let t = tgt.clone();
+    thread
+        .send_msg(move || {
+            if let Some(pg) = PollGroup::current(&t) {
+                match pg.thread.register_fd(ch.fd()) {
+                    Ok(w) => pg.rdma.borrow_mut().acceptors.push(Acceptor {
+                        id,
+                        ch,
+                        addr,
+                        _watch: w,
+                    }),
+                    Err(e) => tracing::error!(%addr, error = %e, "cannot watch listener"),
                 }
-            })
-            .map_err(|_| std::io::Error::other("poll group gone"))?;
-        tracing::info!(%addr, "NVMe/RDMA target listening");
-        Ok(Listener {
-            addr,
-            thread: thread.clone(),
-            tgt: Arc::downgrade(tgt),
-        })
-    }
-
-    /// Stops accepting (before it returns, from a control thread; by message from a
-    /// reactor thread).
-    pub(crate) fn stop(self) {
-        let Some(tgt) = self.tgt.upgrade() else {
-            return;
-        };
-        let addr = self.addr;
-        let f = move || {
-            if let Some(pg) = PollGroup::current(&tgt) {
-                pg.rdma.borrow_mut().acceptors.retain(|a| a.addr != addr);
             }
-        };
-        if Thread::current().is_none() {
-            let _ = self.thread.call(f);
-        } else {
-            let _ = self.thread.send_msg(f);
-        }
-        tracing::info!(addr = %self.addr, "NVMe/RDMA target stopped listening");
-    }
+        })
+        .map_err(|_| std::io::Error::other("poll group gone"))?;
+    Ok(super::Listener::new(addr, thread, tgt))
 }
 
 /// The poll-group side of a listener.
@@ -396,6 +361,11 @@ impl fmt::Debug for PgRdma {
 }
 
 impl PgRdma {
+    /// Stops the acceptor of `addr`.
+    pub(crate) fn remove_acceptor(&mut self, addr: ListenAddr) {
+        self.acceptors.retain(|a| a.addr != addr);
+    }
+
     /// Polls listeners, connection events and completion queues.
     pub(crate) fn poll(pg: &PollGroup) -> bool {
         let mut busy = false;

@@ -50,61 +50,26 @@ const ACCEPT_BATCH: usize = 16;
 /// Bytes read per `read` call at most (a large PDU takes several).
 const READ_CHUNK: usize = 256 * 1024;
 
-/// A listening socket of the transport (control-path handle).
-#[derive(Debug)]
-pub(crate) struct Listener {
+/// Binds `addr` and starts accepting on `thread`'s poll group.
+pub(crate) fn listen(
     addr: ListenAddr,
-    thread: ThreadHandle,
-    tgt: std::sync::Weak<Target>,
-}
-
-impl Listener {
-    /// Binds `addr` and starts accepting on `thread`'s poll group.
-    pub(crate) fn start(
-        addr: ListenAddr,
-        thread: &ThreadHandle,
-        tgt: &Arc<Target>,
-    ) -> io::Result<Listener> {
-        let l = TcpListener::bind(addr.addr)?;
-        l.set_nonblocking(true)?;
-        let t = tgt.clone();
-        thread
-            .send_msg(move || {
-                if let Some(pg) = PollGroup::current(&t) {
-                    match Acceptor::new(l, addr, &pg.thread) {
-                        Ok(a) => pg.add_acceptor(a),
-                        Err(e) => tracing::error!(%addr, error = %e, "cannot watch listener"),
-                    }
+    thread: &ThreadHandle,
+    tgt: &Arc<Target>,
+) -> io::Result<super::Listener> {
+    let l = TcpListener::bind(addr.addr)?;
+    l.set_nonblocking(true)?;
+    let t = tgt.clone();
+    thread
+        .send_msg(move || {
+            if let Some(pg) = PollGroup::current(&t) {
+                match Acceptor::new(l, addr, &pg.thread) {
+                    Ok(a) => pg.add_acceptor(a),
+                    Err(e) => tracing::error!(%addr, error = %e, "cannot watch listener"),
                 }
-            })
-            .map_err(|_| io::Error::other("poll group gone"))?;
-        tracing::info!(%addr, "NVMe/TCP target listening");
-        Ok(Listener {
-            addr,
-            thread: thread.clone(),
-            tgt: Arc::downgrade(tgt),
-        })
-    }
-
-    /// Stops accepting and closes the socket (before it returns, from a control
-    /// thread; by message from a reactor thread).
-    pub(crate) fn stop(self) {
-        let Some(tgt) = self.tgt.upgrade() else {
-            return;
-        };
-        let addr = self.addr.addr;
-        let f = move || {
-            if let Some(pg) = PollGroup::current(&tgt) {
-                pg.remove_acceptor(addr);
             }
-        };
-        if Thread::current().is_none() {
-            let _ = self.thread.call(f);
-        } else {
-            let _ = self.thread.send_msg(f);
-        }
-        tracing::info!(addr = %self.addr, "NVMe/TCP target stopped listening");
-    }
+        })
+        .map_err(|_| io::Error::other("poll group gone"))?;
+    Ok(super::Listener::new(addr, thread, tgt))
 }
 
 /// The poll-group side of a listener.

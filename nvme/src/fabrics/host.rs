@@ -43,6 +43,48 @@ pub enum Transport {
     Rdma,
 }
 
+/// What the host's poll discipline needs of a transport's connection.
+pub(crate) trait Wire<B> {
+    /// An error met after completions were already reported, for the next poll.
+    fn pending(&mut self) -> &mut Option<Error>;
+    /// The error a dead connection reports, if it is dead.
+    fn dead_error(&self) -> Option<Error>;
+    /// Marks the connection failed (and closes it); returns `e`.
+    fn fail(&mut self, e: Error) -> Error;
+    /// Moves what can move without blocking, calling `f` for each completed command
+    /// (at most `max`, 0 for no limit) and counting them in `n`.
+    fn progress<F: FnMut(Completion<B>)>(
+        &mut self,
+        max: usize,
+        f: &mut F,
+        n: &mut usize,
+    ) -> Result<(), Error>;
+
+    /// One poll: an earlier error first, then progress; an error met after some
+    /// completions is reported by the next call (the caller has seen them).
+    fn poll<F: FnMut(Completion<B>)>(&mut self, max: usize, f: &mut F) -> Result<usize, Error> {
+        if let Some(e) = self.pending().take() {
+            return Err(e);
+        }
+        if let Some(e) = self.dead_error() {
+            return Err(e);
+        }
+        let mut n = 0;
+        match self.progress(max, f, &mut n) {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                let e = self.fail(e);
+                if n > 0 {
+                    *self.pending() = Some(e);
+                    Ok(n)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
 /// A queue's connection: the one transport-specific piece under both queue kinds.
 // One per queue, held inline so that the per-I/O calls take no extra indirection.
 #[allow(clippy::large_enum_variant)]

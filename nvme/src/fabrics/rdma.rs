@@ -19,7 +19,7 @@
 //! target to invalidate its key: the data area is one memory region for the life of
 //! the connection.
 
-use super::host::FabricOptions;
+use super::host::{FabricOptions, Wire};
 use super::{Completion, DataBuf, Error, STATUS_ABORTED_BY_HOST, SubmitError, XferDir};
 use crate::spec::cmd::{Cqe, SglDescriptor, Sqe, sgl_subtype, sgl_type};
 use crate::spec::rdma::{CmRep, CmReq, RECFMT};
@@ -426,38 +426,6 @@ impl<B: DataBuf> Conn<B> {
         self.comp.fd()
     }
 
-    /// Reaps completions (at most `max`, 0 for no limit) and calls `f` for each
-    /// finished command.
-    pub(crate) fn poll<F: FnMut(Completion<B>)>(
-        &mut self,
-        max: usize,
-        f: &mut F,
-    ) -> Result<usize, Error> {
-        if let Some(e) = self.pending.take() {
-            return Err(e);
-        }
-        if self.dead.is_some() {
-            return Err(self.dead_error());
-        }
-        if self.comp.drain() > 0 {
-            self.armed = false;
-        }
-        let mut n = 0;
-        let r = self.reap(max, f, &mut n).and_then(|()| self.cm_events());
-        match r {
-            Ok(()) => Ok(n),
-            Err(e) => {
-                let e = self.fail(e);
-                if n == 0 {
-                    Err(e)
-                } else {
-                    self.pending = Some(e);
-                    Ok(n)
-                }
-            }
-        }
-    }
-
     fn reap<F: FnMut(Completion<B>)>(
         &mut self,
         max: usize,
@@ -657,6 +625,34 @@ impl<B: DataBuf> Conn<B> {
             }
         }
         n
+    }
+}
+
+impl<B: DataBuf> Wire<B> for Conn<B> {
+    fn pending(&mut self) -> &mut Option<Error> {
+        &mut self.pending
+    }
+
+    fn dead_error(&self) -> Option<Error> {
+        self.dead.is_some().then(|| Conn::dead_error(self))
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        Conn::fail(self, e)
+    }
+
+    /// Reaps completions, then connection events.
+    fn progress<F: FnMut(Completion<B>)>(
+        &mut self,
+        max: usize,
+        f: &mut F,
+        n: &mut usize,
+    ) -> Result<(), Error> {
+        if self.comp.drain() > 0 {
+            self.armed = false;
+        }
+        self.reap(max, f, n)?;
+        self.cm_events()
     }
 }
 

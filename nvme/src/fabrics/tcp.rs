@@ -30,7 +30,7 @@
 //! queued, so a completion can hand the buffer back at once, even if the controller
 //! answers before all of the data went out.
 
-use super::host::FabricOptions;
+use super::host::{FabricOptions, Wire};
 use super::{Completion, DataBuf, Error, STATUS_ABORTED_BY_HOST, SubmitError, XferDir};
 use crate::spec::cmd::{Cqe, SglDescriptor, Sqe, Status, sgl_subtype, sgl_type};
 use crate::spec::tcp::{
@@ -360,7 +360,7 @@ impl<B: DataBuf> Conn<B> {
         self.sock.as_raw_fd()
     }
 
-    fn dead_error(&self) -> Error {
+    pub(crate) fn dead_error(&self) -> Error {
         Error::Dead {
             addr: self.addr,
             why: self
@@ -600,35 +600,7 @@ impl<B: DataBuf> Conn<B> {
         })
     }
 
-    /// Sends and receives what the socket allows without blocking, calling `f` for each
-    /// completed command (at most `max`, 0 for no limit).
-    pub(crate) fn poll<F: FnMut(Completion<B>)>(
-        &mut self,
-        max: usize,
-        f: &mut F,
-    ) -> Result<usize, Error> {
-        if let Some(e) = self.pending.take() {
-            return Err(e);
-        }
-        if self.dead.is_some() {
-            return Err(self.dead_error());
-        }
-        let mut n = 0;
-        match self.poll_inner(max, f, &mut n) {
-            Ok(()) => Ok(n),
-            Err(e) => {
-                let e = self.fail(e);
-                if n == 0 {
-                    Err(e)
-                } else {
-                    // The caller saw completions: report them, and the error next time.
-                    self.pending = Some(e);
-                    Ok(n)
-                }
-            }
-        }
-    }
-
+    /// Sends and receives what the socket allows without blocking.
     fn poll_inner<F: FnMut(Completion<B>)>(
         &mut self,
         max: usize,
@@ -1092,6 +1064,29 @@ impl<B: DataBuf> Conn<B> {
             }
         }
         n
+    }
+}
+
+impl<B: DataBuf> Wire<B> for Conn<B> {
+    fn pending(&mut self) -> &mut Option<Error> {
+        &mut self.pending
+    }
+
+    fn dead_error(&self) -> Option<Error> {
+        self.dead.is_some().then(|| Conn::dead_error(self))
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        Conn::fail(self, e)
+    }
+
+    fn progress<F: FnMut(Completion<B>)>(
+        &mut self,
+        max: usize,
+        f: &mut F,
+        n: &mut usize,
+    ) -> Result<(), Error> {
+        self.poll_inner(max, f, n)
     }
 }
 
