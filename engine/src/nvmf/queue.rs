@@ -43,6 +43,15 @@ pub(crate) trait Qpair {
     fn send_done(&mut self, pg: &PollGroup);
     /// Its request handling.
     fn queue(&mut self) -> &mut Queue;
+    /// Returns a completed command's data and response the transport's way.
+    fn answer_one(&mut self, pg: &PollGroup, slot: u16, status: Status, dw0: u32);
+
+    /// Answers the commands the queue completed.
+    fn answer(&mut self, pg: &PollGroup) {
+        while let Some((slot, status, dw0)) = self.queue().done.pop_front() {
+            self.answer_one(pg, slot, status, dw0);
+        }
+    }
     /// Takes request `slot`'s buffers and moves it on: runs it, or starts fetching its
     /// host-to-controller data (R2T, RDMA READ); false when the pools are short (nothing
     /// taken).
@@ -83,6 +92,23 @@ pub(crate) enum Started {
 
 /// A shared queue pair as the poll group holds it.
 pub(crate) type QpairRef = Rc<RefCell<dyn Qpair>>;
+
+/// The callback bdevs hand a queue pair's finished I/Os to (`me` is the queue pair; once
+/// it is gone, the I/O and its buffers just drop).
+pub(crate) fn io_callback<C: Qpair + 'static>(
+    me: Weak<RefCell<C>>,
+    pg: &crate::thread::IoChannel<super::Target>,
+) -> IoCallback {
+    let pg = pg.clone();
+    Rc::new(move |io: Box<BdevIo>| {
+        pg.bump(|s| s.pending_bdev_io -= 1);
+        if let Some(c) = me.upgrade() {
+            let mut c = c.borrow_mut();
+            c.queue().io_done(io, &pg);
+            c.answer(&pg);
+        }
+    })
+}
 
 /// Keep-alive and connect deadlines of `qp`; returns whether it was closed.
 pub(crate) fn housekeeping(qp: &QpairRef, pg: &PollGroup, now: Nanos) -> bool {

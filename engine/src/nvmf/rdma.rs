@@ -29,9 +29,11 @@
 //! the bdev hands them back.
 
 use super::poll_group::{PgSubsys, PollGroup};
-use super::queue::{Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, Started, cmd_dir};
+use super::queue::{
+    Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, Started, cmd_dir, io_callback,
+};
 use super::{CmbBuffers, ListenAddr, NvmfError, Target, TransportOpts, Trtype};
-use crate::bdev::{Bdev, BdevIo, IoCallback, SGL_SEGMENTS_MAX};
+use crate::bdev::{Bdev, SGL_SEGMENTS_MAX};
 use crate::dma::{DmaBuf, MapperGuard, MemMap, RdmaInitiator, RdmaMapper, RdmaRemote, Unreachable};
 use crate::thread::{FdWatch, IoChannel, PollStatus, Thread, ThreadHandle};
 use pollux_nvme::spec::cmd::{Cqe, Sqe, Status, sgl_subtype, sgl_type};
@@ -800,6 +802,10 @@ impl Qpair for Conn {
         &mut self.q
     }
 
+    fn answer_one(&mut self, pg: &PollGroup, slot: u16, status: Status, dw0: u32) {
+        self.complete(pg, slot, status, dw0);
+    }
+
     fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
         let (sqe, len) = {
             let r = &self.q.reqs[slot as usize];
@@ -865,16 +871,7 @@ impl Conn {
         .map_err(|e| e.to_string())?;
         let now = pg.thread.now();
         Ok(Rc::new_cyclic(|me: &Weak<RefCell<Conn>>| {
-            let w = me.clone();
-            let pgc = pg.clone();
-            let cb: IoCallback = Rc::new(move |io: Box<BdevIo>| {
-                pgc.bump(|s| s.pending_bdev_io -= 1);
-                if let Some(c) = w.upgrade() {
-                    let mut c = c.borrow_mut();
-                    c.q.io_done(io, &pgc);
-                    c.answer(&pgc);
-                }
-            });
+            let cb = io_callback(me.clone(), pg);
             let me: Weak<RefCell<dyn Qpair>> = me.clone();
             let mut q = Queue::new(peer, listen, local_sock, opts, me, cb, now);
             q.agreed = Some((qid, entries));
@@ -1071,13 +1068,6 @@ impl Conn {
         self.q.release(slot);
         if self.disconnect_slot == Some(slot) {
             self.close(pg, "the host disconnected");
-        }
-    }
-
-    /// Answers the commands the queue completed.
-    fn answer(&mut self, pg: &PollGroup) {
-        while let Some((slot, status, dw0)) = self.q.done.pop_front() {
-            self.complete(pg, slot, status, dw0);
         }
     }
 

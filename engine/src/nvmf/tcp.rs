@@ -22,9 +22,10 @@
 //! back; the connection is gone by then and they go straight back to their pools.
 
 use super::poll_group::PollGroup;
-use super::queue::{Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, Started, cmd_dir, copy_into};
+use super::queue::{
+    Dir, OrLen, Qpair, QpairRef, Queue, RState, Role, Started, cmd_dir, copy_into, io_callback,
+};
 use super::{ListenAddr, Target, Trtype};
-use crate::bdev::{BdevIo, IoCallback};
 use crate::thread::{FdWatch, IoChannel, Nanos, PollStatus, Thread, ThreadHandle};
 use pollux_nvme::spec::cmd::{Cqe, Status, sgl_subtype, sgl_type};
 use pollux_nvme::spec::fabrics::OPC_FABRICS;
@@ -213,6 +214,10 @@ impl Qpair for Conn {
         &mut self.q
     }
 
+    fn answer_one(&mut self, pg: &PollGroup, slot: u16, status: Status, dw0: u32) {
+        self.complete(pg, slot, status, dw0);
+    }
+
     fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
         let (sqe, len) = {
             let r = &self.q.reqs[slot as usize];
@@ -245,17 +250,7 @@ impl Conn {
         let watch = pg.thread.register_fd(sock.as_raw_fd())?;
         let local_sock = sock.local_addr().unwrap_or(local.addr);
         let conn = Rc::new_cyclic(|me: &Weak<RefCell<Conn>>| {
-            let w = me.clone();
-            let pgc = pg.clone();
-            let cb: IoCallback = Rc::new(move |io: Box<BdevIo>| {
-                pgc.bump(|s| s.pending_bdev_io -= 1);
-                if let Some(c) = w.upgrade() {
-                    let mut c = c.borrow_mut();
-                    c.q.io_done(io, &pgc);
-                    c.answer(&pgc);
-                }
-                // Otherwise the connection is gone: the I/O and its buffers drop here.
-            });
+            let cb = io_callback(me.clone(), pg);
             let me: Weak<RefCell<dyn Qpair>> = me.clone();
             RefCell::new(Conn {
                 sock,
@@ -288,13 +283,6 @@ impl Conn {
         });
         tracing::debug!(%peer, "NVMe/TCP connection accepted");
         Ok(conn)
-    }
-
-    /// Answers the commands the queue completed.
-    fn answer(&mut self, pg: &PollGroup) {
-        while let Some((slot, status, dw0)) = self.q.done.pop_front() {
-            self.complete(pg, slot, status, dw0);
-        }
     }
 
     /// Puts the bytes appended to `sbuf` since the last call in the send queue.
