@@ -236,6 +236,7 @@ impl PollGroup {
                 .borrow_mut()
                 .conns
                 .retain(|c| !c.borrow_mut().queue().closed);
+            super::rdma::PgRdma::forget_closed(self);
         }
         PollStatus::from_busy(busy || accepted || closed)
     }

@@ -349,6 +349,8 @@ struct PgDev {
 #[derive(Default)]
 pub(crate) struct PgRdma {
     acceptors: Vec<Acceptor>,
+    /// When listener and connection events are looked at next.
+    next_events: u64,
     /// The event channel of this poll group's connections, and its watch.
     events: Option<(Arc<EventChannel>, FdWatch)>,
     devs: Vec<PgDev>,
@@ -371,21 +373,29 @@ impl PgRdma {
     /// Polls listeners, connection events and completion queues.
     pub(crate) fn poll(pg: &PollGroup) -> bool {
         let mut busy = false;
-        {
-            let r = pg.rdma.borrow();
-            for a in &r.acceptors {
-                busy |= a.poll(pg);
+        // Listener and connection events are rare: looked at every 100 us at most (a
+        // sleeping reactor is woken by their channels).
+        let now = pg.thread.now();
+        if now >= pg.rdma.borrow().next_events {
+            pg.rdma.borrow_mut().next_events = now + 100_000;
+            {
+                let r = pg.rdma.borrow();
+                for a in &r.acceptors {
+                    busy |= a.poll(pg);
+                }
             }
+            busy |= Self::cm_events(pg);
         }
-        busy |= Self::cm_events(pg);
-        let devs: Vec<(Rc<DevQueues>, bool)> = {
-            let r = pg.rdma.borrow();
-            r.devs.iter().map(|d| (d.q.clone(), d.armed)).collect()
-        };
         let mut wcs = [Wc::default(); CQ_BATCH];
-        for (i, (dq, armed)) in devs.into_iter().enumerate() {
-            let mut armed = armed;
-            if dq.comp.drain() > 0 {
+        let ndev = pg.rdma.borrow().devs.len();
+        for i in 0..ndev {
+            let (dq, mut armed) = {
+                let r = pg.rdma.borrow();
+                (r.devs[i].q.clone(), r.devs[i].armed)
+            };
+            // Notifications come only while armed (that is, idle): a busy poll reads
+            // no channel.
+            if armed && dq.comp.drain() > 0 {
                 armed = false;
             }
             let mut reaped = 0;
@@ -414,15 +424,18 @@ impl PgRdma {
                 }
             }
             busy |= reaped > 0;
-            let mut r = pg.rdma.borrow_mut();
-            if let Some(d) = r.devs.get_mut(i) {
+            if let Some(d) = pg.rdma.borrow_mut().devs.get_mut(i) {
                 d.armed = armed;
-                let before = d.conns.len();
-                d.conns.retain(|_, c| !c.borrow().q.closed);
-                busy |= before != d.conns.len();
             }
         }
         busy
+    }
+
+    /// Forgets the queue pairs that closed (the poll group saw one close).
+    pub(crate) fn forget_closed(pg: &PollGroup) {
+        for d in &mut pg.rdma.borrow_mut().devs {
+            d.conns.retain(|_, c| !c.borrow().q.closed);
+        }
     }
 
     /// Hands a work completion to its connection.

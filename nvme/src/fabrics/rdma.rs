@@ -30,7 +30,7 @@ use pollux_rdma::{
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use zerocopy::little_endian::U16;
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -142,6 +142,7 @@ pub(crate) struct Conn<B> {
     idx_bits: u32,
     pending: Option<Error>,
     armed: bool,
+    next_events: Instant,
 }
 
 impl<B> std::fmt::Debug for Conn<B> {
@@ -292,6 +293,7 @@ impl<B: DataBuf> Conn<B> {
             idx_bits,
             pending: None,
             armed: false,
+            next_events: Instant::now(),
         })
     }
 
@@ -648,11 +650,18 @@ impl<B: DataBuf> Wire<B> for Conn<B> {
         f: &mut F,
         n: &mut usize,
     ) -> Result<(), Error> {
-        if self.comp.drain() > 0 {
+        // Notifications come only while armed (after `wait_io`): a busy poll reads no
+        // channel, and connection events are looked at every millisecond at most.
+        if self.armed && self.comp.drain() > 0 {
             self.armed = false;
         }
         self.reap(max, f, n)?;
-        self.cm_events()
+        let now = Instant::now();
+        if now >= self.next_events {
+            self.next_events = now + Duration::from_millis(1);
+            self.cm_events()?;
+        }
+        Ok(())
     }
 }
 
