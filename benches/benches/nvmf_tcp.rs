@@ -256,11 +256,7 @@ fn start_target(core: usize) -> (Engine, RpcServer, SocketAddr) {
         .start()
         .unwrap();
     let rpc = RpcServer::new(engine.handle());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pollux_tests::free_port();
     let cfg = json!({"subsystems": [
         {"subsystem": "bdev", "config": [
             {"method": "bdev_null_create", "params": {"name": "Null0", "num_blocks": NS_BLOCKS, "block_size": 4096}}]},

@@ -34,14 +34,6 @@ struct Daemon {
     addr: SocketAddr,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Daemon {
     /// Two malloc namespaces (4 KiB and 512 B blocks) in subsystem NQN on a fresh port.
     fn start() -> Daemon {
@@ -67,7 +59,7 @@ impl Daemon {
             .start()
             .unwrap();
         let rpc = Arc::new(RpcServer::new(engine.handle()));
-        let port = free_port();
+        let port = pollux_tests::free_port();
         let d = Daemon {
             engine: Some(engine),
             rpc,
@@ -447,7 +439,7 @@ fn a_full_bdev_queue_makes_commands_wait_not_fail() {
 #[test]
 fn an_ipv6_listener_serves_and_shows_in_discovery() {
     let d = Daemon::start();
-    let port = free_port();
+    let port = pollux_tests::free_port();
     let la =
         json!({"trtype": "TCP", "adrfam": "IPv6", "traddr": "::1", "trsvcid": port.to_string()});
     d.call(

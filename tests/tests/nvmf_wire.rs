@@ -40,11 +40,7 @@ fn a_captured_session_decodes_as_nvme_tcp_without_errors() {
         .start()
         .unwrap();
     let rpc = RpcServer::new(engine.handle());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pollux_tests::free_port();
     let nqn = "nqn.2016-06.io.pollux:wire";
     for (m, p) in [
         (

@@ -146,11 +146,7 @@ fn quickstart_serves_nvme_tcp_and_pollux_rpc_configures_the_target() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cfg = root.join("examples/quickstart.json");
     // The quickstart listens on 4420; this test moves it to a free port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pollux_tests::free_port();
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("\"4420\"", &format!("\"{port}\""));
@@ -183,7 +179,7 @@ fn quickstart_serves_nvme_tcp_and_pollux_rpc_configures_the_target() {
         ],
     ));
     assert_eq!(nsid, 2);
-    let port2 = port.wrapping_add(1).max(1024);
+    let port2 = pollux_tests::free_port();
     let p2 = port2.to_string();
     json(&rpc(
         &sock,

@@ -196,11 +196,7 @@ fn logs_plot_json_plus_and_terse() {
 fn against_polluxd_over_tcp_verify_sees_zero_errors() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pollux_tests::free_port();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cfg = std::fs::read_to_string(root.join("examples/quickstart.json"))
         .unwrap()
