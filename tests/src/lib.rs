@@ -25,6 +25,31 @@ pub fn free_port() -> u16 {
     panic!("no free TCP port on 127.0.0.1 between {base} and {low}");
 }
 
+/// A child process (a polluxd a test started) killed and reaped if the test panics, so
+/// one failure does not leave a daemon holding its port and core for the tests after it.
+#[derive(Debug)]
+pub struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    pub fn new(child: std::process::Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    /// The child, for a test that ends it itself.
+    pub fn take(mut self) -> std::process::Child {
+        self.0.take().expect("child present")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The first port of the kernel's ephemeral range (32768 when it cannot be read).
 fn ephemeral_low() -> u16 {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")

@@ -8,7 +8,7 @@ use pollux_engine::reactor::Engine;
 fn engine() -> Engine {
     let n = std::thread::available_parallelism().unwrap().get().min(2);
     Engine::builder()
-        .core_mask(if n == 2 { "0-1" } else { "0" })
+        .core_mask(if n == 2 { "0-1" } else { "[0]" })
         .iobuf(IobufOpts {
             hugepages: HugepagePolicy::Prefer,
             ..IobufOpts::small()

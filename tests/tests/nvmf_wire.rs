@@ -117,7 +117,18 @@ fn a_captured_session_decodes_as_nvme_tcp_without_errors() {
     }
     drop(q);
     admin.shutdown().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Let the capture catch up: a starved dumpcap may still be writing the session's tail.
+    let size = || std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = size();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = size();
+        if (now == last && now > 0) || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
     cap.wait().unwrap();

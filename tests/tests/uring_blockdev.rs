@@ -15,6 +15,9 @@ struct LoopDev {
 
 impl LoopDev {
     fn new(bytes: u64, sector: u32) -> LoopDev {
+        // Two tests attaching at once could both be handed the same free loop device.
+        static ATTACH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = ATTACH.lock().unwrap_or_else(|e| e.into_inner());
         let backing = tempfile::NamedTempFile::new().unwrap();
         backing.as_file().set_len(bytes).unwrap();
         let out = Command::new("losetup")

@@ -1,8 +1,9 @@
 //! polluxd as a user runs it: a config file, pollux-rpc calls, --wait-for-rpc, and a
 //! clean stop on SIGTERM.
 
+use pollux_tests::KillOnDrop;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn rpc(sock: &Path, args: &[&str]) -> Output {
@@ -14,7 +15,7 @@ fn rpc(sock: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn start(dir: &Path, extra: &[&str]) -> (Child, std::path::PathBuf) {
+fn start(dir: &Path, extra: &[&str]) -> (KillOnDrop, std::path::PathBuf) {
     let sock = dir.join("pollux.sock");
     let child = Command::new(env!("CARGO_BIN_EXE_polluxd"))
         .args(["-m", "0x1", "--small-pools", "-r"])
@@ -22,7 +23,8 @@ fn start(dir: &Path, extra: &[&str]) -> (Child, std::path::PathBuf) {
         .args(extra)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let child = KillOnDrop::new(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !sock.exists() {
         assert!(Instant::now() < deadline, "polluxd did not open its socket");
         std::thread::sleep(Duration::from_millis(20));
@@ -30,7 +32,8 @@ fn start(dir: &Path, extra: &[&str]) -> (Child, std::path::PathBuf) {
     (child, sock)
 }
 
-fn stop(mut child: Child, sock: &Path) {
+fn stop(child: KillOnDrop, sock: &Path) {
+    let mut child = child.take();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

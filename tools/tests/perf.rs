@@ -203,14 +203,16 @@ fn against_polluxd_over_tcp_verify_sees_zero_errors() {
         .replace("\"4420\"", &format!("\"{port}\""));
     let cfgp = dir.path().join("q.json");
     std::fs::write(&cfgp, cfg).unwrap();
-    let mut d = Command::new(env!("CARGO_BIN_EXE_polluxd"))
-        .args(["-m", "0x1", "--small-pools", "-r"])
-        .arg(&sock)
-        .arg("-c")
-        .arg(&cfgp)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let d = pollux_tests::KillOnDrop::new(
+        Command::new(env!("CARGO_BIN_EXE_polluxd"))
+            .args(["-m", "0x1", "--small-pools", "-r"])
+            .arg(&sock)
+            .arg("-c")
+            .arg(&cfgp)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !sock.exists() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
@@ -238,6 +240,7 @@ fn against_polluxd_over_tcp_verify_sees_zero_errors() {
         "--time_based",
         "--output-format=json",
     ]);
+    let mut d = d.take();
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
     assert!(d.wait().unwrap().success());
@@ -254,7 +257,7 @@ fn regressions_from_review_end_cleanly_with_the_right_verdict() {
         let t = Instant::now();
         let o = perf(args);
         assert!(
-            t.elapsed() < Duration::from_secs(20),
+            t.elapsed() < Duration::from_secs(60),
             "{args:?} took too long"
         );
         o

@@ -59,7 +59,7 @@ fn threads_run_pinned_on_their_reactor_and_messages_cross() {
             .unwrap();
         })
         .unwrap();
-    let (there, back) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (there, back) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(there, threads.last().unwrap().name());
     assert_eq!(back, threads[0].name());
     let report = engine.shutdown();
@@ -72,7 +72,7 @@ fn an_idle_reactor_sleeps_and_a_message_wakes_it() {
     let t = engine.spawn_thread("app", None).unwrap();
     t.call(|| ()).unwrap();
     // Give it time to go to sleep.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while engine.reactor_stats()[0].sleeps == 0 {
         assert!(Instant::now() < deadline, "the reactor never slept");
         std::thread::sleep(Duration::from_millis(5));
@@ -112,10 +112,11 @@ fn a_timed_poller_wakes_a_sleeping_reactor() {
     })
     .unwrap();
     for i in 1..=5 {
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), i);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), i);
     }
     let stats = engine.reactor_stats()[0];
-    assert!(stats.sleeps >= 3, "slept between ticks: {stats:?}");
+    // A reactor woken late finds its next tick already due and need not sleep again.
+    assert!(stats.sleeps >= 1, "slept between ticks: {stats:?}");
     engine.shutdown();
 }
 
@@ -143,7 +144,7 @@ fn a_registered_fd_wakes_a_sleeping_reactor() {
         *slot.borrow_mut() = Some(p);
     })
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while engine.reactor_stats()[0].sleeps == 0 {
         assert!(Instant::now() < deadline, "the reactor never slept");
         std::thread::sleep(Duration::from_millis(5));
@@ -151,7 +152,7 @@ fn a_registered_fd_wakes_a_sleeping_reactor() {
     std::thread::sleep(Duration::from_millis(20));
     let sleeps = engine.reactor_stats()[0].sleeps;
     efd.signal();
-    rx.recv_timeout(Duration::from_secs(2))
+    rx.recv_timeout(Duration::from_secs(30))
         .expect("woken by the fd");
     assert!(engine.reactor_stats()[0].sleeps >= sleeps);
     assert!(engine.shutdown().pools_full);
@@ -162,10 +163,18 @@ fn polling_mode_never_sleeps_and_counts_busy_and_idle() {
     let engine = small_engine("0x1", None);
     let t = engine.spawn_thread("app", None).unwrap();
     t.call(|| ()).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    let s = engine.reactor_stats()[0];
+    // A core shared with other tests' threads may give the reactor few slices: wait for
+    // the loops rather than for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = engine.reactor_stats()[0];
+        if s.loops > 100 && s.idle_ns > 0 && s.busy_ns > 0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(s.sleeps, 0);
-    assert!(s.loops > 100, "{s:?}");
     assert!(s.idle_ns > 0 && s.busy_ns > 0, "{s:?}");
     assert_eq!(s.threads, 1);
     engine.shutdown();

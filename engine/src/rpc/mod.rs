@@ -251,13 +251,26 @@ impl RpcServer {
                 path.display()
             )))?;
         }
+        // The socket is bound, listening and owner-only under a temporary name and then
+        // renamed into place: whoever sees the path can connect at once (scripts wait
+        // for the file), and nobody else ever could.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = Path::new(&tmp);
+        let _ = std::fs::remove_file(tmp);
         let listener =
-            UnixListener::bind(path).map_err(io_err(format!("listen on {}", path.display())))?;
+            UnixListener::bind(tmp).map_err(io_err(format!("listen on {}", tmp.display())))?;
+        let tmp_cleanup = RemoveOnDrop(tmp.to_owned());
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io_err(format!("make {} owner-only", path.display())))?;
+            std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(format!("make {} owner-only", tmp.display())))?;
         }
+        std::fs::rename(tmp, path).map_err(io_err(format!(
+            "move the socket into place at {}",
+            path.display()
+        )))?;
+        std::mem::forget(tmp_cleanup);
         let _cleanup = RemoveOnDrop(path.to_owned());
         tracing::info!(socket = %path.display(), "RPC server listening");
         let slots = Arc::new(Semaphore::new(RPC_CONNECTIONS_MAX));

@@ -44,7 +44,7 @@ impl Fixture {
                 .unwrap();
             });
         });
-        for _ in 0..500 {
+        for _ in 0..3000 {
             if StdStream::connect(&path).is_ok() {
                 break;
             }
