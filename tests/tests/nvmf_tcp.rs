@@ -401,6 +401,59 @@ fn flood(d: &Daemon, nsid: u32, queues: u16, depth: u64) {
 }
 
 #[test]
+fn io_unit_size_and_buf_cache_size_shape_the_data_buffers() {
+    // 8 KiB units: a 128 KiB request is sixteen small buffers, each a piece of the bdev
+    // I/O's scatter list; the poll group's cache for TCP keeps eight small ones.
+    let d = Daemon::start_with(
+        json!({"trtype": "TCP", "io_unit_size": 8192, "buf_cache_size": 8}),
+        true,
+    );
+    let mut admin = AdminQueue::connect(&d.opts()).unwrap();
+    let mut qs: Vec<FabricQpair<Vec<u8>>> = (1..=2)
+        .map(|q| admin.create_io_qpair(q, 64).unwrap())
+        .collect();
+    write_read_verify(&mut admin, &mut qs);
+    drop(qs);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+    let pgs = d.stats();
+    let trs: Vec<&Value> = pgs
+        .iter()
+        .map(|p| &p["transports"][0])
+        .filter(|t| {
+            t["small_pool"]["cache"].as_u64().unwrap() + t["small_pool"]["main"].as_u64().unwrap()
+                > 0
+        })
+        .collect();
+    assert!(!trs.is_empty(), "no poll group used its cache: {pgs:?}");
+    for t in trs {
+        assert_eq!(t["trtype"], "TCP");
+        assert_eq!(t["buf_cache_small"], 8, "{t}");
+        assert_eq!(t["buf_cache_large"], 0, "units fit small buffers: {t}");
+        assert!(t["small_pool"]["cache"].as_u64().unwrap() > 0, "{t}");
+        assert_eq!(t["large_pool"]["cache"], 0, "{t}");
+        assert_eq!(t["large_pool"]["main"], 0, "{t}");
+    }
+    // Units the pools or a request cannot carry are refused when the transport is made.
+    let e = d
+        .rpc
+        .call(
+            "nvmf_create_transport",
+            Some(json!({"trtype": "TCP", "io_unit_size": 262144})),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("io_unit_size"), "{e}");
+    let e = d
+        .rpc
+        .call(
+            "nvmf_create_transport",
+            Some(json!({"trtype": "TCP", "io_unit_size": 4096, "max_io_size": 131072})),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("needs 32 buffers"), "{e}");
+}
+
+#[test]
 fn starved_buffer_pools_slow_the_target_down_but_never_stall_it() {
     // Eight large and sixteen small buffers for three queues of 48 writes each.
     let d = Daemon::start_with_pools(

@@ -33,6 +33,6 @@ pub use devmem::{
 pub use map::{
     Domain, MAX_REGIONS, Mapper, MapperGuard, MemMap, REGION_LEN_MAX, RegionId, RegionInfo,
 };
-pub use pool::{DmaBuf, Iobuf, IobufOpts};
+pub use pool::{DmaBuf, Iobuf, IobufCache, IobufOpts, IobufPoolStats};
 pub use rdma::{RdmaInitiator, RdmaLocal, RdmaMapper, RdmaRemote};
 pub use region::{Backing, DmaRegion, HostMem, HugepagePolicy, hugepages_free};

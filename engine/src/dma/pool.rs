@@ -176,6 +176,31 @@ impl Iobuf {
         Thread::expect_current().get_io_channel(self)
     }
 
+    /// A cache of the calling thread's own, apart from the thread's shared one, keeping at
+    /// most `small` and `large` buffers: for a module that sizes its cache itself, as an
+    /// NVMe-oF transport's poll group does with `buf_cache_size`. Its buffers return to
+    /// it, and what it holds returns to the pools when its last reference goes.
+    pub fn module_cache(self: &Arc<Self>, small: usize, large: usize) -> IoChannel<Iobuf> {
+        IoChannel::unshared(self.clone(), self.cache(small, large))
+    }
+
+    fn cache(self: &Arc<Self>, small_cap: usize, large_cap: usize) -> IobufCache {
+        // What a cache may hold is bounded by the pool (no list grows past its pool).
+        let (small_cap, large_cap) = (
+            small_cap.min(self.small.count),
+            large_cap.min(self.large.count),
+        );
+        IobufCache {
+            iobuf: self.clone(),
+            small: RefCell::new(Vec::with_capacity(small_cap)),
+            large: RefCell::new(Vec::with_capacity(large_cap)),
+            small_cap,
+            large_cap,
+            out: Cell::new(0),
+            stats: Cell::new([IobufPoolStats::default(); 2]),
+        }
+    }
+
     /// Free buffers per pool (not counting thread caches), as `(name, free, total)`.
     pub fn pool_levels(&self) -> Vec<(String, usize, usize)> {
         [&self.small, &self.large]
@@ -204,13 +229,29 @@ impl Iobuf {
     }
 }
 
-/// One thread's cache of free buffers.
+/// Where one cache's buffers of one size came from (SPDK's `iobuf_get_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IobufPoolStats {
+    /// Buffers handed out from the cache.
+    pub cache: u64,
+    /// Buffers handed out after a refill from the shared pool.
+    pub main: u64,
+    /// Requests the pool could not serve (the caller waits and retries).
+    pub retry: u64,
+}
+
+/// A cache of free buffers: a thread's own (from [`Iobuf::channel`]) or a module's
+/// (from [`Iobuf::module_cache`], sized by the module).
 pub struct IobufCache {
     iobuf: Arc<Iobuf>,
     small: RefCell<Vec<u32>>,
     large: RefCell<Vec<u32>>,
+    // The most buffers of each size kept cached.
+    small_cap: usize,
+    large_cap: usize,
     // Buffers taken through this cache and not yet given back.
     out: Cell<usize>,
+    stats: Cell<[IobufPoolStats; 2]>,
 }
 
 impl fmt::Debug for IobufCache {
@@ -226,12 +267,7 @@ impl IoDevice for Iobuf {
     type Channel = IobufCache;
 
     fn create_channel(self: &Arc<Self>, _thread: &Thread) -> Result<IobufCache, Error> {
-        Ok(IobufCache {
-            iobuf: self.clone(),
-            small: RefCell::new(Vec::with_capacity(self.small.cache_size)),
-            large: RefCell::new(Vec::with_capacity(self.large.cache_size)),
-            out: Cell::new(0),
-        })
+        Ok(self.cache(self.small.cache_size, self.large.cache_size))
     }
 }
 
@@ -240,13 +276,40 @@ impl IobufCache {
         if large { &self.large } else { &self.small }
     }
 
-    /// Buffers of this thread in use (taken and not yet dropped).
+    /// Buffers of this cache in use (taken and not yet dropped).
     pub fn outstanding(&self) -> usize {
         self.out.get()
     }
 
+    /// Where this cache's small and large buffers came from.
+    pub fn stats(&self) -> [IobufPoolStats; 2] {
+        self.stats.get()
+    }
+
+    /// The most small and large buffers this cache keeps.
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.small_cap, self.large_cap)
+    }
+
+    fn cap(&self, large: bool) -> usize {
+        if large {
+            self.large_cap
+        } else {
+            self.small_cap
+        }
+    }
+
+    fn count(&self, large: bool, f: impl FnOnce(&mut IobufPoolStats)) {
+        let mut s = self.stats.get();
+        f(&mut s[usize::from(large)]);
+        self.stats.set(s);
+    }
+
     fn take(&self, large: bool) -> Option<u32> {
-        let i = self.take_inner(large)?;
+        let Some(i) = self.take_inner(large) else {
+            self.count(large, |s| s.retry += 1);
+            return None;
+        };
         self.out.set(self.out.get() + 1);
         Some(i)
     }
@@ -254,31 +317,40 @@ impl IobufCache {
     fn take_inner(&self, large: bool) -> Option<u32> {
         let mut list = self.list(large).borrow_mut();
         if let Some(i) = list.pop() {
+            self.count(large, |s| s.cache += 1);
             return Some(i);
         }
         let pool = self.iobuf.pool(large);
+        if self.cap(large) == 0 {
+            let i = pool.free.pop()?;
+            self.count(large, |s| s.main += 1);
+            return Some(i);
+        }
         // Refill half the cache in one go.
-        for _ in 0..(pool.cache_size / 2).max(1) {
+        for _ in 0..(self.cap(large) / 2).max(1) {
             match pool.free.pop() {
                 Some(i) => list.push(i),
                 None => break,
             }
         }
-        list.pop()
+        let i = list.pop()?;
+        self.count(large, |s| s.main += 1);
+        Some(i)
     }
 
     fn give(&self, large: bool, idx: u32) {
         self.out.set(self.out.get() - 1);
         let pool = self.iobuf.pool(large);
-        if pool.cache_size == 0 {
+        let cap = self.cap(large);
+        if cap == 0 {
             let back = pool.free.push(idx);
             back.expect("pool has room for every buffer it owns");
             return;
         }
         let mut list = self.list(large).borrow_mut();
-        if list.len() >= pool.cache_size {
+        if list.len() >= cap {
             // Return half the cache to the pool; the list never grows past its capacity.
-            for _ in 0..(pool.cache_size / 2).max(1) {
+            for _ in 0..(cap / 2).max(1) {
                 let i = list.pop().expect("cache is full");
                 let back = pool.free.push(i);
                 back.expect("pool has room for every buffer it owns");
@@ -306,11 +378,21 @@ impl IoChannel<Iobuf> {
     /// large buffer, or several large ones. `None` when the pools are short or `len`
     /// needs more than `N` buffers (nothing is kept).
     pub fn get_sgl<const N: usize>(&self, len: usize) -> Option<arrayvec::ArrayVec<DmaBuf, N>> {
-        let large = self.iobuf.large.buf_size;
+        self.get_sgl_unit(len, self.iobuf.large.buf_size)
+    }
+
+    /// As [`get_sgl`](Self::get_sgl), in pieces of at most `unit` bytes (SPDK's
+    /// `io_unit_size`; a unit beyond the large buffer size counts as the large size).
+    pub fn get_sgl_unit<const N: usize>(
+        &self,
+        len: usize,
+        unit: usize,
+    ) -> Option<arrayvec::ArrayVec<DmaBuf, N>> {
+        let unit = unit.clamp(1, self.iobuf.large.buf_size);
         let mut out = arrayvec::ArrayVec::new();
         let mut left = len;
         while left > 0 {
-            let n = left.min(large);
+            let n = left.min(unit);
             out.try_push(self.get(n)?).ok()?;
             left -= n;
         }
@@ -505,6 +587,52 @@ mod tests {
         ] {
             assert!(Iobuf::new(&opts).is_err());
         }
+    }
+
+    #[test]
+    fn a_module_cache_keeps_its_own_size_counts_its_sources_and_splits_in_units() {
+        let iobuf = pools(64, 4, 8, 2);
+        let h = Harness::new(1);
+        h.run_on(0, || {
+            let ch = iobuf.module_cache(6, 0);
+            assert_eq!(ch.capacity(), (6, 0));
+            // 40 KiB in 8 KiB units: five small buffers; the first refill takes three.
+            let b: arrayvec::ArrayVec<DmaBuf, 16> = ch.get_sgl_unit(40 << 10, 8 << 10).unwrap();
+            assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![8192; 5]);
+            let [small, large] = ch.stats();
+            assert_eq!(small.cache + small.main, 5);
+            assert_eq!(large, IobufPoolStats::default());
+            drop(b);
+            assert_eq!(ch.outstanding(), 0);
+            // Back in the cache (two refills of three took six), not the pool.
+            assert_eq!(iobuf.pool_levels()[0].1, 64 - 6);
+            let again = ch.get(4096).unwrap();
+            assert_eq!(ch.stats()[0].cache, small.cache + 1);
+            drop(again);
+            // A large unit and no large cache: straight from and back to the pool.
+            let big: arrayvec::ArrayVec<DmaBuf, 16> = ch.get_sgl_unit(200 << 10, 1 << 30).unwrap();
+            assert_eq!(
+                big.len(),
+                2,
+                "units beyond the large size count as the large size"
+            );
+            assert_eq!(iobuf.pool_levels()[1].1, 2);
+            drop(big);
+            assert_eq!(iobuf.pool_levels()[1].1, 4);
+            // A pool that runs dry is counted as a retry.
+            let all: Vec<DmaBuf> = (0..4).map(|_| ch.get(100 << 10).unwrap()).collect();
+            assert!(ch.get(100 << 10).is_none());
+            assert_eq!(ch.stats()[1].retry, 1);
+            drop(all);
+            // The thread's own cache is another one.
+            assert_eq!(iobuf.channel().unwrap().capacity(), (8, 2));
+            drop(ch);
+            assert!(
+                iobuf.is_full(),
+                "a dropped module cache gives everything back"
+            );
+        });
+        h.shutdown().unwrap();
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod queue;
 pub mod rdma;
 pub mod tcp;
 
-pub use poll_group::{PollGroup, PollGroupStats};
+pub use poll_group::{PgTransportStats, PollGroup, PollGroupStats};
 
 use crate::bdev::Bdev;
 use crate::reactor::EngineHandle;
@@ -72,14 +72,22 @@ pub struct TransportOpts {
     pub in_capsule_data_size: u32,
     /// The largest I/O in bytes (MDTS is derived from it).
     pub max_io_size: u32,
-    /// Bytes per buffer segment (SPDK's unit of buffer allocation); kept for configs.
+    /// Bytes per data buffer: a request's data is held in pieces of at most this size
+    /// (each an entry of the bdev I/O's scatter list, and on RDMA one SGE), taken from the
+    /// small iobuf pool when it fits a small buffer. At most the large buffer size, and
+    /// `max_io_size` may need at most 16 pieces.
     pub io_unit_size: u32,
     /// Entries of an admin queue.
     pub max_aq_depth: u32,
-    /// Shared data buffers (SPDK sizes the transport's pool with it; Pollux's buffers
-    /// come from the engine's iobuf pools, so it is accepted and reported).
+    /// Shared data buffers the transport expects: its buffers come from the engine's
+    /// iobuf pools, so, as in SPDK, a value beyond what those pools hold (the small pool
+    /// when `io_unit_size` fits a small buffer, else the smaller of the two) is warned
+    /// about at creation; it also sizes `buf_cache_size` = 4294967295.
     pub num_shared_buffers: u32,
-    /// Buffers cached per poll group (as above, reported).
+    /// Buffers of each size each poll group caches for this transport, apart from its
+    /// thread's cache (none of large ones when `io_unit_size` fits a small buffer);
+    /// 4294967295 (SPDK's UINT32_MAX) means three quarters of `num_shared_buffers`
+    /// shared among the poll groups.
     pub buf_cache_size: u32,
     /// Whether C2HData may carry the SUCCESS flag in place of a response capsule.
     pub c2h_success: bool,
@@ -155,7 +163,25 @@ impl Default for TransportOpts {
     }
 }
 
+/// `buf_cache_size` asking for a share of `num_shared_buffers` (SPDK's UINT32_MAX).
+pub const BUF_CACHE_SIZE_AUTO: u32 = u32::MAX;
+
 impl TransportOpts {
+    /// The buffers of each size one of `poll_groups` poll groups caches for this
+    /// transport, as (small, large).
+    pub fn buf_cache(&self, poll_groups: usize, small_bufsize: usize) -> (usize, usize) {
+        let n = if self.buf_cache_size == BUF_CACHE_SIZE_AUTO {
+            (self.num_shared_buffers as usize * 3 / 4) / poll_groups.max(1)
+        } else {
+            self.buf_cache_size as usize
+        };
+        if self.io_unit_size as usize <= small_bufsize {
+            (n, 0)
+        } else {
+            (n, n)
+        }
+    }
+
     /// SPDK's defaults for `trtype`.
     pub fn defaults(trtype: Trtype) -> TransportOpts {
         match trtype {
@@ -197,6 +223,14 @@ impl Trtype {
         }
     }
 
+    /// A small index per transport type (0 for TCP, 1 for RDMA).
+    pub fn index(self) -> usize {
+        match self {
+            Trtype::Tcp => 0,
+            Trtype::Rdma => 1,
+        }
+    }
+
     /// SPDK's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -213,8 +247,9 @@ impl fmt::Display for Trtype {
 }
 
 impl TransportOpts {
-    /// Checks the options against what the transport can do.
-    pub fn validate(&self, large_bufsize: usize) -> Result<(), NvmfError> {
+    /// Checks the options against what the transport can do with these buffer pools.
+    pub fn validate(&self, iobuf: &crate::dma::Iobuf) -> Result<(), NvmfError> {
+        let large_bufsize = iobuf.large_bufsize();
         if !(2..=4096).contains(&self.max_queue_depth) {
             return err("max_queue_depth must be 2 to 4096");
         }
@@ -235,6 +270,21 @@ impl TransportOpts {
             return err(format!(
                 "max_io_size must be a power of two from 4096 to {} (16 large iobufs)",
                 large_bufsize * crate::bdev::SGL_SEGMENTS_MAX
+            ));
+        }
+        if self.io_unit_size < 512 || self.io_unit_size as usize > large_bufsize {
+            return err(format!(
+                "io_unit_size {} must be 512 to the iobuf large buffer size ({large_bufsize})",
+                self.io_unit_size
+            ));
+        }
+        let pieces = self.max_io_size.div_ceil(self.io_unit_size) as usize;
+        if pieces > crate::bdev::SGL_SEGMENTS_MAX {
+            return err(format!(
+                "max_io_size {} in pieces of io_unit_size {} needs {pieces} buffers; at most {} fit one request",
+                self.max_io_size,
+                self.io_unit_size,
+                crate::bdev::SGL_SEGMENTS_MAX
             ));
         }
         if self.max_h2c_data < 4096 || self.max_h2c_data % 4 != 0 || self.max_h2c_data > 1 << 20 {
@@ -604,7 +654,22 @@ impl Target {
         trtype: Trtype,
         opts: TransportOpts,
     ) -> Result<(), NvmfError> {
-        opts.validate(self.engine.iobuf().large_bufsize())?;
+        let iobuf = self.engine.iobuf();
+        opts.validate(iobuf)?;
+        let levels = iobuf.pool_levels();
+        let count = if opts.io_unit_size as usize <= iobuf.small_bufsize() {
+            levels[0].2
+        } else {
+            levels[0].2.min(levels[1].2)
+        };
+        if opts.num_shared_buffers as usize > count {
+            tracing::warn!(
+                %trtype,
+                num_shared_buffers = opts.num_shared_buffers,
+                pool = count,
+                "num_shared_buffers is larger than the iobuf pools hold: raise them with iobuf_set_options (or polluxd without --small-pools)"
+            );
+        }
         if trtype == Trtype::Rdma {
             rdma::check_available()?;
         }

@@ -4,12 +4,12 @@
 
 use super::queue::{self, Qpair, QpairRef};
 use super::tcp::Acceptor;
-use super::{Target, lock};
+use super::{Target, TransportOpts, Trtype, lock};
 use crate::Error;
-use crate::bdev::Bdev;
-use crate::dma::Iobuf;
+use crate::bdev::{Bdev, SGL_SEGMENTS_MAX};
+use crate::dma::{DmaBuf, Iobuf, IobufPoolStats};
 use crate::thread::{IoChannel, IoDevice, PollStatus, Poller, Thread};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::{Rc, Weak};
@@ -113,6 +113,22 @@ pub struct PollGroupStats {
     pub cmb_fallback_refused: u64,
 }
 
+/// A transport's data buffer cache on one poll group, as `nvmf_get_stats` reports it
+/// (under the poll group's `transports`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PgTransportStats {
+    /// The transport.
+    pub trtype: Trtype,
+    /// The most small buffers the cache keeps (`buf_cache_size`, bounded by the pool).
+    pub buf_cache_small: u64,
+    /// The most large buffers the cache keeps (0 when `io_unit_size` fits a small one).
+    pub buf_cache_large: u64,
+    /// Where its small buffers came from.
+    pub small_pool: IobufPoolStats,
+    /// Where its large buffers came from.
+    pub large_pool: IobufPoolStats,
+}
+
 pub(crate) struct PgInner {
     pub(crate) conns: Vec<QpairRef>,
     subsys: HashMap<u32, Rc<PgSubsys>>,
@@ -126,6 +142,8 @@ pub struct PollGroup {
     pub(crate) tgt: Arc<Target>,
     pub(crate) thread: Thread,
     pub(crate) iobuf: IoChannel<Iobuf>,
+    /// Each transport's data buffer cache (by [`Trtype::index`]), made on first use.
+    bufs: [OnceCell<IoChannel<Iobuf>>; 2],
     pub(crate) inner: RefCell<PgInner>,
     pub(crate) rdma: RefCell<super::rdma::PgRdma>,
     pub(crate) stats: Cell<PollGroupStats>,
@@ -148,6 +166,7 @@ impl IoDevice for Target {
             tgt: self.clone(),
             thread: thread.clone(),
             iobuf: thread.get_io_channel(self.engine.iobuf())?,
+            bufs: Default::default(),
             inner: RefCell::new(PgInner {
                 conns: Vec::new(),
                 subsys: HashMap::new(),
@@ -205,8 +224,70 @@ impl PollGroup {
     /// The counters.
     pub fn stats(&self) -> PollGroupStats {
         let mut s = self.stats.get();
-        s.iobuf_outstanding = self.iobuf.outstanding() as u64;
+        s.iobuf_outstanding = self.iobuf.outstanding() as u64
+            + self
+                .bufs
+                .iter()
+                .filter_map(|c| c.get())
+                .map(|c| c.outstanding() as u64)
+                .sum::<u64>();
         s
+    }
+
+    /// Each created transport's buffer cache on this poll group.
+    pub fn transport_stats(&self) -> Vec<PgTransportStats> {
+        let trs: Vec<Trtype> = lock(&self.tgt.state).transports.keys().copied().collect();
+        trs.into_iter()
+            .map(|trtype| {
+                let c = self.bufs[trtype.index()].get();
+                let (small, large) = c.map(|c| c.capacity()).unwrap_or_default();
+                let [small_pool, large_pool] = c.map(|c| c.stats()).unwrap_or_default();
+                PgTransportStats {
+                    trtype,
+                    buf_cache_small: small as u64,
+                    buf_cache_large: large as u64,
+                    small_pool,
+                    large_pool,
+                }
+            })
+            .collect()
+    }
+
+    /// Data buffers for `len` bytes of a request on transport `trtype`: pieces of at
+    /// most `io_unit_size` from this poll group's cache for the transport. `None` when
+    /// the pools are short.
+    pub(crate) fn data_bufs(
+        &self,
+        trtype: Trtype,
+        opts: &TransportOpts,
+        len: u32,
+    ) -> Option<arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>> {
+        self.bufs[trtype.index()]
+            .get_or_init(|| self.transport_cache(trtype, opts))
+            .get_sgl_unit(len as usize, opts.io_unit_size as usize)
+    }
+
+    /// The transport's buffer cache for this poll group, of `buf_cache_size` buffers.
+    fn transport_cache(&self, trtype: Trtype, opts: &TransportOpts) -> IoChannel<Iobuf> {
+        let iobuf = self.tgt.engine.iobuf();
+        // One poll group per core.
+        let pgs = self.tgt.engine.cores().len().max(1);
+        let want = opts.buf_cache(pgs, iobuf.small_bufsize());
+        let levels = iobuf.pool_levels();
+        // All poll groups' caches together keep at most half of a pool, so buffers
+        // idle in one cache cannot starve the rest of the engine.
+        let fair = |count: usize| count / (2 * pgs);
+        let got = (want.0.min(fair(levels[0].2)), want.1.min(fair(levels[1].2)));
+        if got != want {
+            tracing::info!(
+                %trtype,
+                buf_cache_size = opts.buf_cache_size,
+                small = got.0,
+                large = got.1,
+                "buffer cache cut to a fair share of the iobuf pools"
+            );
+        }
+        iobuf.module_cache(got.0, got.1)
     }
 
     fn poll(&self) -> PollStatus {
@@ -366,15 +447,19 @@ impl PollGroup {
 
 impl Target {
     /// Every poll group's counters, gathered by message.
-    pub fn poll_group_stats(self: &Arc<Self>) -> Vec<(String, PollGroupStats)> {
+    pub fn poll_group_stats(
+        self: &Arc<Self>,
+    ) -> Vec<(String, PollGroupStats, Vec<PgTransportStats>)> {
         let pgs = lock(&self.state).poll_groups.clone();
         let mut out = Vec::new();
         for t in pgs {
             let tgt = self.clone();
             let name = t.name().to_owned();
-            let r = t.call(move || PollGroup::current(&tgt).map(|pg| pg.stats()));
-            if let Ok(Some(s)) = r {
-                out.push((name, s));
+            let r = t.call(move || {
+                PollGroup::current(&tgt).map(|pg| (pg.stats(), pg.transport_stats()))
+            });
+            if let Ok(Some((s, trs))) = r {
+                out.push((name, s, trs));
             }
         }
         out

@@ -464,7 +464,7 @@ impl Queue {
                 }
             }
         }
-        let b = alloc_bufs_for(pg, len)?;
+        let b = pg.data_bufs(self.local.trtype, &self.opts, len)?;
         pg.bump(|s| s.host_buffer_bytes += len as u64);
         Some(b)
     }
@@ -582,8 +582,8 @@ impl Queue {
                 let Some(bufs) = (match &ns.dev_iobuf {
                     Some(d) if self.opts.cmb_buffers != CmbBuffers::Off => d
                         .get_sgl(r.len as usize)
-                        .or_else(|| alloc_bufs_for(pg, r.len)),
-                    _ => alloc_bufs_for(pg, r.len),
+                        .or_else(|| pg.data_bufs(self.local.trtype, &self.opts, r.len)),
+                    _ => pg.data_bufs(self.local.trtype, &self.opts, r.len),
                 }) else {
                     r.aux.clear();
                     r.io = Some(io);
@@ -930,14 +930,6 @@ impl Queue {
             _ => 0,
         }
     }
-}
-
-/// Buffers for `len` bytes (`None` when the pools are short).
-pub(crate) fn alloc_bufs_for(
-    pg: &PollGroup,
-    len: u32,
-) -> Option<arrayvec::ArrayVec<crate::dma::DmaBuf, { crate::bdev::SGL_SEGMENTS_MAX }>> {
-    pg.iobuf.get_sgl(len as usize)
 }
 
 pub(crate) fn nvme_status(s: IoStatus) -> Status {

@@ -1164,7 +1164,7 @@ impl Conn {
                 }
             }
         }
-        let b = pg.iobuf.get_sgl(len as usize)?;
+        let b = pg.data_bufs(Trtype::Rdma, &self.q.opts, len)?;
         pg.bump(|s| s.host_buffer_bytes += len as u64);
         Some(b)
     }

@@ -472,21 +472,14 @@ fn nvmf_get_stats(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError>
     }
     let p: P = parse(p.filter(|v| !v.is_null()))?;
     no_tgt_name(&p.tgt_name)?;
-    let trs: Vec<Value> = ctx
-        .nvmf
-        .info()
-        .transports
-        .iter()
-        .map(|(t, _)| json!({"trtype": t.as_str()}))
-        .collect();
     let pgs: Vec<Value> = ctx
         .nvmf
         .poll_group_stats()
         .into_iter()
-        .map(|(name, s)| {
+        .map(|(name, s, trs)| {
             let mut v = serde_json::to_value(s).expect("serializable");
             v["name"] = json!(name);
-            v["transports"] = json!(trs);
+            v["transports"] = serde_json::to_value(trs).expect("serializable");
             v
         })
         .collect();

@@ -64,6 +64,15 @@ impl<D: IoDevice> IoChannel<D> {
         &self.inner.device
     }
 
+    /// A channel of the calling thread that is not the thread's shared one: nobody else
+    /// gets it from [`Thread::get_io_channel`]. For a module that keeps state of its own
+    /// apart from the thread's (a transport's buffer cache).
+    pub fn unshared(device: Arc<D>, ch: D::Channel) -> IoChannel<D> {
+        IoChannel {
+            inner: Rc::new(ChannelInner { ch, device }),
+        }
+    }
+
     /// How many references to this channel exist on its thread.
     pub fn ref_count(&self) -> usize {
         Rc::strong_count(&self.inner)

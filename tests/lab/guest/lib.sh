@@ -302,6 +302,19 @@ stats_zero() {
 }
 stat_sum() { awk -v k="\"$1\":" '$1 == k { gsub(/,/, "", $2); s += $2 } END { print s + 0 }' "$LAB_WORK/stats.json"; }
 
+# tr_stat TRTYPE KEY [POOL]: a transport's buffer-cache figure summed over the poll
+# groups in the last stats.json: KEY buf_cache_small or buf_cache_large, or, with POOL
+# (small_pool or large_pool), cache, main or retry. Each transport object ends with its
+# trtype (keys are sorted), so values are held until it shows.
+tr_stat() {
+    awk -v tr="\"$1\"" -v k="\"$2\":" -v pool="${3:+\"$3\":}" '
+        pool != "" && $1 == pool { inpool = 1; next }
+        inpool && /}/ { inpool = 0 }
+        $1 == k && (pool == "" || inpool) { gsub(/,/, "", $2); v = $2 }
+        $1 == "\"trtype\":" { gsub(/,/, "", $2); if ($2 == tr) s += v; v = 0 }
+        END { print s + 0 }' "$LAB_WORK/stats.json"
+}
+
 # lab_rxe_up: Soft-RoCE (rxe0) on the guest's NIC, its modules and the kernel's
 # NVMe/RDMA initiator loaded; aborts the scenario when it cannot be had.
 lab_rxe_up() {

@@ -5,7 +5,7 @@
 # checked (crc32c), and the same job over NVMe/TCP to the same namespace for
 # comparison. The RDMA transport runs with no_srq (a receive queue per queue pair; the
 # other RDMA scenarios use the shared one). Afterwards every connection is closed and
-# every pool full.
+# every pool full, and the buffer counters show the RDMA data in 8 KiB io_unit_size pieces.
 # lab-timeout: 420
 . /lab/lib.sh
 
@@ -95,6 +95,19 @@ if lab_wait 20 stats_zero current_connections current_admin_qpairs current_io_qp
 else
     cat "$LAB_WORK/stats.json"
     lab_fail pools-full "after pollux-perf: $(stats_zero current_connections current_admin_qpairs current_io_qpairs iobuf_outstanding pending_bdev_io protocol_errors)"
+fi
+
+# Data buffers: RDMA in SPDK's default 8 KiB units (io_unit_size 8192), so every
+# request is small buffers, a scatter list of up to 16 pieces; TCP's 128 KiB unit takes
+# a large buffer for anything above 8 KiB.
+rs=$(( $(tr_stat RDMA cache small_pool) + $(tr_stat RDMA main small_pool) ))
+rl=$(( $(tr_stat RDMA cache large_pool) + $(tr_stat RDMA main large_pool) ))
+tl=$(( $(tr_stat TCP cache large_pool) + $(tr_stat TCP main large_pool) ))
+if [ "$rs" -gt 0 ] && [ "$rl" -eq 0 ] && [ "$(tr_stat RDMA buf_cache_large)" -eq 0 ] && [ "$tl" -gt 0 ]; then
+    lab_pass io-unit "RDMA requests held in 8 KiB units: $rs small buffers, no large one (the poll groups cache up to $(tr_stat RDMA buf_cache_small) small ones in all); TCP took $tl large buffers"
+else
+    grep -A40 '"transports"' "$LAB_WORK/stats.json" | head -60
+    lab_fail io-unit "buffer units not as configured: RDMA small $rs large $rl, TCP large $tl"
 fi
 
 lab_clean_stop
