@@ -59,12 +59,7 @@ impl Daemon {
             .start()
             .unwrap();
         let rpc = Arc::new(RpcServer::new(engine.handle()));
-        let port = pollux_tests::free_port();
-        let d = Daemon {
-            engine: Some(engine),
-            rpc,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        };
+        let d = Daemon::bare(engine, rpc, transport, any_host);
         d.call(
             "bdev_malloc_create",
             json!({"name": "M0", "num_blocks": 4096, "block_size": 4096}),
@@ -73,11 +68,6 @@ impl Daemon {
             "bdev_malloc_create",
             json!({"name": "M1", "num_blocks": 16384, "block_size": 512}),
         );
-        d.call("nvmf_create_transport", transport);
-        d.call(
-            "nvmf_create_subsystem",
-            json!({"nqn": NQN, "allow_any_host": any_host, "serial_number": "PX123", "model_number": "Pollux test"}),
-        );
         d.call(
             "nvmf_subsystem_add_ns",
             json!({"nqn": NQN, "namespace": {"bdev_name": "M0"}}),
@@ -85,6 +75,23 @@ impl Daemon {
         d.call(
             "nvmf_subsystem_add_ns",
             json!({"nqn": NQN, "namespace": {"bdev_name": "M1"}}),
+        );
+        d
+    }
+
+    /// The transport and subsystem NQN, listening on a fresh port (and in discovery),
+    /// with no namespace yet.
+    fn bare(engine: Engine, rpc: Arc<RpcServer>, transport: Value, any_host: bool) -> Daemon {
+        let port = pollux_tests::free_port();
+        let d = Daemon {
+            engine: Some(engine),
+            rpc,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        };
+        d.call("nvmf_create_transport", transport);
+        d.call(
+            "nvmf_create_subsystem",
+            json!({"nqn": NQN, "allow_any_host": any_host, "serial_number": "PX123", "model_number": "Pollux test"}),
         );
         let la = json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
         d.call(
@@ -1393,4 +1400,81 @@ fn cmb_buffers_carry_the_data_of_an_nvme_namespace_with_a_cmb() {
     admin.shutdown().unwrap();
     d.wait_idle();
     nvme::detach("TwinCmb").unwrap();
+}
+
+#[test]
+fn forced_cmb_buffers_wait_for_a_short_pool_and_never_use_host_memory() {
+    use pollux_engine::bdev::nvme;
+    use pollux_nvme::pci::twin::Twin;
+    // The twin's 4 MiB CMB gives eight large buffers; 16 writes of 128 KiB at once find
+    // the pool short, and with "force" they wait for CMB buffers instead of host ones.
+    let engine = Engine::builder()
+        .core_mask("[0]")
+        .iobuf(IobufOpts::small())
+        .start()
+        .unwrap();
+    let rpc = Arc::new(RpcServer::new(engine.handle()));
+    let d = Daemon::bare(
+        engine,
+        rpc,
+        json!({"trtype": "TCP", "cmb_buffers": "force"}),
+        true,
+    );
+    let twin = Arc::new(Twin::new());
+    let (ctrl, bdevs) = nvme::attach_device(
+        nvme::NvmeAttachOpts {
+            name: "TwinForce".into(),
+            traddr: "twin".into(),
+            ctrlr: Default::default(),
+            cmb_data: true,
+        },
+        twin.clone(),
+    )
+    .unwrap();
+    for b in bdevs {
+        d.rpc.nvmf().engine().bdevs().register(b).unwrap();
+    }
+    let nsid = d
+        .call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "TwinForcen1"}}),
+        )
+        .as_u64()
+        .unwrap() as u32;
+    let mut admin = AdminQueue::connect(&d.opts()).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 64).unwrap();
+    let len = 131072usize;
+    let nlb = (len / 512) as u32;
+    for i in 0..16u64 {
+        q.write(nsid, i * nlb as u64, nlb, pattern(len, 500 + i), i)
+            .unwrap();
+    }
+    let mut done = 0;
+    while done < 16 {
+        q.wait(Duration::from_secs(10), |c| {
+            assert!(c.cqe.status().is_success(), "{:?}", c.cqe.status());
+            done += 1;
+        })
+        .unwrap();
+    }
+    for i in 0..16u64 {
+        assert_eq!(
+            twin.ns_bytes(i * nlb as u64, len),
+            pattern(len, 500 + i),
+            "write {i} on the device"
+        );
+    }
+    assert!(d.stat("cmb_pool_waits") > 0, "{:?}", d.stats());
+    assert_eq!(d.stat("cmb_fallback_pool_empty"), 0);
+    assert_eq!(d.stat("cmb_buffer_bytes"), 16 * len as u64);
+    let k = ctrl.counters();
+    assert_eq!(
+        k.host_data_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    drop(ctrl);
+    drop(q);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+    nvme::detach("TwinForce").unwrap();
 }

@@ -118,7 +118,7 @@ pub struct TransportOpts {
     /// (an NVMe bdev attached with `cmb_data`) come from that memory, filled by the CPU
     /// straight from the socket, so the SSD reads its own CMB: `off`, `prefer` (host
     /// buffers when the CMB pool is short), or `force` (adding a namespace without
-    /// such memory is refused).
+    /// such memory is refused; requests wait for CMB buffers when the pool is short).
     pub cmb_buffers: CmbBuffers,
 }
 
@@ -131,7 +131,8 @@ pub enum CmbBuffers {
     Off,
     /// The device's memory when it has some free, else host memory (counted).
     Prefer,
-    /// The device's memory; namespaces without it are refused at configuration.
+    /// The device's memory; namespaces without it are refused at configuration, and a
+    /// request that finds the pool short waits for it (counted in `cmb_pool_waits`).
     Force,
 }
 

@@ -96,6 +96,9 @@ pub struct PollGroupStats {
     pub host_buffer_bytes: u64,
     /// Requests that wanted device memory and got host memory: its pool was short.
     pub cmb_fallback_pool_empty: u64,
+    /// Times a request wanted device memory, found its pool short and waited for it
+    /// (`cmb_buffers` = `force`: the data never goes through host memory).
+    pub cmb_pool_waits: u64,
     /// RDMA: data bytes moved between the NIC and device memory (an NVMe CMB) by
     /// peer-to-peer DMA, without host memory.
     pub p2p_bytes: u64,

@@ -457,6 +457,12 @@ impl Queue {
                         }
                         return Some(b);
                     }
+                    if self.opts.cmb_buffers == CmbBuffers::Force {
+                        // Forced: wait for the device's memory (the request is retried
+                        // as buffers come back), never host memory.
+                        pg.bump(|s| s.cmb_pool_waits += 1);
+                        return None;
+                    }
                     pg.bump(|s| s.cmb_fallback_pool_empty += 1);
                     if !self.cmb_fallback_logged.replace(true) {
                         tracing::info!(peer = %self.peer, nsid = sqe.nsid.get(), "the CMB buffer pool is short: host buffers for now (counted in cmb_fallback_pool_empty)");

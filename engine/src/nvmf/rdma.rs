@@ -1159,8 +1159,10 @@ impl Conn {
     ) -> Option<arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>> {
         if self.q.opts.cmb_buffers != CmbBuffers::Off && sqe.opc != OPC_FABRICS {
             if let Role::Io { subsys, .. } = &self.q.role {
-                if let Some(b) = self.device_bufs(pg, subsys, sqe.nsid.get(), len) {
-                    return Some(b);
+                match self.device_bufs(pg, subsys, sqe.nsid.get(), len) {
+                    DevBufs::Got(b) => return Some(b),
+                    DevBufs::Wait => return None,
+                    DevBufs::Host => {}
                 }
             }
         }
@@ -1171,15 +1173,13 @@ impl Conn {
 
     /// Buffers in the namespace's device memory, if this NIC reaches it (decided once
     /// per namespace and queue pair, logged, and counted per request either way).
-    fn device_bufs(
-        &self,
-        pg: &PollGroup,
-        subsys: &Rc<PgSubsys>,
-        nsid: u32,
-        len: u32,
-    ) -> Option<arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>> {
-        let ns = subsys.get(nsid)?;
-        let pool = ns.dev_iobuf.as_ref()?;
+    fn device_bufs(&self, pg: &PollGroup, subsys: &Rc<PgSubsys>, nsid: u32, len: u32) -> DevBufs {
+        let Some(ns) = subsys.get(nsid) else {
+            return DevBufs::Host;
+        };
+        let Some(pool) = ns.dev_iobuf.as_ref() else {
+            return DevBufs::Host;
+        };
         let reach = self
             .dev_mem
             .borrow_mut()
@@ -1209,22 +1209,39 @@ impl Conn {
                     Unreachable::Refused(_) => s.cmb_fallback_refused += 1,
                 }
             });
-            return None;
+            return DevBufs::Host;
         }
         match pool.get_sgl(len as usize) {
             Some(b) => {
                 pg.bump(|s| s.p2p_bytes += len as u64);
-                Some(b)
+                DevBufs::Got(b)
+            }
+            None if self.q.opts.cmb_buffers == CmbBuffers::Force => {
+                pg.bump(|s| s.cmb_pool_waits += 1);
+                DevBufs::Wait
             }
             None => {
                 pg.bump(|s| {
                     s.bounce_bytes += len as u64;
                     s.cmb_fallback_pool_empty += 1;
                 });
-                None
+                DevBufs::Host
             }
         }
     }
+}
+
+/// What device memory a request gets.
+// Returned once per request and taken apart at once: boxing the buffers would allocate
+// on the I/O path.
+#[allow(clippy::large_enum_variant)]
+enum DevBufs {
+    /// Buffers in the device's memory.
+    Got(arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>),
+    /// None now; the request waits for some (`cmb_buffers` = `force`).
+    Wait,
+    /// None: host memory instead (unreachable, or a short pool with `prefer`).
+    Host,
 }
 
 /// Where a command's data is.

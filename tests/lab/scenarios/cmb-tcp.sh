@@ -17,11 +17,12 @@ sum() { lab_json_sum "$LAB_ART/nvmf-stats.json" "$1"; }
 cmb=$(sum cmb_buffer_bytes)
 host=$(sum host_buffer_bytes)
 short=$(sum cmb_fallback_pool_empty)
+waits=$(sum cmb_pool_waits)
 pool=$(tr -d '\n ' <"$LAB_ART/controllers-after.json" | grep -o '"cmb_data_pool":\[\[[^]]*\],\[[^]]*\]\]' | head -1)
 dev_cmb=$(lab_json_sum "$LAB_ART/controllers-after.json" cmb_data_bytes)
 dev_host=$(lab_json_sum "$LAB_ART/controllers-after.json" host_data_bytes)
 if [ "$cmb" -gt 33554432 ] && [ "${dev_cmb:-0}" -gt 33554432 ] && [ "${dev_host:-1}" -eq 0 ]; then
-    lab_pass cmb-path "nvmf_get_stats: $cmb bytes of I/O data in CMB buffers, $host in host buffers (admin data), $short fallbacks for a short pool; the NVMe bdev: $dev_cmb bytes from its CMB, $dev_host from host memory; $pool"
+    lab_pass cmb-path "nvmf_get_stats: $cmb bytes of I/O data in CMB buffers, $host in host buffers (admin data), $short fallbacks for a short pool ($waits waits for a CMB buffer: force never falls back); the NVMe bdev: $dev_cmb bytes from its CMB, $dev_host from host memory; $pool"
 else
     lab_fail cmb-path "nvmf_get_stats: cmb_buffer_bytes=$cmb host_buffer_bytes=$host cmb_fallback_pool_empty=$short; bdev cmb_data_bytes=$dev_cmb host_data_bytes=$dev_host"
 fi
