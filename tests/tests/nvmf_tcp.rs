@@ -182,12 +182,19 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The completion of the one command outstanding on `q`.
 fn wait_one(q: &mut FabricQpair<Vec<u8>>) -> Completion<Vec<u8>> {
     let mut out = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while out.is_none() {
-        q.wait(Duration::from_millis(100), |c| out = Some(c))
-            .unwrap();
+        q.wait(Duration::from_millis(100), |c| {
+            assert!(
+                out.is_none(),
+                "wait_one with more than one command outstanding"
+            );
+            out = Some(c)
+        })
+        .unwrap();
         assert!(Instant::now() < deadline, "no completion");
     }
     out.unwrap()
