@@ -79,6 +79,41 @@ impl Daemon {
         d
     }
 
+    /// The controller twin attached as NVMe bdev `name` with a CMB data pool, its
+    /// namespace added to NQN: (the twin, the controller, the NSID).
+    fn twin_with_cmb_data(
+        &self,
+        name: &str,
+    ) -> (
+        Arc<pollux_nvme::pci::twin::Twin>,
+        Arc<pollux_engine::bdev::nvme::NvmeController>,
+        u32,
+    ) {
+        use pollux_engine::bdev::nvme;
+        let twin = Arc::new(pollux_nvme::pci::twin::Twin::new());
+        let (ctrl, bdevs) = nvme::attach_device(
+            nvme::NvmeAttachOpts {
+                name: name.into(),
+                traddr: "twin".into(),
+                ctrlr: Default::default(),
+                cmb_data: true,
+            },
+            twin.clone(),
+        )
+        .unwrap();
+        for b in bdevs {
+            self.rpc.nvmf().engine().bdevs().register(b).unwrap();
+        }
+        let nsid = self
+            .call(
+                "nvmf_subsystem_add_ns",
+                json!({"nqn": NQN, "namespace": {"bdev_name": format!("{name}n1")}}),
+            )
+            .as_u64()
+            .unwrap() as u32;
+        (twin, ctrl, nsid)
+    }
+
     /// The transport and subsystem NQN, listening on a fresh port (and in discovery),
     /// with no namespace yet.
     fn bare(engine: Engine, rpc: Arc<RpcServer>, transport: Value, any_host: bool) -> Daemon {
@@ -1339,31 +1374,10 @@ impl Raw {
 #[test]
 fn cmb_buffers_carry_the_data_of_an_nvme_namespace_with_a_cmb() {
     use pollux_engine::bdev::nvme;
-    use pollux_nvme::pci::twin::Twin;
     // "prefer": namespaces with device memory use it, the malloc ones host memory.
     // ("force", which refuses namespaces without it, is what the lab's cmb-tcp runs.)
     let d = Daemon::start_with(json!({"trtype": "TCP", "cmb_buffers": "prefer"}), true);
-    let twin = Arc::new(Twin::new());
-    let (ctrl, bdevs) = nvme::attach_device(
-        nvme::NvmeAttachOpts {
-            name: "TwinCmb".into(),
-            traddr: "twin".into(),
-            ctrlr: Default::default(),
-            cmb_data: true,
-        },
-        twin.clone(),
-    )
-    .unwrap();
-    for b in bdevs {
-        d.rpc.nvmf().engine().bdevs().register(b).unwrap();
-    }
-    let nsid = d
-        .call(
-            "nvmf_subsystem_add_ns",
-            json!({"nqn": NQN, "namespace": {"bdev_name": "TwinCmbn1"}}),
-        )
-        .as_u64()
-        .unwrap() as u32;
+    let (twin, ctrl, nsid) = d.twin_with_cmb_data("TwinCmb");
     let mut admin = AdminQueue::connect(&d.opts()).unwrap();
     let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 32).unwrap();
     for (i, len) in [512usize, 4096, 65536, 131072].into_iter().enumerate() {
@@ -1412,7 +1426,6 @@ fn cmb_buffers_carry_the_data_of_an_nvme_namespace_with_a_cmb() {
 #[test]
 fn forced_cmb_buffers_wait_for_a_short_pool_and_never_use_host_memory() {
     use pollux_engine::bdev::nvme;
-    use pollux_nvme::pci::twin::Twin;
     // The twin's 4 MiB CMB gives eight large buffers; 16 writes of 128 KiB at once find
     // the pool short, and with "force" they wait for CMB buffers instead of host ones.
     let engine = Engine::builder()
@@ -1427,27 +1440,7 @@ fn forced_cmb_buffers_wait_for_a_short_pool_and_never_use_host_memory() {
         json!({"trtype": "TCP", "cmb_buffers": "force"}),
         true,
     );
-    let twin = Arc::new(Twin::new());
-    let (ctrl, bdevs) = nvme::attach_device(
-        nvme::NvmeAttachOpts {
-            name: "TwinForce".into(),
-            traddr: "twin".into(),
-            ctrlr: Default::default(),
-            cmb_data: true,
-        },
-        twin.clone(),
-    )
-    .unwrap();
-    for b in bdevs {
-        d.rpc.nvmf().engine().bdevs().register(b).unwrap();
-    }
-    let nsid = d
-        .call(
-            "nvmf_subsystem_add_ns",
-            json!({"nqn": NQN, "namespace": {"bdev_name": "TwinForcen1"}}),
-        )
-        .as_u64()
-        .unwrap() as u32;
+    let (twin, ctrl, nsid) = d.twin_with_cmb_data("TwinForce");
     let mut admin = AdminQueue::connect(&d.opts()).unwrap();
     let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 64).unwrap();
     let len = 131072usize;
