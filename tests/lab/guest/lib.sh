@@ -126,8 +126,19 @@ lab_bind_vfio() {
     modprobe vfio-pci && modprobe vfio_iommu_type1
     pollux-setup bind "$NVME_BDF"
 }
+# lab_bind_kernel also waits for the controller's namespace 1 as a block device; its
+# name (nvmeXn1, X not always 0) is then $PCI_DEV.
 lab_bind_kernel() {
-    pollux-setup unbind "$NVME_BDF" && lab_wait 20 test -b /dev/nvme0n1
+    pollux-setup unbind "$NVME_BDF" && lab_wait 30 pci_ns_dev >/dev/null && PCI_DEV=$(pci_ns_dev)
+}
+
+# pci_ns_dev: the block device of namespace 1 of the PCIe controller $NVME_BDF under the
+# kernel's driver, found by its subsystem NQN (the name depends on what came before).
+pci_ns_dev() {
+    for c in /sys/bus/pci/devices/"$NVME_BDF"/nvme/nvme*; do
+        ns_dev "$(cat "$c/subsysnqn" 2>/dev/null)" 1 && return 0
+    done
+    return 1
 }
 
 # lab_nvme_export EXTRA_ATTACH_PARAMS [EXTRA_TRANSPORT_PARAMS]: polluxd attaches
@@ -184,19 +195,9 @@ JSON
 
     modprobe "nvme-$TRTYPE"
     lab_run timeout 60 nvme connect -t "$TRTYPE" -a "$ADDR" -s "$PORT" -n "$NQN" -l 15 -c 2
-    DEV=
-    for c in /sys/class/nvme/nvme*; do
-        [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$NQN" ] || continue
-        lab_wait 20 sh -c "ls -d $c/nvme*n1 /sys/class/nvme-subsystem/*/nvme*n1 2>/dev/null | grep -q ." || true
-    done
-    for s in /sys/class/nvme-subsystem/* /sys/class/nvme/*; do
-        [ "$(cat "$s/subsysnqn" 2>/dev/null)" = "$NQN" ] || continue
-        for d in "$s"/nvme*n1; do
-            n=${d##*/}
-            case "$n" in *c*) continue ;; esac
-            [ -b "/dev/$n" ] && DEV=$n
-        done
-    done
+    # The namespace scan runs after connect returns: wait for the disk's block device.
+    lab_wait 30 ns_dev "$NQN" 1 >/dev/null
+    DEV=$(ns_dev "$NQN" 1)
     if [ -n "$DEV" ]; then
         lab_pass "${P}connect" "the kernel's nvme-$TRTYPE initiator sees the exported namespace as /dev/$DEV"
         lab_run timeout -s KILL 240 fio --output="$LAB_ART/fio$S.txt" --eta=never --name=export --filename="/dev/$DEV" \
@@ -219,6 +220,7 @@ JSON
             lab_fail "${P}driver-stats" "counters: commands_completed=$done_cmds split_ios=$split"
         fi
         lab_run timeout 60 nvme disconnect -n "$NQN"
+        lab_wait 30 no_ctrl "$NQN" || echo "the fabrics controller of $NQN is still there"
     else
         lab_fail "${P}connect" "no block device for $NQN after nvme connect"
     fi

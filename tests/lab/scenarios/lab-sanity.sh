@@ -34,10 +34,10 @@ if [ -n "$NVME_BDF" ]; then
     else
         lab_fail cmb "BAR2 is $cmb_mib MiB, the CMB needs 64 (cmb_size_mb=64 on QEMU's nvme device)"
     fi
-    if lab_wait 10 test -b /dev/nvme0n1; then
-        lab_pass nvme-driver "the kernel nvme driver sees /dev/nvme0n1: $(tr -s ' ' </sys/class/nvme/nvme0/model 2>/dev/null)"
+    if lab_wait 30 pci_ns_dev >/dev/null; then
+        lab_pass nvme-driver "the kernel nvme driver sees /dev/$(pci_ns_dev): $(tr -s ' ' </sys/bus/pci/devices/"$NVME_BDF"/nvme/nvme*/model 2>/dev/null)"
     else
-        lab_fail nvme-driver "no /dev/nvme0n1 from the kernel nvme driver"
+        lab_fail nvme-driver "no block device of namespace 1 from the kernel nvme driver"
     fi
 fi
 
@@ -79,8 +79,8 @@ if [ -n "$GROUP" ] && [ -d /sys/bus/pci/drivers/vfio-pci ]; then
     [ -e "$P/driver" ] && echo "$NVME_BDF" >"$P/driver/unbind"
     echo >"$P/driver_override"
     echo "$NVME_BDF" >/sys/bus/pci/drivers_probe
-    if lab_wait 10 test -b /dev/nvme0n1; then
-        lab_pass nvme-rebind "back on the kernel nvme driver: /dev/nvme0n1"
+    if lab_wait 30 pci_ns_dev >/dev/null; then
+        lab_pass nvme-rebind "back on the kernel nvme driver: /dev/$(pci_ns_dev)"
     else
         lab_fail nvme-rebind "the controller did not come back to the nvme driver"
     fi
@@ -114,9 +114,13 @@ else
     lab_fail ibverbs "ibv_devinfo -d rxe0 shows no active port (rxe provider in the initramfs?)"
 fi
 # One RC queue pair through rxe0 (GID 1 is the IPv4 one).
-timeout 30 ibv_rc_pingpong -d rxe0 -g 1 -n 200 >"$LAB_WORK/pp.server" 2>&1 &
-sleep 1
-if timeout 30 ibv_rc_pingpong -d rxe0 -g 1 -n 200 127.0.0.1 >"$LAB_WORK/pp.client" 2>&1; then
+# The server listens only once its queue pair is set up: the client retries until then.
+timeout 60 ibv_rc_pingpong -d rxe0 -g 1 -n 200 >"$LAB_WORK/pp.server" 2>&1 &
+pp_client() {
+    sleep 1
+    timeout 30 ibv_rc_pingpong -d rxe0 -g 1 -n 200 127.0.0.1 >"$LAB_WORK/pp.client" 2>&1
+}
+if lab_wait 40 pp_client; then
     lab_pass rdma-rc "ibv_rc_pingpong over rxe0: $(grep 'iters in' "$LAB_WORK/pp.client")"
 else
     lab_fail rdma-rc "ibv_rc_pingpong over rxe0 failed: $(tail -2 "$LAB_WORK/pp.client" | tr '\n' ' ')"

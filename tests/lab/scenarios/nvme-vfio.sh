@@ -55,21 +55,21 @@ fi
 lab_vfio_tests shutdown_leaves_the_controller_clean_with_the_data_in_place
 
 if lab_bind_kernel; then
-    lab_pass rebind "back on the kernel nvme driver: /dev/nvme0n1"
-    dd if=/dev/nvme0n1 of="$LAB_WORK/mark.bin" bs=1M skip=1 count=1 iflag=direct 2>/dev/null
+    lab_pass rebind "back on the kernel nvme driver: /dev/$PCI_DEV"
+    dd if=/dev/$PCI_DEV of="$LAB_WORK/mark.bin" bs=1M skip=1 count=1 iflag=direct 2>/dev/null
     if cmp -s "$LAB_WORK/mark.bin" /tmp/lab-nvme-mark.bin; then
         lab_pass kernel-reads-back "the kernel driver reads the 1 MiB the userspace driver wrote before shutdown ($(md5sum <"$LAB_WORK/mark.bin" | cut -c1-32))"
     else
-        lab_fail kernel-reads-back "/dev/nvme0n1 at 1 MiB differs from what the userspace driver wrote"
+        lab_fail kernel-reads-back "/dev/$PCI_DEV at 1 MiB differs from what the userspace driver wrote"
     fi
     # Functional parity: the same verified workload through the kernel's driver.
-    if timeout 300 fio --name=kernel --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio --rw=randwrite \
+    if timeout 300 fio --name=kernel --filename=/dev/$PCI_DEV --direct=1 --ioengine=libaio --rw=randwrite \
         --bsrange=4k-1m --iodepth=32 --size=32m --offset=32m --verify=crc32c --do_verify=1 \
         --output-format=json --output="$LAB_ART/fio-kernel.json" >/dev/null 2>&1 &&
         grep -q '"error" : 0' "$LAB_ART/fio-kernel.json"; then
-        lab_pass kernel-parity "fio on /dev/nvme0n1 (kernel driver): the same randwrite 4k-1m QD32 crc32c verify, no errors"
+        lab_pass kernel-parity "fio on /dev/$PCI_DEV (kernel driver): the same randwrite 4k-1m QD32 crc32c verify, no errors"
     else
-        lab_fail kernel-parity "fio on /dev/nvme0n1 failed"
+        lab_fail kernel-parity "fio on /dev/$PCI_DEV failed"
     fi
 else
     lab_fail rebind "the controller did not come back to the kernel nvme driver"

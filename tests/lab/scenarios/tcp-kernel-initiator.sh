@@ -176,7 +176,7 @@ fi
 timeout 60 nvme disconnect -n "$ACL_NQN"
 lab_wait 20 no_ctrl "$ACL_NQN"
 
-if lab_wait 10 stats_zero current_connections protocol_errors; then
+if lab_wait 30 stats_zero current_connections protocol_errors; then
     lab_pass protocol-clean "so far every connection closed and no protocol error (nvmf_get_stats)"
 else
     cat "$LAB_WORK/stats.json"
