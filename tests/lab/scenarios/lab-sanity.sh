@@ -35,7 +35,7 @@ if [ -n "$NVME_BDF" ]; then
         lab_fail cmb "BAR2 is $cmb_mib MiB, the CMB needs 64 (cmb_size_mb=64 on QEMU's nvme device)"
     fi
     if lab_wait 30 pci_ns_dev >/dev/null; then
-        lab_pass nvme-driver "the kernel nvme driver sees /dev/$(pci_ns_dev): $(tr -s ' ' </sys/bus/pci/devices/"$NVME_BDF"/nvme/nvme*/model 2>/dev/null)"
+        lab_pass nvme-driver "the kernel nvme driver sees /dev/$(pci_ns_dev): $(cat /sys/bus/pci/devices/"$NVME_BDF"/nvme/nvme*/model 2>/dev/null | tr -s ' ')"
     else
         lab_fail nvme-driver "no block device of namespace 1 from the kernel nvme driver"
     fi
