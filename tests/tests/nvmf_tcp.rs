@@ -89,6 +89,25 @@ impl Daemon {
         Arc<pollux_engine::bdev::nvme::NvmeController>,
         u32,
     ) {
+        let (twin, ctrl) = self.attach_twin(name);
+        let nsid = self
+            .call(
+                "nvmf_subsystem_add_ns",
+                json!({"nqn": NQN, "namespace": {"bdev_name": format!("{name}n1")}}),
+            )
+            .as_u64()
+            .unwrap() as u32;
+        (twin, ctrl, nsid)
+    }
+
+    /// The controller twin attached as NVMe bdev `name` with a CMB data pool.
+    fn attach_twin(
+        &self,
+        name: &str,
+    ) -> (
+        Arc<pollux_nvme::pci::twin::Twin>,
+        Arc<pollux_engine::bdev::nvme::NvmeController>,
+    ) {
         use pollux_engine::bdev::nvme;
         let twin = Arc::new(pollux_nvme::pci::twin::Twin::new());
         let (ctrl, bdevs) = nvme::attach_device(
@@ -104,14 +123,18 @@ impl Daemon {
         for b in bdevs {
             self.rpc.nvmf().engine().bdevs().register(b).unwrap();
         }
-        let nsid = self
-            .call(
-                "nvmf_subsystem_add_ns",
-                json!({"nqn": NQN, "namespace": {"bdev_name": format!("{name}n1")}}),
-            )
-            .as_u64()
-            .unwrap() as u32;
-        (twin, ctrl, nsid)
+        (twin, ctrl)
+    }
+
+    /// One poll group, small pools, the transport and subsystem, no namespace.
+    fn one_core(transport: Value) -> Daemon {
+        let engine = Engine::builder()
+            .core_mask("[0]")
+            .iobuf(IobufOpts::small())
+            .start()
+            .unwrap();
+        let rpc = Arc::new(RpcServer::new(engine.handle()));
+        Daemon::bare(engine, rpc, transport, true)
     }
 
     /// The transport and subsystem NQN, listening on a fresh port (and in discovery),
@@ -1428,18 +1451,7 @@ fn forced_cmb_buffers_wait_for_a_short_pool_and_never_use_host_memory() {
     use pollux_engine::bdev::nvme;
     // The twin's 4 MiB CMB gives eight large buffers; 16 writes of 128 KiB at once find
     // the pool short, and with "force" they wait for CMB buffers instead of host ones.
-    let engine = Engine::builder()
-        .core_mask("[0]")
-        .iobuf(IobufOpts::small())
-        .start()
-        .unwrap();
-    let rpc = Arc::new(RpcServer::new(engine.handle()));
-    let d = Daemon::bare(
-        engine,
-        rpc,
-        json!({"trtype": "TCP", "cmb_buffers": "force"}),
-        true,
-    );
+    let d = Daemon::one_core(json!({"trtype": "TCP", "cmb_buffers": "force"}));
     let (twin, ctrl, nsid) = d.twin_with_cmb_data("TwinForce");
     let mut admin = AdminQueue::connect(&d.opts()).unwrap();
     let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 64).unwrap();
@@ -1477,4 +1489,23 @@ fn forced_cmb_buffers_wait_for_a_short_pool_and_never_use_host_memory() {
     admin.shutdown().unwrap();
     d.wait_idle();
     nvme::detach("TwinForce").unwrap();
+}
+
+#[test]
+fn forcing_cmb_buffers_a_pool_cannot_hold_a_request_in_is_refused_at_add_ns() {
+    use pollux_engine::bdev::nvme;
+    // 2 MiB requests need 16 large buffers; the twin's CMB pool has 8.
+    let d =
+        Daemon::one_core(json!({"trtype": "TCP", "cmb_buffers": "force", "max_io_size": 2097152}));
+    let _twin = d.attach_twin("TwinSmall");
+    let e = d
+        .rpc
+        .call(
+            "nvmf_subsystem_add_ns",
+            Some(json!({"nqn": NQN, "namespace": {"bdev_name": "TwinSmalln1"}})),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("has 8 large buffers"), "{e}");
+    assert!(e.to_string().contains("needs 16"), "{e}");
+    nvme::detach("TwinSmall").unwrap();
 }

@@ -574,7 +574,8 @@ fn io_status(s: Status) -> IoStatus {
 
 /// The CMB data pool for a CMB of `size` bytes: small (8 KiB) buffers in an eighth of
 /// it and large (128 KiB) ones in a quarter, at most 256 and 128 (18 MiB); the rest is
-/// left to queues and lists.
+/// left to queues and lists. No thread caches: buffers this scarce must not sit idle on
+/// one thread while another waits for them (`cmb_buffers=force` waits).
 fn cmb_iobuf_opts(size: u64) -> IobufOpts {
     let size = size as usize;
     IobufOpts {
@@ -582,8 +583,8 @@ fn cmb_iobuf_opts(size: u64) -> IobufOpts {
         large_pool_count: (size / 4 / (128 << 10)).clamp(1, 128),
         small_bufsize: 8 << 10,
         large_bufsize: 128 << 10,
-        small_cache_size: 16,
-        large_cache_size: 4,
+        small_cache_size: 0,
+        large_cache_size: 0,
         hugepages: crate::dma::HugepagePolicy::Never,
     }
 }

@@ -821,16 +821,25 @@ impl Target {
         nguid: Option<[u8; 16]>,
         eui64: Option<[u8; 8]>,
     ) -> Result<u32, NvmfError> {
-        let forced: Vec<Trtype> = lock(&self.state)
+        let forced: Vec<(Trtype, u32)> = lock(&self.state)
             .transports
             .iter()
             .filter(|(_, o)| o.cmb_buffers == CmbBuffers::Force)
-            .map(|(t, _)| *t)
+            .map(|(t, o)| (*t, o.max_io_size))
             .collect();
-        for t in forced {
-            if bdev.preferred_iobuf().is_none() {
+        for (t, max_io_size) in forced {
+            let Some(pool) = bdev.preferred_iobuf() else {
                 return err(format!(
                     "cmb_buffers is force on the {t} transport, and bdev {} has no device memory for data (attach its NVMe controller with cmb_data)",
+                    bdev.name()
+                ));
+            };
+            // Forced requests wait for device buffers: the pool must hold the largest.
+            let need = (max_io_size as usize).div_ceil(pool.large_bufsize());
+            let have = pool.pool_levels()[1].2;
+            if have < need {
+                return err(format!(
+                    "cmb_buffers is force on the {t} transport, and bdev {}'s device memory pool has {have} large buffers: a request of max_io_size {max_io_size} needs {need}",
                     bdev.name()
                 ));
             }
