@@ -523,6 +523,23 @@ fn io_unit_size_and_buf_cache_size_shape_the_data_buffers() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("needs 32 buffers"), "{e}");
+    let e = d
+        .rpc
+        .call(
+            "nvmf_create_transport",
+            Some(json!({"trtype": "TCP", "io_unit_size": 5000})),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("multiple of 4096"), "{e}");
+    // Forcing CMB buffers is checked against the namespaces already there too.
+    let e = d
+        .rpc
+        .call(
+            "nvmf_create_transport",
+            Some(json!({"trtype": "TCP", "cmb_buffers": "force"})),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("has no device memory"), "{e}");
 }
 
 #[test]

@@ -74,8 +74,9 @@ pub struct TransportOpts {
     pub max_io_size: u32,
     /// Bytes per data buffer: a request's data is held in pieces of at most this size
     /// (each an entry of the bdev I/O's scatter list, and on RDMA one SGE), taken from the
-    /// small iobuf pool when it fits a small buffer. At most the large buffer size, and
-    /// `max_io_size` may need at most 16 pieces.
+    /// small iobuf pool when it fits a small buffer. Whole 4 KiB pages (pieces are not
+    /// bounced, and NVMe PRPs and O_DIRECT need page-sized middles), at most the large
+    /// buffer size, and `max_io_size` may need at most 16 pieces.
     pub io_unit_size: u32,
     /// Entries of an admin queue.
     pub max_aq_depth: u32,
@@ -162,6 +163,38 @@ impl Default for TransportOpts {
             cmb_buffers: CmbBuffers::Off,
         }
     }
+}
+
+/// Whether transport `t` with `cmb_buffers` = `force` (options `o`) can serve `bdev`: its
+/// data must have device memory to go to, a pool that holds the largest request (forced
+/// requests wait for it) and, on RDMA, a NIC that reaches it.
+fn forced_cmb_check(t: Trtype, o: &TransportOpts, bdev: &Arc<Bdev>) -> Result<(), NvmfError> {
+    let Some(pool) = bdev.preferred_iobuf() else {
+        return err(format!(
+            "cmb_buffers is force on the {t} transport, and bdev {} has no device memory for data (attach its NVMe controller with cmb_data)",
+            bdev.name()
+        ));
+    };
+    let need = (o.max_io_size as usize).div_ceil(pool.large_bufsize());
+    let have = pool.pool_levels()[1].2;
+    if have < need || need > crate::bdev::SGL_SEGMENTS_MAX {
+        return err(format!(
+            "cmb_buffers is force on the {t} transport, and bdev {}'s device memory pool has {have} large buffers of {} bytes: a request of max_io_size {} needs {need} (at most {} in one request)",
+            bdev.name(),
+            pool.large_bufsize(),
+            o.max_io_size,
+            crate::bdev::SGL_SEGMENTS_MAX
+        ));
+    }
+    if t == Trtype::Rdma {
+        if let Err(why) = rdma::device_memory_path(bdev) {
+            return err(format!(
+                "cmb_buffers is force on the RDMA transport, and no RDMA device can reach bdev {}'s device memory: {why}",
+                bdev.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `buf_cache_size` asking for a share of `num_shared_buffers` (SPDK's UINT32_MAX).
@@ -273,13 +306,20 @@ impl TransportOpts {
                 large_bufsize * crate::bdev::SGL_SEGMENTS_MAX
             ));
         }
-        if self.io_unit_size < 512 || self.io_unit_size as usize > large_bufsize {
+        // Whole pages: every piece but the last must end on a page for NVMe PRPs and
+        // O_DIRECT (Pollux does not bounce).
+        if self.io_unit_size == 0
+            || self.io_unit_size % 4096 != 0
+            || self.io_unit_size as usize > large_bufsize
+        {
             return err(format!(
-                "io_unit_size {} must be 512 to the iobuf large buffer size ({large_bufsize})",
+                "io_unit_size {} must be a multiple of 4096, at most the iobuf large buffer size ({large_bufsize})",
                 self.io_unit_size
             ));
         }
-        let pieces = self.max_io_size.div_ceil(self.io_unit_size) as usize;
+        // The largest request: an I/O of max_io_size, or admin data.
+        let largest = self.max_io_size.max(tcp::ADMIN_ICD_SIZE);
+        let pieces = largest.div_ceil(self.io_unit_size) as usize;
         if pieces > crate::bdev::SGL_SEGMENTS_MAX {
             return err(format!(
                 "max_io_size {} in pieces of io_unit_size {} needs {pieces} buffers; at most {} fit one request",
@@ -674,6 +714,17 @@ impl Target {
         if trtype == Trtype::Rdma {
             rdma::check_available()?;
         }
+        if opts.cmb_buffers == CmbBuffers::Force {
+            // What add_ns checks for namespaces added later, for those already there.
+            let bdevs: Vec<Arc<Bdev>> = lock(&self.state)
+                .subsystems
+                .values()
+                .flat_map(|ss| ss.namespaces.values().map(|n| n.bdev.clone()))
+                .collect();
+            for b in &bdevs {
+                forced_cmb_check(trtype, &opts, b)?;
+            }
+        }
         let mut s = lock(&self.state);
         if s.transports.contains_key(&trtype) {
             return err(format!("transport {trtype} already exists"));
@@ -821,36 +872,14 @@ impl Target {
         nguid: Option<[u8; 16]>,
         eui64: Option<[u8; 8]>,
     ) -> Result<u32, NvmfError> {
-        let forced: Vec<(Trtype, u32)> = lock(&self.state)
+        let forced: Vec<(Trtype, TransportOpts)> = lock(&self.state)
             .transports
             .iter()
             .filter(|(_, o)| o.cmb_buffers == CmbBuffers::Force)
-            .map(|(t, o)| (*t, o.max_io_size))
+            .map(|(t, o)| (*t, o.clone()))
             .collect();
-        for (t, max_io_size) in forced {
-            let Some(pool) = bdev.preferred_iobuf() else {
-                return err(format!(
-                    "cmb_buffers is force on the {t} transport, and bdev {} has no device memory for data (attach its NVMe controller with cmb_data)",
-                    bdev.name()
-                ));
-            };
-            // Forced requests wait for device buffers: the pool must hold the largest.
-            let need = (max_io_size as usize).div_ceil(pool.large_bufsize());
-            let have = pool.pool_levels()[1].2;
-            if have < need {
-                return err(format!(
-                    "cmb_buffers is force on the {t} transport, and bdev {}'s device memory pool has {have} large buffers: a request of max_io_size {max_io_size} needs {need}",
-                    bdev.name()
-                ));
-            }
-            if t == Trtype::Rdma {
-                if let Err(why) = rdma::device_memory_path(&bdev) {
-                    return err(format!(
-                        "cmb_buffers is force on the RDMA transport, and no RDMA device can reach bdev {}'s device memory: {why}",
-                        bdev.name()
-                    ));
-                }
-            }
+        for (t, o) in &forced {
+            forced_cmb_check(*t, o, &bdev)?;
         }
         let (id, ns) = {
             let mut s = lock(&self.state);

@@ -277,9 +277,10 @@ impl PollGroup {
         let pgs = self.tgt.engine.cores().len().max(1);
         let want = opts.buf_cache(pgs, iobuf.small_bufsize());
         let levels = iobuf.pool_levels();
-        // All poll groups' caches together keep at most half of a pool, so buffers
-        // idle in one cache cannot starve the rest of the engine.
-        let fair = |count: usize| count / (2 * pgs);
+        // Each transport's caches on all poll groups together keep at most a quarter of
+        // a pool (both transports half), so buffers idle in caches cannot starve the
+        // rest of the engine.
+        let fair = |count: usize| count / (4 * pgs);
         let got = (want.0.min(fair(levels[0].2)), want.1.min(fair(levels[1].2)));
         if got != want {
             tracing::info!(

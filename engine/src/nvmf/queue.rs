@@ -57,9 +57,10 @@ pub(crate) trait Qpair {
     /// taken).
     fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool;
 
-    /// [`Qpair::try_start_transfer`], or the request waits for buffers in order.
+    /// [`Qpair::try_start_transfer`], or the request waits for buffers in order (behind
+    /// any already waiting, so small requests never overtake a large one for good).
     fn start_transfer(&mut self, pg: &PollGroup, slot: u16) {
-        if !self.try_start_transfer(pg, slot) {
+        if !self.queue().need_buf.is_empty() || !self.try_start_transfer(pg, slot) {
             let q = self.queue();
             q.reqs[slot as usize].state = RState::NeedBuf;
             q.need_buf.push_back(slot);
@@ -437,13 +438,16 @@ impl Queue {
 
     /// Data buffers for command `sqe` of `len` bytes: from the namespace's device
     /// memory (an NVMe CMB) when the transport is set to and the pool has room, else
-    /// from the host pools; counted either way. `None` when the pools are short.
+    /// from the host pools; counted either way. `None` when the pools are short. `retry`:
+    /// the request already waited (its wait is not counted again).
     pub(crate) fn bufs_for(
         &self,
         pg: &PollGroup,
         sqe: &Sqe,
         len: u32,
+        retry: bool,
     ) -> Option<arrayvec::ArrayVec<crate::dma::DmaBuf, { crate::bdev::SGL_SEGMENTS_MAX }>> {
+        let mut short = false;
         if self.opts.cmb_buffers != CmbBuffers::Off && sqe.opc != OPC_FABRICS {
             if let Role::Io { subsys, .. } = &self.role {
                 if let Some(d) = subsys
@@ -460,18 +464,24 @@ impl Queue {
                     if self.opts.cmb_buffers == CmbBuffers::Force {
                         // Forced: wait for the device's memory (the request is retried
                         // as buffers come back), never host memory.
-                        pg.bump(|s| s.cmb_pool_waits += 1);
+                        if !retry {
+                            pg.bump(|s| s.cmb_pool_waits += 1);
+                        }
                         return None;
                     }
-                    pg.bump(|s| s.cmb_fallback_pool_empty += 1);
-                    if !self.cmb_fallback_logged.replace(true) {
-                        tracing::info!(peer = %self.peer, nsid = sqe.nsid.get(), "the CMB buffer pool is short: host buffers for now (counted in cmb_fallback_pool_empty)");
-                    }
+                    short = true;
                 }
             }
         }
         let b = pg.data_bufs(self.local.trtype, &self.opts, len)?;
         pg.bump(|s| s.host_buffer_bytes += len as u64);
+        if short {
+            // Counted once the host buffers are had (a retry does not count twice).
+            pg.bump(|s| s.cmb_fallback_pool_empty += 1);
+            if !self.cmb_fallback_logged.replace(true) {
+                tracing::info!(peer = %self.peer, nsid = sqe.nsid.get(), "the CMB buffer pool is short: host buffers for now (counted in cmb_fallback_pool_empty)");
+            }
+        }
         Some(b)
     }
 

@@ -824,7 +824,8 @@ impl Qpair for Conn {
             let r = &self.q.reqs[slot as usize];
             (r.sqe, r.len)
         };
-        let Some(bufs) = self.bufs_for(pg, &sqe, len) else {
+        let retry = self.q.reqs[slot as usize].state == RState::NeedBuf;
+        let Some(bufs) = self.bufs_for(pg, &sqe, len, retry) else {
             return false;
         };
         if self.q.start_with(pg, slot, bufs) == Started::FetchData {
@@ -949,7 +950,12 @@ impl Conn {
             return;
         }
         if let Some(range) = in_capsule {
-            match self.bufs_for(pg, &sqe, len) {
+            // Behind requests already waiting for buffers, in arrival order.
+            let bufs = match self.q.need_buf.is_empty() {
+                true => self.bufs_for(pg, &sqe, len, false),
+                false => None,
+            };
+            match bufs {
                 Some(b) => self.q.run_in_capsule(pg, slot, b, &icd[range]),
                 // Kept aside until buffers come back: the receive buffer is reposted.
                 None => self.q.stash(slot, &icd[range]),
@@ -1156,18 +1162,37 @@ impl Conn {
         pg: &PollGroup,
         sqe: &Sqe,
         len: u32,
+        retry: bool,
     ) -> Option<arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>> {
+        let mut bounce = None;
         if self.q.opts.cmb_buffers != CmbBuffers::Off && sqe.opc != OPC_FABRICS {
             if let Role::Io { subsys, .. } = &self.q.role {
                 match self.device_bufs(pg, subsys, sqe.nsid.get(), len) {
                     DevBufs::Got(b) => return Some(b),
-                    DevBufs::Wait => return None,
-                    DevBufs::Host => {}
+                    DevBufs::Wait => {
+                        if !retry {
+                            pg.bump(|s| s.cmb_pool_waits += 1);
+                        }
+                        return None;
+                    }
+                    DevBufs::Host(why) => bounce = why,
                 }
             }
         }
         let b = pg.data_bufs(Trtype::Rdma, &self.q.opts, len)?;
-        pg.bump(|s| s.host_buffer_bytes += len as u64);
+        pg.bump(|s| {
+            s.host_buffer_bytes += len as u64;
+            // Counted once the host buffers are had (a retry does not count twice).
+            if let Some(why) = bounce {
+                s.bounce_bytes += len as u64;
+                match why {
+                    Bounce::PoolEmpty => s.cmb_fallback_pool_empty += 1,
+                    Bounce::NoRoute => s.cmb_fallback_no_route += 1,
+                    Bounce::NoDmaBuf => s.cmb_fallback_no_dmabuf += 1,
+                    Bounce::Refused => s.cmb_fallback_refused += 1,
+                }
+            }
+        });
         Some(b)
     }
 
@@ -1175,10 +1200,10 @@ impl Conn {
     /// per namespace and queue pair, logged, and counted per request either way).
     fn device_bufs(&self, pg: &PollGroup, subsys: &Rc<PgSubsys>, nsid: u32, len: u32) -> DevBufs {
         let Some(ns) = subsys.get(nsid) else {
-            return DevBufs::Host;
+            return DevBufs::Host(None);
         };
         let Some(pool) = ns.dev_iobuf.as_ref() else {
-            return DevBufs::Host;
+            return DevBufs::Host(None);
         };
         let reach = self
             .dev_mem
@@ -1201,32 +1226,19 @@ impl Conn {
             })
             .clone();
         if let Err(why) = reach {
-            pg.bump(|s| {
-                s.bounce_bytes += len as u64;
-                match why {
-                    Unreachable::NoRoute(_) => s.cmb_fallback_no_route += 1,
-                    Unreachable::NoDmaBuf(_) => s.cmb_fallback_no_dmabuf += 1,
-                    Unreachable::Refused(_) => s.cmb_fallback_refused += 1,
-                }
-            });
-            return DevBufs::Host;
+            return DevBufs::Host(Some(match why {
+                Unreachable::NoRoute(_) => Bounce::NoRoute,
+                Unreachable::NoDmaBuf(_) => Bounce::NoDmaBuf,
+                Unreachable::Refused(_) => Bounce::Refused,
+            }));
         }
         match pool.get_sgl(len as usize) {
             Some(b) => {
                 pg.bump(|s| s.p2p_bytes += len as u64);
                 DevBufs::Got(b)
             }
-            None if self.q.opts.cmb_buffers == CmbBuffers::Force => {
-                pg.bump(|s| s.cmb_pool_waits += 1);
-                DevBufs::Wait
-            }
-            None => {
-                pg.bump(|s| {
-                    s.bounce_bytes += len as u64;
-                    s.cmb_fallback_pool_empty += 1;
-                });
-                DevBufs::Host
-            }
+            None if self.q.opts.cmb_buffers == CmbBuffers::Force => DevBufs::Wait,
+            None => DevBufs::Host(Some(Bounce::PoolEmpty)),
         }
     }
 }
@@ -1240,8 +1252,22 @@ enum DevBufs {
     Got(arrayvec::ArrayVec<DmaBuf, SGL_SEGMENTS_MAX>),
     /// None now; the request waits for some (`cmb_buffers` = `force`).
     Wait,
-    /// None: host memory instead (unreachable, or a short pool with `prefer`).
-    Host,
+    /// None: host memory instead; why, when the namespace has device memory (it is
+    /// counted once the host buffers are had).
+    Host(Option<Bounce>),
+}
+
+/// Why data of a namespace with device memory goes through host memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bounce {
+    /// Its pool was short (`prefer`).
+    PoolEmpty,
+    /// No peer-to-peer route from the NIC.
+    NoRoute,
+    /// No dma-buf of it.
+    NoDmaBuf,
+    /// The NIC's driver refused a memory region over it.
+    Refused,
 }
 
 /// Where a command's data is.

@@ -223,7 +223,8 @@ impl Qpair for Conn {
             let r = &self.q.reqs[slot as usize];
             (r.sqe, r.len)
         };
-        let Some(bufs) = self.q.bufs_for(pg, &sqe, len) else {
+        let retry = self.q.reqs[slot as usize].state == RState::NeedBuf;
+        let Some(bufs) = self.q.bufs_for(pg, &sqe, len, retry) else {
             return false;
         };
         if self.q.start_with(pg, slot, bufs) == Started::FetchData {
@@ -670,8 +671,11 @@ impl Conn {
         // can be copied out.
         let mut bufs = None;
         let mut stash = false;
-        if bad.is_none() && len > 0 && in_capsule {
-            match self.q.bufs_for(pg, &sqe, len) {
+        if bad.is_none() && len > 0 && in_capsule && !self.q.need_buf.is_empty() {
+            // Behind requests already waiting for buffers, in arrival order.
+            stash = true;
+        } else if bad.is_none() && len > 0 && in_capsule {
+            match self.q.bufs_for(pg, &sqe, len, false) {
                 Some(b) => bufs = Some(b),
                 // The data is kept aside so the stream behind it (H2CData for writes
                 // holding buffers) keeps moving.

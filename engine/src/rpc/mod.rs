@@ -252,25 +252,34 @@ impl RpcServer {
             )))?;
         }
         // The socket is bound, listening and owner-only under a temporary name and then
-        // renamed into place: whoever sees the path can connect at once (scripts wait
-        // for the file), and nobody else ever could.
+        // linked into place (a link never replaces what another daemon made meanwhile):
+        // whoever sees the path can connect at once, as scripts that wait for the file
+        // expect. A path too long for the temporary name is bound in place.
         let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = Path::new(&tmp);
-        let _ = std::fs::remove_file(tmp);
+        tmp.push(format!(".{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let direct = tmp.as_os_str().len() >= 108;
+        let at = if direct { path } else { tmp.as_path() };
+        if !direct {
+            let _ = std::fs::remove_file(at);
+        }
         let listener =
-            UnixListener::bind(tmp).map_err(io_err(format!("listen on {}", tmp.display())))?;
-        let tmp_cleanup = RemoveOnDrop(tmp.to_owned());
+            UnixListener::bind(at).map_err(io_err(format!("listen on {}", at.display())))?;
+        let at_cleanup = RemoveOnDrop(at.to_owned());
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600))
-                .map_err(io_err(format!("make {} owner-only", tmp.display())))?;
+            std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(format!("make {} owner-only", at.display())))?;
         }
-        std::fs::rename(tmp, path).map_err(io_err(format!(
-            "move the socket into place at {}",
-            path.display()
-        )))?;
-        std::mem::forget(tmp_cleanup);
+        if !direct {
+            std::fs::hard_link(at, path).map_err(io_err(format!(
+                "put the socket in place at {} (is another daemon starting there?)",
+                path.display()
+            )))?;
+            drop(at_cleanup);
+        } else {
+            std::mem::forget(at_cleanup);
+        }
         let _cleanup = RemoveOnDrop(path.to_owned());
         tracing::info!(socket = %path.display(), "RPC server listening");
         let slots = Arc::new(Semaphore::new(RPC_CONNECTIONS_MAX));
