@@ -485,6 +485,13 @@ impl Queue {
         Some(b)
     }
 
+    /// What a transfer for request `slot` needs: its command, its data length, and
+    /// whether it already waited for buffers.
+    pub(crate) fn transfer_of(&self, slot: u16) -> (Sqe, u32, bool) {
+        let r = &self.reqs[slot as usize];
+        (r.sqe, r.len, r.state == RState::NeedBuf)
+    }
+
     /// I/Os a full bdev queue refused, resubmitted in order.
     pub(crate) fn retry_io_wait(&mut self, pg: &PollGroup) -> bool {
         let mut any = false;

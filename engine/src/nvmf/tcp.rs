@@ -219,11 +219,7 @@ impl Qpair for Conn {
     }
 
     fn try_start_transfer(&mut self, pg: &PollGroup, slot: u16) -> bool {
-        let (sqe, len) = {
-            let r = &self.q.reqs[slot as usize];
-            (r.sqe, r.len)
-        };
-        let retry = self.q.reqs[slot as usize].state == RState::NeedBuf;
+        let (sqe, len, retry) = self.q.transfer_of(slot);
         let Some(bufs) = self.q.bufs_for(pg, &sqe, len, retry) else {
             return false;
         };

@@ -141,6 +141,13 @@ pci_ns_dev() {
     return 1
 }
 
+# lab_polluxd_start [SUFFIX]: polluxd on both cores with config $CFG and RPC socket
+# $SOCK, logging to polluxd$SUFFIX.log in the artifacts; its pid is then $PID.
+lab_polluxd_start() {
+    NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd${1:-}.log" 2>&1 &
+    PID=$!
+}
+
 # lab_nvme_export EXTRA_ATTACH_PARAMS [EXTRA_TRANSPORT_PARAMS]: polluxd attaches
 # $NVME_BDF (bound to vfio-pci) as Nvme0 with bdev_nvme_attach_controller (plus
 # EXTRA_ATTACH_PARAMS, JSON members with a leading comma; the same for the transport)
@@ -179,8 +186,7 @@ lab_nvme_export() {
  ]}
 ]}
 JSON
-    NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd$S.log" 2>&1 &
-    PID=$!
+    lab_polluxd_start "$S"
     if lab_wait 60 rpc bdev_nvme_get_controllers >"$LAB_ART/controllers$S.json" 2>/dev/null; then
         cat "$LAB_ART/controllers$S.json"
         if grep -q '"model_number": "QEMU NVMe Ctrl"' "$LAB_ART/controllers$S.json"; then

@@ -59,8 +59,7 @@ cat >"$CFG" <<EOF
  ]}
 ]}
 EOF
-NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd.log" 2>&1 &
-PID=$!
+lab_polluxd_start
 if lab_wait 30 rpc nvmf_get_transports >"$LAB_ART/transports.json" 2>/dev/null; then
     lab_pass polluxd-start "polluxd (pid $PID) has transports $(grep -o '"trtype": "[A-Z]*"' "$LAB_ART/transports.json" | tr '\n' ' ')and listens on RDMA $ADDR:$PORT and TCP 127.0.0.1:$TCP_PORT"
 else

@@ -36,8 +36,7 @@ cat >"$CFG" <<EOF
  ]}
 ]}
 EOF
-NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd.log" 2>&1 &
-PID=$!
+lab_polluxd_start
 if lab_wait 30 rpc nvmf_get_subsystems >/dev/null 2>&1; then
     lab_pass polluxd-start "polluxd (pid $PID) serves $NQN over RDMA ($ADDR:$PORT, no_srq) and TCP (127.0.0.1:$PORT)"
 else

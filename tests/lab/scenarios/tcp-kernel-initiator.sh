@@ -64,8 +64,7 @@ cat >"$CFG" <<EOF
  ]}
 ]}
 EOF
-NO_COLOR=1 RUST_LOG=${LAB_RUST_LOG:-info} polluxd -m 0x3 -c "$CFG" -r "$SOCK" >"$LAB_ART/polluxd.log" 2>&1 &
-PID=$!
+lab_polluxd_start
 if lab_wait 30 rpc nvmf_get_subsystems >"$LAB_ART/subsystems.json" 2>/dev/null; then
     lab_pass polluxd-start "polluxd (pid $PID) serves $NQN and $ACL_NQN on $ADDR:$PORT"
 else
