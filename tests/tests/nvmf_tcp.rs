@@ -629,6 +629,63 @@ fn an_ipv6_listener_serves_and_shows_in_discovery() {
     d.wait_idle();
 }
 
+/// A host may connect I/O queues without Set Features Number of Queues, as SPDK's target
+/// and Linux's nvmet allow: Get Features then reports the controller's maximum
+/// (`max_io_qpairs_per_ctrlr`), every QID up to it connects, and one past it is refused
+/// at the QID. Nor does Connect insist on what the two peers do not: an NQN of the
+/// standard form for the host, 32 admin entries, or the same host ID on every queue.
+#[test]
+fn io_queues_connect_without_set_features_number_of_queues() {
+    let d = Daemon::start_with(json!({"trtype": "TCP", "max_io_qpairs_per_ctrlr": 4}), true);
+    let mut o = d.opts();
+    o.io_queues = 0;
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    assert_eq!(admin.io_queues(), 4, "Get Features reports the maximum");
+    let cqe = admin.get_features(feature::NUMBER_OF_QUEUES, 0).unwrap();
+    assert_eq!(cqe.dw0.get(), 0x0003_0003, "NSQA and NCQA, 0's based");
+    let mut qs: Vec<FabricQpair<Vec<u8>>> = (1..=4)
+        .map(|q| admin.create_io_qpair(q, 64).unwrap())
+        .collect();
+    write_read_verify(&mut admin, &mut qs);
+    drop(qs);
+    admin.shutdown().unwrap();
+
+    // A plain host: a host NQN not of the nqn.yyyy-mm form, a 4-entry admin queue, no
+    // Set Features, and another host ID on its I/O queues.
+    let host = "plain-host";
+    let mut a = Raw::connect(d.addr);
+    a.ic(false, false);
+    let cqe = a.try_connect(NQN, 0, 0xffff, host, 3, [7; 16]);
+    assert!(cqe.status().is_success(), "{:?}", cqe.status());
+    let cntlid = cqe.dw0.get() as u16;
+    a.enable();
+    let mut ios = Vec::new();
+    for qid in [4, 1] {
+        let mut io = Raw::connect(d.addr);
+        io.ic(false, false);
+        let cqe = io.try_connect(NQN, qid, cntlid, host, 15, [9; 16]);
+        assert!(cqe.status().is_success(), "qid {qid}: {:?}", cqe.status());
+        ios.push(io);
+    }
+    let mut io = Raw::connect(d.addr);
+    io.ic(false, false);
+    let cqe = io.try_connect(NQN, 5, cntlid, host, 15, [7; 16]);
+    assert_eq!(cqe.status(), Status::CONNECT_INVALID_PARAMETERS);
+    assert_eq!(cqe.dw0.get(), 42, "IPO: the QID in the command");
+    // SQSIZE 0 is still refused, at its offset.
+    let cqe = io.try_connect(NQN, 2, cntlid, host, 0, [7; 16]);
+    assert_eq!(cqe.status(), Status::CONNECT_INVALID_PARAMETERS);
+    assert_eq!(cqe.dw0.get(), 44, "IPO: SQSIZE");
+    // A host NQN with no NUL in its first 224 bytes is refused at the host NQN.
+    let long = "h".repeat(230);
+    let cqe = io.try_connect(NQN, 2, cntlid, &long, 15, [7; 16]);
+    assert_eq!(cqe.status(), Status::CONNECT_INVALID_PARAMETERS);
+    assert_eq!(cqe.dw0.get(), 0x0001_0200, "IPO: the host NQN in the data");
+    drop((a, ios, io));
+    d.wait_idle();
+    assert_eq!(d.stat("protocol_errors"), 0);
+}
+
 #[test]
 fn a_host_not_on_the_allow_list_is_refused_with_invalid_host() {
     let d = Daemon::start_with(json!({"trtype": "TCP"}), false);
@@ -1108,6 +1165,21 @@ impl Raw {
     }
 
     fn connect_q(&mut self, subnqn: &str, qid: u16, cntlid: u16, hostnqn: &str) -> u16 {
+        let cqe = self.try_connect(subnqn, qid, cntlid, hostnqn, 31, [1; 16]);
+        assert!(cqe.status().is_success(), "{:?}", cqe.status());
+        cqe.dw0.get() as u16
+    }
+
+    /// Connect with every field chosen; the response as it came.
+    fn try_connect(
+        &mut self,
+        subnqn: &str,
+        qid: u16,
+        cntlid: u16,
+        hostnqn: &str,
+        sqsize: u16,
+        hostid: [u8; 16],
+    ) -> Cqe {
         let mut f = FabricsCmd {
             opc: OPC_FABRICS,
             fctype: fctype::CONNECT,
@@ -1115,18 +1187,16 @@ impl Raw {
         };
         let c = ConnectFields {
             qid: U16::new(qid),
-            sqsize: U16::new(31),
+            sqsize: U16::new(sqsize),
             ..Default::default()
         };
         f.specific.copy_from_slice(c.as_bytes());
         let mut data = ConnectData::new_zeroed();
         data.cntlid = U16::new(cntlid);
-        data.hostid = [1; 16];
+        data.hostid = hostid;
         nqn_field(&mut data.subnqn, subnqn);
         nqn_field(&mut data.hostnqn, hostnqn);
-        let cqe = self.command(f.to_sqe(), data.as_bytes(), 0);
-        assert!(cqe.status().is_success(), "{:?}", cqe.status());
-        cqe.dw0.get() as u16
+        self.command(f.to_sqe(), data.as_bytes(), 0)
     }
 
     fn enable(&mut self) {

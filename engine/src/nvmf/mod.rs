@@ -557,8 +557,13 @@ pub struct CtrlrShared {
     pub admin_thread: ThreadHandle,
     /// CC.EN, as last set by the host.
     pub enabled: AtomicBool,
-    /// I/O queues allocated by Set Features Number of Queues (0: not yet set).
+    /// I/O queues granted by Set Features Number of Queues (0: not set; Get Features
+    /// then reports `max_io_queues`). A host need not send the feature before it
+    /// connects I/O queues, as on SPDK's target and Linux's nvmet.
     pub io_queues: AtomicU16,
+    /// The most I/O queues it may have (the transport's `max_io_qpairs_per_ctrlr`):
+    /// the bound on an I/O Connect's QID.
+    pub max_io_queues: u16,
     /// Set once it is being torn down: no queue may join it any more.
     pub gone: AtomicBool,
     /// Connected I/O queues, by queue ID, with their threads.
@@ -1135,7 +1140,9 @@ impl Target {
             .subsystems
             .get(req.subnqn)
             .ok_or(ConnectRefusal::InvalidData(OFF_SUBNQN))?;
-        if validate_nqn(req.hostnqn).is_err() {
+        // The host NQN's form is not checked here (as on SPDK's target and Linux's
+        // nvmet): the transport checked it is terminated within NQN_LEN_MAX bytes.
+        if req.hostnqn.is_empty() {
             return Err(ConnectRefusal::InvalidData(OFF_HOSTNQN));
         }
         let listening = ss.listeners.contains(&req.local)
@@ -1166,6 +1173,8 @@ impl Target {
                 }
             }
             let next = if cntlid >= max { min } else { cntlid + 1 };
+            let transport = s.transports.get(&req.local.trtype).cloned();
+            let transport = transport.as_ref();
             s.subsystems
                 .get_mut(req.subnqn)
                 .expect("looked up above")
@@ -1179,14 +1188,12 @@ impl Target {
                 admin_thread: thread.clone(),
                 enabled: AtomicBool::new(false),
                 io_queues: AtomicU16::new(0),
+                max_io_queues: transport
+                    .map(|t| t.max_io_qpairs_per_ctrlr.min(u16::MAX as u32) as u16)
+                    .unwrap_or(1),
                 gone: AtomicBool::new(false),
                 qpairs: Mutex::new(BTreeMap::new()),
-                icd_size: AtomicU32::new(
-                    s.transports
-                        .get(&req.local.trtype)
-                        .map(|t| t.in_capsule_data_size)
-                        .unwrap_or(0),
-                ),
+                icd_size: AtomicU32::new(transport.map(|t| t.in_capsule_data_size).unwrap_or(0)),
                 target: self.me.clone(),
             });
             s.ctrlrs.insert((id, cntlid), c.clone());
@@ -1204,14 +1211,12 @@ impl Target {
         if c.hostnqn != req.hostnqn {
             return Err(ConnectRefusal::InvalidData(OFF_HOSTNQN));
         }
-        if c.hostid != req.hostid {
-            return Err(ConnectRefusal::InvalidData(0));
-        }
         if !c.enabled.load(Ordering::Acquire) {
             return Err(ConnectRefusal::InvalidCmd(OFF_QID));
         }
-        let nq = c.io_queues.load(Ordering::Acquire);
-        if req.qid > nq {
+        // The bound is the controller's maximum whatever Set Features Number of Queues
+        // granted, or if it never came: SPDK's target and Linux's nvmet do the same.
+        if req.qid > c.max_io_queues {
             return Err(ConnectRefusal::InvalidCmd(OFF_QID));
         }
         // `gone` is read and the queue joins under the queue lock, which ctrlr_gone also

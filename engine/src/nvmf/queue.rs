@@ -19,7 +19,7 @@ use crate::bdev::{BdevIo, IoCallback, IoKind, IoStatus};
 use crate::thread::{Nanos, PollStatus};
 use pollux_nvme::spec::cmd::{Sqe, Status};
 use pollux_nvme::spec::fabrics::{
-    ConnectData, ConnectFields, FabricsCmd, OPC_FABRICS, fctype, nqn_str,
+    ConnectData, ConnectFields, FabricsCmd, NQN_LEN_MAX, OPC_FABRICS, fctype, nqn_str,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -837,9 +837,9 @@ impl Queue {
         } else {
             self.opts.max_queue_depth
         };
-        // An admin SQ has at least 32 entries (fabrics 3.3), an I/O SQ at least 2.
-        let depth_min = if qid == 0 { 32 } else { 2 };
-        if sqsize + 1 < depth_min || sqsize + 1 > depth_max {
+        // At least 2 entries on any queue (SQSIZE 0 is invalid); SPDK's target and Linux's
+        // nvmet take admin queues smaller than the 32 entries hosts usually ask for.
+        if sqsize == 0 || sqsize + 1 > depth_max {
             self.finish(
                 slot,
                 Status::CONNECT_INVALID_PARAMETERS,
@@ -864,8 +864,16 @@ impl Queue {
                 return;
             }
         }
-        let (Some(subnqn), Some(hostnqn)) = (nqn_str(&data.subnqn), nqn_str(&data.hostnqn)) else {
+        // Each NQN ends with a NUL within its first NQN_LEN_MAX + 1 bytes (base 4.5).
+        fn nqn(f: &[u8]) -> Option<&str> {
+            f[..=NQN_LEN_MAX].contains(&0).then(|| nqn_str(f)).flatten()
+        }
+        let Some(subnqn) = nqn(&data.subnqn) else {
             self.finish(slot, Status::CONNECT_INVALID_PARAMETERS, invalid_data(256));
+            return;
+        };
+        let Some(hostnqn) = nqn(&data.hostnqn) else {
+            self.finish(slot, Status::CONNECT_INVALID_PARAMETERS, invalid_data(512));
             return;
         };
         let creq = ConnectReq {

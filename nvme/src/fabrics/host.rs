@@ -330,7 +330,8 @@ pub struct FabricOptions {
     pub admin_queue_size: u16,
     /// I/O queue entries that [`AdminQueue::create_io_qpair`] uses when given depth 0.
     pub io_queue_size: u16,
-    /// I/O queues to ask the controller for (Set Features Number of Queues).
+    /// I/O queues to ask the controller for (Set Features Number of Queues); 0 sends no
+    /// Set Features and takes the count Get Features Number of Queues reports.
     pub io_queues: u16,
     /// How long to wait for the TCP connection, each admin command, and controller
     /// state changes (CSTS.RDY is given at least CAP.TO).
@@ -493,15 +494,23 @@ impl AdminQueue {
                 .saturating_mul(16)
                 .saturating_sub(size_of::<Sqe>() as u32)
         };
-        if opts.subnqn != DISCOVERY_NQN && opts.io_queues > 0 {
+        if opts.subnqn != DISCOVERY_NQN {
             let n = opts.io_queues as u32;
-            let cqe = a.set_features(
-                feature::NUMBER_OF_QUEUES,
-                NumQueues::from_counts(n, n).to_dw(),
-            )?;
+            // Without a count to ask for, the host takes what Get Features reports:
+            // the controller's maximum (a host need not set the feature at all).
+            let cqe = if n > 0 {
+                a.set_features(
+                    feature::NUMBER_OF_QUEUES,
+                    NumQueues::from_counts(n, n).to_dw(),
+                )?
+            } else {
+                a.get_features(feature::NUMBER_OF_QUEUES, 0)?
+            };
             if cqe.status().is_success() {
                 let got = NumQueues::from_dw(cqe.dw0.get());
-                a.io_queues = got.sq_count().min(got.cq_count()).min(n) as u16;
+                let granted = got.sq_count().min(got.cq_count());
+                let n = if n > 0 { granted.min(n) } else { granted };
+                a.io_queues = n.min(u16::MAX as u32) as u16;
             }
         }
         Ok(a)
