@@ -39,6 +39,14 @@ impl DeferredQueue {
         Ok(())
     }
 
+    /// Queues `io` to complete with `status` at `due`, behind those already queued
+    /// (FIFO: an earlier `due` behind a later one waits for it). Never refuses: the queue
+    /// grows past its depth (the delay bdev's completions from below cannot be refused).
+    pub(crate) fn push_due(&self, mut io: Box<BdevIo>, status: IoStatus, due: Nanos) {
+        io.status = status;
+        self.q.borrow_mut().push_back((due, io));
+    }
+
     /// Completes the I/Os that are due, one at a time with no borrow held. Only those
     /// queued before this poll: one resubmitted from its own callback waits for the next
     /// loop, so the thread's other pollers and messages get their turn.

@@ -1,7 +1,8 @@
 //! Block devices (SPDK's bdev layer).
 //!
 //! A [`Bdev`] has a name, a UUID, a block size and a block count, and a backend module
-//! ([`null`], [`malloc`], [`uring`], [`nvme`]). Each thread that does I/O opens the bdev's channel
+//! ([`null`], [`malloc`], [`uring`], [`nvme`]), or sits on another bdev ([`error`] injects
+//! faults, [`delay`] adds latency: SPDK's virtual bdevs). Each thread that does I/O opens the bdev's channel
 //! ([`Bdev::channel`], an [`IoChannel`]); the channel registers one poller that reaps the
 //! backend's completions. A [`BdevIo`] is read, write, flush, write-zeroes or unmap with a
 //! scatter list of [`DmaBuf`]s; it is created by the caller (usually once, and reused),
@@ -15,9 +16,12 @@
 
 mod client;
 mod deferred;
+pub mod delay;
+pub mod error;
 pub mod malloc;
 pub mod null;
 pub mod nvme;
+mod stack;
 pub mod uring;
 
 pub use client::{BdevClient, ClientError};
@@ -26,6 +30,7 @@ use crate::Error;
 use crate::dma::DmaBuf;
 use crate::thread::{IoChannel, IoDevice, PollStatus, Poller, Thread};
 use arrayvec::ArrayVec;
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
@@ -72,6 +77,15 @@ pub enum IoStatus {
     NoMemory,
     /// Anything else that went wrong in the backend.
     InternalError,
+    /// This NVMe status exactly (an NVMe device's, or one the error bdev injects).
+    Nvme {
+        /// Status Code Type.
+        sct: u8,
+        /// Status Code.
+        sc: u8,
+        /// Do Not Retry.
+        dnr: bool,
+    },
 }
 
 impl IoStatus {
@@ -90,6 +104,7 @@ impl IoStatus {
             IoStatus::CapacityExceeded => (0, 0x81, true),
             IoStatus::WriteFault => (2, 0x80, false),
             IoStatus::UnrecoveredReadError => (2, 0x81, false),
+            IoStatus::Nvme { sct, sc, dnr } => (sct, sc, dnr),
         }
     }
 
@@ -128,6 +143,9 @@ pub struct BdevIo {
     cb: Option<IoCallback>,
     // The channel it was submitted on: an I/O in flight keeps its channel open.
     ch: Option<IoChannel<Bdev>>,
+    // The callbacks and channels of the stacked bdevs above the one it is on now, with
+    // a word of each one's own (see `stack`).
+    frames: ArrayVec<Frame, STACK_DEPTH_MAX>,
     /// The caller's own tag, untouched by the bdev layer.
     pub ctx: u64,
 }
@@ -156,6 +174,7 @@ impl BdevIo {
             status: IoStatus::Success,
             cb: None,
             ch: None,
+            frames: ArrayVec::new(),
             ctx: 0,
         })
     }
@@ -228,6 +247,17 @@ impl BdevIo {
     }
 }
 
+/// Bdevs stacked on one another at most (an error bdev on a delay bdev on a malloc bdev
+/// is three).
+pub const STACK_DEPTH_MAX: usize = 4;
+
+/// A stacked bdev's saved callback, channel and word while its I/O is below it.
+struct Frame {
+    cb: IoCallback,
+    ch: IoChannel<Bdev>,
+    word: u64,
+}
+
 /// A refused submission: the I/O comes back with the reason.
 pub struct SubmitError {
     /// The I/O, untouched but for its status.
@@ -272,6 +302,16 @@ pub trait BdevBackend: Send + Sync + 'static {
     /// The owner token of that pool's device memory in the DMA map
     /// ([`crate::dma::Domain::Device`]), if it is device memory.
     fn device_memory_owner(&self) -> Option<u64> {
+        None
+    }
+
+    /// Bdevs below this one (0 for a module with its own storage).
+    fn stack_depth(&self) -> usize {
+        0
+    }
+
+    /// The module's own state, for its RPCs ([`Bdev::module`]).
+    fn as_any(&self) -> Option<&dyn Any> {
         None
     }
 }
@@ -395,6 +435,16 @@ impl Bdev {
     /// Whether it does this kind of I/O.
     pub fn supports(&self, kind: IoKind) -> bool {
         self.backend.supports(kind)
+    }
+
+    /// Its module's state, if the module is `T` (the error bdev's injector, say).
+    pub fn module<T: 'static>(&self) -> Option<&T> {
+        self.backend.as_any()?.downcast_ref()
+    }
+
+    /// Bdevs stacked below it.
+    pub fn stack_depth(&self) -> usize {
+        self.backend.stack_depth()
     }
 
     /// The current thread's channel, opened on first use.
@@ -539,6 +589,15 @@ impl BdevRegistry {
     /// Every bdev, by name.
     pub fn list(&self) -> Vec<Arc<Bdev>> {
         self.inner.lock().unwrap().map.values().cloned().collect()
+    }
+
+    /// Replaces the parameters that recreate bdev `name` (after a change such as
+    /// `bdev_delay_update_latency`).
+    pub fn update_config(&self, name: &str, params: serde_json::Value) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(e) = g.configs.iter_mut().find(|(n, _, _)| n == name) {
+            e.2 = params;
+        }
     }
 
     /// The (method, params) entries that recreate the bdevs, oldest first.

@@ -596,3 +596,275 @@ fn nvme_bdev_splits_resolves_and_maps_statuses_on_the_controller_twin() {
     assert!(iobuf.is_full());
     nvme::detach("TwinTest").unwrap();
 }
+
+/// Submits `io` on harness thread 0; completions land in `out`.
+fn submit_to(
+    h: &Harness,
+    bdev: &Arc<Bdev>,
+    io: Box<BdevIo>,
+    out: &Rc<RefCell<Vec<Box<BdevIo>>>>,
+) -> Result<(), SubmitError> {
+    let o = out.clone();
+    let cb: IoCallback = Rc::new(move |io| o.borrow_mut().push(io));
+    h.run_on(0, || bdev.channel().unwrap().submit(io, &cb))
+}
+
+fn write_block(h: &Harness, iobuf: &Arc<Iobuf>, bdev: &Arc<Bdev>, lba: u64, fill: u8) -> IoStatus {
+    let mut io = buffers(h, iobuf, &[4096], fill);
+    io.prepare(IoKind::Write, lba, 8);
+    run(h, bdev, io).status()
+}
+
+fn read_block(h: &Harness, iobuf: &Arc<Iobuf>, bdev: &Arc<Bdev>, lba: u64) -> (IoStatus, Vec<u8>) {
+    let mut io = buffers(h, iobuf, &[4096], 0xee);
+    io.prepare(IoKind::Read, lba, 8);
+    let io = run(h, bdev, io);
+    (io.status(), io.bufs()[0].as_slice().to_vec())
+}
+
+#[test]
+fn an_error_bdev_fails_holds_corrupts_and_refuses_what_it_is_told_to() {
+    use error::{ErrorInjector, ErrorIoType, ErrorType};
+    let h = Harness::new(1);
+    let iobuf = iobuf();
+    let base = malloc::create(malloc::MallocOpts::new("M0", 1 << 20)).unwrap();
+    let ee = error::create(base.clone(), None).unwrap();
+    assert_eq!(ee.name(), "EE_M0");
+    assert_eq!(ee.num_blocks(), base.num_blocks());
+    let inj: &ErrorInjector = ee.module().unwrap();
+    // No rule: everything passes.
+    assert_eq!(write_block(&h, &iobuf, &ee, 0, 0x11), IoStatus::Success);
+    assert_eq!(read_block(&h, &iobuf, &base, 0).1, vec![0x11; 4096]);
+
+    // Two writes fail, and their data never reaches the base; the third passes.
+    inj.inject(ErrorIoType::Write, ErrorType::Failure, 2, 0);
+    for _ in 0..2 {
+        assert_eq!(
+            write_block(&h, &iobuf, &ee, 0, 0x22),
+            IoStatus::InternalError
+        );
+    }
+    assert_eq!(read_block(&h, &iobuf, &ee, 0).1, vec![0x11; 4096]);
+    assert_eq!(write_block(&h, &iobuf, &ee, 0, 0x33), IoStatus::Success);
+    assert_eq!(IoStatus::InternalError.nvme_status(), (0, 0x06, false));
+
+    // A chosen NVMe status on reads.
+    inj.inject(
+        ErrorIoType::Read,
+        ErrorType::NvmeFailure { sct: 2, sc: 0x81 },
+        1,
+        0,
+    );
+    let (st, _) = read_block(&h, &iobuf, &ee, 0);
+    assert_eq!(st.nvme_status(), (2, 0x81, false));
+    assert_eq!(read_block(&h, &iobuf, &ee, 0).0, IoStatus::Success);
+
+    // Corruption: a write's byte 5 stored flipped; a read's byte 4100 flipped on its way up.
+    inj.inject(
+        ErrorIoType::Write,
+        ErrorType::CorruptData {
+            offset: 5,
+            value: 0xff,
+        },
+        1,
+        0,
+    );
+    assert_eq!(write_block(&h, &iobuf, &ee, 8, 0x44), IoStatus::Success);
+    let got = read_block(&h, &iobuf, &base, 8).1;
+    assert_eq!((got[4], got[5], got[6]), (0x44, 0x44 ^ 0xff, 0x44));
+    inj.inject(
+        ErrorIoType::Read,
+        ErrorType::CorruptData {
+            offset: 4096 + 7,
+            value: 1,
+        },
+        1,
+        0,
+    );
+    let got = read_block(&h, &iobuf, &ee, 0).1;
+    assert_eq!((got[6], got[7]), (0x33, 0x33 ^ 1));
+    assert_eq!(
+        read_block(&h, &iobuf, &base, 0).1,
+        vec![0x33; 4096],
+        "stored intact"
+    );
+
+    // nomem: refused as a full queue once, then taken.
+    inj.inject(ErrorIoType::Write, ErrorType::NoMemory, 1, 0);
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let mut io = buffers(&h, &iobuf, &[4096], 0x55);
+    io.prepare(IoKind::Write, 16, 8);
+    let e = submit_to(&h, &ee, io, &out).unwrap_err();
+    assert_eq!(e.status, IoStatus::NoMemory);
+    assert!(run(&h, &ee, e.io).status().is_success());
+
+    // pending: held until resumed (then written), or aborted.
+    inj.inject(ErrorIoType::Write, ErrorType::Pending, 2, 0);
+    for lba in [24, 32] {
+        let mut io = buffers(&h, &iobuf, &[4096], 0x66);
+        io.prepare(IoKind::Write, lba, 8);
+        submit_to(&h, &ee, io, &out).unwrap();
+    }
+    for _ in 0..10 {
+        h.poll_threads();
+    }
+    assert!(out.borrow().is_empty(), "held");
+    assert_eq!(inj.pending(), 2);
+    inj.resume_pending();
+    h.poll_until(Duration::from_secs(10), || out.borrow().len() == 2);
+    assert!(out.borrow().iter().all(|io| io.status().is_success()));
+    assert_eq!(read_block(&h, &iobuf, &base, 32).1, vec![0x66; 4096]);
+    out.borrow_mut().clear();
+    assert_eq!(inj.remaining()[1], 0, "resume ends the pending rule");
+    inj.inject(ErrorIoType::All, ErrorType::Pending, 1, 0);
+    let mut io = buffers(&h, &iobuf, &[4096], 0x77);
+    io.prepare(IoKind::Read, 24, 8);
+    submit_to(&h, &ee, io, &out).unwrap();
+    inj.abort_pending();
+    h.poll_until(Duration::from_secs(10), || out.borrow().len() == 1);
+    assert_eq!(out.borrow()[0].status(), IoStatus::Aborted);
+    out.borrow_mut().clear();
+    inj.inject(ErrorIoType::Clear, ErrorType::Failure, 0, 0);
+    assert_eq!(inj.remaining(), [0; 4]);
+    assert_eq!(write_block(&h, &iobuf, &ee, 40, 0x88), IoStatus::Success);
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}
+
+#[test]
+fn an_error_rule_with_a_queue_depth_hits_only_a_deep_enough_queue() {
+    use error::{ErrorInjector, ErrorIoType, ErrorType};
+    let mut h = Harness::new(1);
+    let iobuf = iobuf();
+    let base = null::create(null::NullOpts {
+        latency: Duration::from_micros(100),
+        ..null::NullOpts::new("N0", 1 << 20)
+    })
+    .unwrap();
+    let ee = error::create(base, None).unwrap();
+    let inj: &ErrorInjector = ee.module().unwrap();
+    inj.inject(ErrorIoType::Read, ErrorType::Failure, 1, 2);
+    let out = Rc::new(RefCell::new(Vec::new()));
+    for i in 0..4u64 {
+        let mut io = buffers(&h, &iobuf, &[512], 0);
+        io.prepare(IoKind::Read, i, 1);
+        io.ctx = i;
+        submit_to(&h, &ee, io, &out).unwrap();
+    }
+    h.poll_threads();
+    h.advance_time(Duration::from_micros(100));
+    h.poll_until(Duration::from_secs(10), || out.borrow().len() == 4);
+    let failed: Vec<u64> = out
+        .borrow()
+        .iter()
+        .filter(|io| !io.status().is_success())
+        .map(|io| io.ctx)
+        .collect();
+    assert_eq!(failed, vec![2], "the first I/O to find two at the base");
+    out.borrow_mut().clear();
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}
+
+#[test]
+fn a_delay_bdev_holds_completions_without_blocking_and_follows_updates() {
+    use delay::{DelayLatencies, DelayOpts, LatencyType};
+    let mut h = Harness::new(1);
+    let iobuf = iobuf();
+    let base = null::create(null::NullOpts::new("N0", 1 << 20)).unwrap();
+    let ms = Duration::from_millis;
+    let opts = DelayOpts {
+        name: "D0".into(),
+        uuid: None,
+        avg_read: Duration::from_micros(100),
+        p99_read: ms(10),
+        avg_write: ms(2),
+        p99_write: ms(2),
+    };
+    let bad = DelayOpts {
+        p99_read: Duration::from_micros(50),
+        ..opts.clone()
+    };
+    assert!(delay::create(base.clone(), bad).is_err(), "p99 below avg");
+    let d = delay::create(base, opts).unwrap();
+    let lat: &DelayLatencies = d.module().unwrap();
+    let out = Rc::new(RefCell::new(Vec::new()));
+    // 2,000 reads, 250 at a time: about one in a hundred gets the p99 latency.
+    let mut fast = 0;
+    for round in 0..8u64 {
+        for i in 0..250u64 {
+            let mut io = buffers(&h, &iobuf, &[512], 0);
+            io.prepare(IoKind::Read, round * 250 + i, 1);
+            submit_to(&h, &d, io, &out).unwrap();
+            h.poll_threads();
+        }
+        h.poll_threads();
+        assert!(out.borrow().is_empty(), "none before 100 us");
+        h.advance_time(Duration::from_micros(100));
+        h.poll_threads();
+        fast += out.borrow().len();
+        h.advance_time(ms(10));
+        h.poll_threads();
+        assert_eq!(out.borrow().len(), 250);
+        out.borrow_mut().clear();
+    }
+    assert!(
+        (1940..2000).contains(&fast),
+        "{fast} of 2000 at the average"
+    );
+    // A write waits its 2 ms; an unmap is not delayed; an update applies to the next.
+    let mut io = buffers(&h, &iobuf, &[512], 0);
+    io.prepare(IoKind::Write, 0, 1);
+    submit_to(&h, &d, io, &out).unwrap();
+    let mut io = BdevIo::new();
+    io.prepare(IoKind::Unmap, 0, 8);
+    submit_to(&h, &d, io, &out).unwrap();
+    h.poll_threads();
+    h.poll_threads();
+    assert_eq!(out.borrow().len(), 1);
+    assert_eq!(out.borrow()[0].kind(), IoKind::Unmap);
+    h.advance_time(ms(2));
+    h.poll_threads();
+    assert_eq!(out.borrow().len(), 2);
+    out.borrow_mut().clear();
+    lat.set(LatencyType::AvgWrite, Duration::ZERO);
+    lat.set(LatencyType::P99Write, Duration::ZERO);
+    let mut io = buffers(&h, &iobuf, &[512], 0);
+    io.prepare(IoKind::Write, 0, 1);
+    submit_to(&h, &d, io, &out).unwrap();
+    h.poll_threads();
+    h.poll_threads();
+    assert_eq!(out.borrow().len(), 1, "no delay after the update");
+    out.borrow_mut().clear();
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}
+
+#[test]
+fn stacked_bdevs_pass_data_through_and_are_bounded_in_depth() {
+    use delay::DelayOpts;
+    let h = Harness::new(1);
+    let iobuf = iobuf();
+    let base = malloc::create(malloc::MallocOpts::new("M0", 1 << 20)).unwrap();
+    let d = delay::create(
+        base.clone(),
+        DelayOpts {
+            name: "D0".into(),
+            uuid: None,
+            avg_read: Duration::ZERO,
+            p99_read: Duration::ZERO,
+            avg_write: Duration::ZERO,
+            p99_write: Duration::ZERO,
+        },
+    )
+    .unwrap();
+    let ee = error::create(d.clone(), None).unwrap();
+    assert_eq!(ee.stack_depth(), 2);
+    assert_eq!(write_block(&h, &iobuf, &ee, 0, 0x5a), IoStatus::Success);
+    assert_eq!(read_block(&h, &iobuf, &ee, 0).1, vec![0x5a; 4096]);
+    assert_eq!(read_block(&h, &iobuf, &base, 0).1, vec![0x5a; 4096]);
+    let ee2 = error::create(ee.clone(), None).unwrap();
+    assert!(error::create(ee2, None).is_err(), "a fifth level");
+    h.shutdown().unwrap();
+    assert!(iobuf.is_full());
+}

@@ -14,6 +14,7 @@
 
 mod methods;
 mod nvmf;
+mod vbdev;
 
 use crate::reactor::EngineHandle;
 use serde_json::{Value, json};
@@ -123,6 +124,7 @@ impl RpcServer {
         };
         methods::register(&mut s);
         nvmf::register(&mut s);
+        vbdev::register(&mut s);
         s
     }
 

@@ -1,0 +1,211 @@
+//! The delay bdev (SPDK's `bdev_delay_*`): a bdev stacked on another that holds each
+//! read's and write's completion for a set latency before handing it up, without
+//! blocking its reactor.
+//!
+//! As in SPDK, the delay starts when the base completes the I/O; each read (write) gets
+//! the p99 read (write) latency with a chance of one in a hundred and the average one
+//! otherwise; the four kinds (average read, p99 read, average write, p99 write) complete
+//! in order within their own queue, so one long delay holds back only its kind. Unmap,
+//! flush and write zeroes are not delayed. A latency changed at run time
+//! ([`DelayLatencies::set`]) applies to I/Os the base completes afterwards.
+
+use super::deferred::DeferredQueue;
+use super::stack::{BaseChannel, check_depth};
+use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind};
+use crate::Error;
+use crate::thread::{PollStatus, Thread};
+use std::any::Any;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Which latency (SPDK's `latency_type` names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyType {
+    /// Most reads.
+    AvgRead,
+    /// One read in a hundred.
+    P99Read,
+    /// Most writes.
+    AvgWrite,
+    /// One write in a hundred.
+    P99Write,
+}
+
+impl LatencyType {
+    /// SPDK's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LatencyType::AvgRead => "avg_read",
+            LatencyType::P99Read => "p99_read",
+            LatencyType::AvgWrite => "avg_write",
+            LatencyType::P99Write => "p99_write",
+        }
+    }
+
+    /// The type called `name`.
+    pub fn from_name(name: &str) -> Option<LatencyType> {
+        [
+            LatencyType::AvgRead,
+            LatencyType::P99Read,
+            LatencyType::AvgWrite,
+            LatencyType::P99Write,
+        ]
+        .into_iter()
+        .find(|t| t.name() == name)
+    }
+}
+
+/// Parameters of `bdev_delay_create`.
+#[derive(Clone, Debug)]
+pub struct DelayOpts {
+    /// The new bdev's name.
+    pub name: String,
+    /// UUID; random when `None`.
+    pub uuid: Option<uuid::Uuid>,
+    /// Average read latency.
+    pub avg_read: Duration,
+    /// p99 read latency (at least the average).
+    pub p99_read: Duration,
+    /// Average write latency.
+    pub avg_write: Duration,
+    /// p99 write latency (at least the average).
+    pub p99_write: Duration,
+}
+
+/// A delay bdev's latencies, shared by its channels, reached through [`Bdev::module`].
+#[derive(Debug)]
+pub struct DelayLatencies {
+    base: Arc<Bdev>,
+    /// In ns, by [`LatencyType`] order.
+    ns: [AtomicU64; 4],
+}
+
+impl DelayLatencies {
+    /// The bdev below.
+    pub fn base(&self) -> &Arc<Bdev> {
+        &self.base
+    }
+
+    /// One latency.
+    pub fn get(&self, t: LatencyType) -> Duration {
+        Duration::from_nanos(self.ns[t as usize].load(Relaxed))
+    }
+
+    /// Changes one latency, for I/Os completed by the base from now on.
+    pub fn set(&self, t: LatencyType, d: Duration) {
+        self.ns[t as usize].store(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+}
+
+struct DelayBackend(Arc<DelayLatencies>);
+
+/// Creates a delay bdev on `base`.
+pub fn create(base: Arc<Bdev>, opts: DelayOpts) -> Result<Arc<Bdev>, Error> {
+    check_depth(&base)?;
+    for (what, avg, p99) in [
+        ("read", opts.avg_read, opts.p99_read),
+        ("write", opts.avg_write, opts.p99_write),
+    ] {
+        if p99 < avg {
+            return Err(Error::InvalidParam {
+                what: format!("p99_{what}_latency"),
+                why: format!("{p99:?} is below the average {avg:?}"),
+            });
+        }
+    }
+    let lat = Arc::new(DelayLatencies {
+        base: base.clone(),
+        ns: Default::default(),
+    });
+    lat.set(LatencyType::AvgRead, opts.avg_read);
+    lat.set(LatencyType::P99Read, opts.p99_read);
+    lat.set(LatencyType::AvgWrite, opts.avg_write);
+    lat.set(LatencyType::P99Write, opts.p99_write);
+    Bdev::new(
+        BdevParams {
+            name: opts.name,
+            uuid: opts.uuid,
+            block_size: base.block_size(),
+            num_blocks: base.num_blocks(),
+            product_name: "delay",
+        },
+        Box::new(DelayBackend(lat)),
+    )
+}
+
+struct DelayChannel {
+    base: BaseChannel,
+    queues: Rc<[DeferredQueue; 4]>,
+}
+
+/// I/Os one queue holds without growing.
+const QUEUE_DEPTH: usize = 1024;
+
+impl BdevBackend for DelayBackend {
+    fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
+        let queues: Rc<[DeferredQueue; 4]> = Rc::new(std::array::from_fn(|_| {
+            DeferredQueue::new(thread, QUEUE_DEPTH, 0)
+        }));
+        let (q, lat, t) = (queues.clone(), self.0.clone(), thread.clone());
+        // xorshift64, seeded per channel: which I/Os get the p99 latency.
+        let rng = Cell::new(thread.now() | 1);
+        let base = BaseChannel::open(&self.0.base, thread, move |io, _| {
+            let avg = match io.kind() {
+                IoKind::Read => LatencyType::AvgRead,
+                IoKind::Write => LatencyType::AvgWrite,
+                _ => {
+                    let st = io.status();
+                    return io.complete(st);
+                }
+            };
+            let mut x = rng.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            rng.set(x);
+            // p99 is the next type after its average.
+            let which = avg as usize + usize::from(x % 100 == 0);
+            let due = t.now() + lat.ns[which].load(Relaxed);
+            let st = io.status();
+            q[which].push_due(io, st, due);
+        })?;
+        Ok(Box::new(DelayChannel { base, queues }))
+    }
+
+    fn supports(&self, kind: IoKind) -> bool {
+        self.0.base.supports(kind)
+    }
+
+    fn preferred_iobuf(&self) -> Option<Arc<crate::dma::Iobuf>> {
+        self.0.base.preferred_iobuf()
+    }
+
+    fn device_memory_owner(&self) -> Option<u64> {
+        self.0.base.device_memory_owner()
+    }
+
+    fn stack_depth(&self) -> usize {
+        self.0.base.stack_depth() + 1
+    }
+
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(&*self.0)
+    }
+}
+
+impl BackendChannel for DelayChannel {
+    fn submit(&self, io: Box<BdevIo>) -> Result<(), Box<BdevIo>> {
+        self.base.submit(io, 0)
+    }
+
+    fn poll(&self) -> PollStatus {
+        let mut busy = false;
+        for q in self.queues.iter() {
+            busy |= q.poll().is_busy();
+        }
+        PollStatus::from_busy(busy)
+    }
+}
