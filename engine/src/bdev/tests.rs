@@ -598,6 +598,7 @@ fn nvme_bdev_splits_resolves_and_maps_statuses_on_the_controller_twin() {
 }
 
 /// Submits `io` on harness thread 0; completions land in `out`.
+#[allow(clippy::vec_box)] // the bdev layer hands I/Os back boxed
 fn submit_to(
     h: &Harness,
     bdev: &Arc<Bdev>,

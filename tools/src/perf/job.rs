@@ -124,6 +124,8 @@ pub struct JobStart {
     pub iobuf: Arc<Iobuf>,
     /// Where the result goes.
     pub done: crossbeam::channel::Sender<JobRaw>,
+    /// Its number among all the run's jobs (the state file's `<n>`).
+    pub jobnum: usize,
 }
 
 impl std::fmt::Debug for JobStart {
@@ -158,6 +160,10 @@ struct Slot {
     live: bool,
     /// Submitted while measuring (ramp I/Os are not counted when they complete).
     counted: bool,
+    /// A flush (`fsync`), not a read or a write.
+    flush: bool,
+    /// A write's seed.
+    seed: u32,
 }
 
 enum Backend {
@@ -225,6 +231,15 @@ struct Job {
     lat_win_end: u64,
     ru0: (Duration, Duration, u64, u64, u64),
     poller: Option<Poller>,
+    jobnum: usize,
+    /// Writes submitted since the last flush (`fsync`).
+    writes_since_flush: u64,
+    /// Writes acknowledged since the last flush was submitted (`verify_state_save`).
+    unflushed: Vec<(u64, (u64, u32))>,
+    /// Those the flush in flight makes durable.
+    flushing: Vec<(u64, (u64, u32))>,
+    /// Writes acknowledged before a completed flush: offset -> (length, seed).
+    durable: BTreeMap<u64, (u64, u32)>,
 }
 
 fn bucket_depth(d: u32) -> usize {
@@ -348,9 +363,26 @@ pub fn start(js: JobStart) {
             lat_win_end: 0,
             ru0: thread_rusage(),
             poller: None,
+            jobnum: js.jobnum,
+            writes_since_flush: 0,
+            unflushed: Vec::new(),
+            flushing: Vec::new(),
+            durable: BTreeMap::new(),
             spec,
         })
     });
+    if job.borrow().spec.verify_state_load {
+        let mut j = job.borrow_mut();
+        let path = j.state_path();
+        match read_state(&path, j.spec.verify) {
+            Ok(w) => j.written = w,
+            Err(why) => {
+                let why = format!("verify_state_load: {}: {why}", path.display());
+                j.error(why.clone());
+                j.refused = Some(why);
+            }
+        }
+    }
     {
         let mut j = job.borrow_mut();
         if let Backend::Bdev { cb, .. } = &mut j.backend {
@@ -433,7 +465,8 @@ impl Job {
             }
             Phase::Run => {
                 let time_up = self.run_end_ns.is_some_and(|e| now >= e);
-                let bytes_done = !self.spec.time_based && self.issued_bytes >= self.io_limit;
+                let bytes_done = self.spec.verify_only
+                    || (!self.spec.time_based && self.issued_bytes >= self.io_limit);
                 let fatal = self.spec.verify_fatal && self.raw.errors > 0;
                 if stop || fatal {
                     self.end_run(now);
@@ -500,7 +533,18 @@ impl Job {
         while self.inflight < depth && !self.free_slots.is_empty() {
             let next = match self.phase {
                 Phase::Run => {
+                    if self.spec.verify_only {
+                        break;
+                    }
                     if !self.spec.time_based && self.issued_bytes >= self.io_limit {
+                        break;
+                    }
+                    if self.spec.fsync > 0 && self.writes_since_flush >= self.spec.fsync {
+                        // The flush covers every write before it: wait for them.
+                        if self.inflight == 0 && self.submit_flush() {
+                            self.writes_since_flush = 0;
+                            n += 1;
+                        }
                         break;
                     }
                     if self.run_end_ns.is_some_and(|e| self.now() >= e) {
@@ -564,6 +608,9 @@ impl Job {
                 }
                 break;
             }
+            if self.phase == Phase::Run && !read {
+                self.writes_since_flush += 1;
+            }
             if self.phase == Phase::Run && !read && self.spec.verify != VerifyKind::None {
                 // The newest write of each byte is what verify expects: blocks it
                 // overlaps are forgotten (as fio's io_piece log does).
@@ -586,17 +633,69 @@ impl Job {
     }
 
     fn forget_overlaps(&mut self, off: u64, len: u64) {
-        let end = off + len;
-        // No block is longer than the largest size, so only these can overlap.
-        let from = off.saturating_sub(self.spec.bs_read.max().max(self.spec.bs_write.max()));
-        let hit: Vec<u64> = self
-            .written
-            .range(from..end)
-            .filter(|(o, (l, _))| **o + *l > off)
-            .map(|(o, _)| *o)
-            .collect();
-        for o in hit {
-            self.written.remove(&o);
+        let max = self.spec.bs_read.max().max(self.spec.bs_write.max());
+        forget_overlaps(&mut self.written, off, len, max);
+    }
+
+    /// Submits a flush (`fsync`) in a slot of its own; false when refused for now.
+    fn submit_flush(&mut self) -> bool {
+        let Some(slot) = self.free_slots.pop() else {
+            return false;
+        };
+        let ok = match &mut self.backend {
+            Backend::Bdev { ch, cb, ios, .. } => {
+                let mut io = ios.pop().expect("one BdevIo per slot");
+                io.ctx = slot as u64;
+                io.prepare(IoKind::Flush, 0, 0);
+                match ch.submit(io, cb) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        ios.push(e.io);
+                        false
+                    }
+                }
+            }
+            Backend::Nvmf { q, nsid, .. } => q.flush(*nsid, slot as u64).is_ok(),
+        };
+        if !ok {
+            self.free_slots.push(slot);
+            return false;
+        }
+        let now = self.now();
+        self.slots[slot as usize] = Slot {
+            t0: now,
+            t_sub: now,
+            live: true,
+            flush: true,
+            ..Slot::default()
+        };
+        self.flushing = std::mem::take(&mut self.unflushed);
+        self.inflight += 1;
+        true
+    }
+
+    /// `local-<name>-<n>-verify.state` in the working directory, as fio names it.
+    fn state_path(&self) -> std::path::PathBuf {
+        format!("local-{}-{}-verify.state", self.spec.name, self.jobnum).into()
+    }
+
+    /// Writes the durable writes to the state file (whole, or not at all).
+    fn save_state(&mut self) {
+        let path = self.state_path();
+        let mut text = format!("{STATE_MAGIC}\nverify {:?}\n", self.spec.verify);
+        for (off, (len, seed)) in &self.durable {
+            text.push_str(&format!("{off} {len} {seed}\n"));
+        }
+        let tmp = path.with_extension("state.tmp");
+        let r = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
+        match r {
+            Ok(()) => tracing::info!(
+                "{}: {} durable writes saved to {}",
+                self.spec.name,
+                self.durable.len(),
+                path.display()
+            ),
+            Err(e) => self.error(format!("verify_state_save: {}: {e}", path.display())),
         }
     }
 
@@ -743,6 +842,8 @@ impl Job {
             expect,
             live: true,
             counted: self.measuring(),
+            flush: false,
+            seed,
         };
         self.raw.depth_hist[bucket_depth(self.inflight + 1)] += 1;
         self.inflight += 1;
@@ -877,6 +978,18 @@ impl Job {
         self.free_slots.push(slot);
         self.inflight -= 1;
         self.reaped_since_fill += 1;
+        if s.flush {
+            let covered = std::mem::take(&mut self.flushing);
+            if err.is_none() {
+                for (off, (len, seed)) in covered {
+                    let max = self.spec.bs_write.max();
+                    forget_overlaps(&mut self.durable, off, len, max);
+                    self.durable.insert(off, (len, seed));
+                }
+            }
+        } else if !s.read && err.is_none() && self.spec.verify_state_save {
+            self.unflushed.push((s.offset, (s.len, s.seed)));
+        }
         if let Some(e) = err {
             self.error(e);
         }
@@ -974,6 +1087,9 @@ impl Job {
     }
 
     fn finish(&mut self) {
+        if self.spec.verify_state_save {
+            self.save_state();
+        }
         let now = self.now();
         if self.spec.log_avg_msec > 0 && self.spec.write_lat_log.is_some() {
             self.flush_lat_window(now);
@@ -1005,6 +1121,62 @@ impl Job {
         // The job's thread goes once its poller and channels are released.
         Thread::expect_current().exit();
     }
+}
+
+/// The first line of a verify state file.
+const STATE_MAGIC: &str = "pollux-perf verify state 1";
+
+/// Forgets the blocks of `map` (offset -> (length, seed)) that overlap `off..off+len`;
+/// no block is longer than `max`.
+fn forget_overlaps(map: &mut BTreeMap<u64, (u64, u32)>, off: u64, len: u64, max: u64) {
+    let end = off + len;
+    let from = off.saturating_sub(max);
+    let hit: Vec<u64> = map
+        .range(from..end)
+        .filter(|(o, (l, _))| **o + *l > off)
+        .map(|(o, _)| *o)
+        .collect();
+    for o in hit {
+        map.remove(&o);
+    }
+}
+
+/// Reads a verify state file written with `verify`.
+fn read_state(
+    path: &std::path::Path,
+    verify: VerifyKind,
+) -> Result<BTreeMap<u64, (u64, u32)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut lines = text.lines();
+    if lines.next() != Some(STATE_MAGIC) {
+        return Err(format!(
+            "not a verify state file (no \"{STATE_MAGIC}\" line)"
+        ));
+    }
+    let want = format!("verify {verify:?}");
+    match lines.next() {
+        Some(l) if l == want => {}
+        other => {
+            return Err(format!(
+                "saved with {:?}, loaded with {want:?}",
+                other.unwrap_or("")
+            ));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (i, l) in lines.enumerate() {
+        let f: Vec<u64> = l
+            .split(' ')
+            .map(|x| x.parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("line {}: {e}", i + 3))?;
+        let [off, len, seed] = f[..] else {
+            return Err(format!("line {}: three numbers expected", i + 3));
+        };
+        let seed = u32::try_from(seed).map_err(|e| format!("line {}: {e}", i + 3))?;
+        out.insert(off, (len, seed));
+    }
+    Ok(out)
 }
 
 fn fill_bufs(bufs: &mut [DmaBuf], off: u64, seed: u32, kind: VerifyKind, pattern: &[u8]) {

@@ -212,6 +212,16 @@ pub struct JobSpec {
     pub verify_fatal: bool,
     /// `verify_backlog`: verify after this many writes rather than at the end.
     pub verify_backlog: u64,
+    /// `fsync`: flush after every this many writes (0: never).
+    pub fsync: u64,
+    /// `verify_state_save`: when the job ends, save the writes acknowledged before a
+    /// completed flush (`local-<name>-<n>-verify.state`). Off by default: fio's default
+    /// is on, but fio writes the file only when a job is cut short.
+    pub verify_state_save: bool,
+    /// `verify_state_load`: take the blocks to verify from that file.
+    pub verify_state_load: bool,
+    /// `verify_only`: issue no writes, only the verify reads.
+    pub verify_only: bool,
     /// `filename` (uring: file or device; null/malloc: ignored).
     pub filename: Option<String>,
     /// `direct` (O_DIRECT for uring).
@@ -276,6 +286,10 @@ impl Default for JobSpec {
             do_verify: true,
             verify_fatal: false,
             verify_backlog: 0,
+            fsync: 0,
+            verify_state_save: false,
+            verify_state_load: false,
+            verify_only: false,
             filename: None,
             direct: false,
             percentile_list: DEFAULT_PERCENTILES.to_vec(),

@@ -149,6 +149,11 @@ const JOB_OPTIONS: &[OptDef] = &[
     opt("do_verify", &[], Flag, "bool", "verify after the write phase (default 1)"),
     opt("verify_fatal", &[], Flag, "bool", "stop the job at the first verify error"),
     opt("verify_backlog", &[], Value, "int", "verify after every this many writes"),
+    opt("fsync", &[], Value, "int", "flush (NVMe Flush, fdatasync) after every this many writes"),
+    opt("verify_state_save", &[], Flag, "bool",
+        "save the writes acknowledged before a completed flush to local-<name>-<n>-verify.state"),
+    opt("verify_state_load", &[], Flag, "bool", "load the writes to verify from that state file"),
+    opt("verify_only", &[], Flag, "bool", "write nothing: only verify (with verify_state_load)"),
     opt("percentile_list", &[], Value, "float:...", "completion latency percentiles, e.g. 50:99:99.9"),
     opt("write_lat_log", &[], Optional, "prefix", "write <prefix>_{lat,clat,slat}.N.log (default prefix: the job's name)"),
     opt("write_iops_log", &[], Optional, "prefix", "write <prefix>_iops.N.log (default prefix: the job's name)"),
@@ -179,7 +184,7 @@ const FIO_UNSUPPORTED: &[&str] = &[
     "exec_postrun", "exec_prerun", "exit_what", "exitall", "exitall_on_error",
     "experimental_verify", "fadvise_hint", "fallocate", "fdatasync", "file_append",
     "file_service_type", "filename_format", "filesize", "fill_device", "fill_fs", "flow",
-    "flow_id", "flow_sleep", "force_async", "fsync", "fsync_on_close", "gid", "gtod_cpu",
+    "flow_id", "flow_sleep", "force_async", "fsync_on_close", "gid", "gtod_cpu",
     "gtod_reduce", "hipri", "hipri_percentage", "hugepage-size", "ignore_error",
     "ignore_zone_limits", "invalidate", "io_submit_mode", "iodepth_batch_complete_max",
     "iodepth_low", "iopsavgtime", "ioscheduler", "job_max_open_zones", "kb_base",
@@ -202,8 +207,7 @@ const FIO_UNSUPPORTED: &[&str] = &[
     "thinktime_iotime", "thinktime_spin", "trim_backlog", "trim_backlog_batch", "trim_percentage",
     "trim_verify_zero", "uid", "uncached", "unified_rw_reporting", "unique_filename", "unit_base",
     "unlink", "unlink_each_loop", "userspace_reap", "verify_async", "verify_async_cpus",
-    "verify_backlog_batch", "verify_dump", "verify_interval", "verify_offset", "verify_only",
-    "verify_state_load", "verify_state_save", "wait_for", "write_barrier", "write_bw_log",
+    "verify_backlog_batch", "verify_dump", "verify_interval", "verify_offset", "wait_for", "write_barrier", "write_bw_log",
     "write_hint", "write_hist_log", "write_iolog", "writefua", "zero_buffers",
     "zone_reset_frequency", "zone_reset_threshold", "zonecapacity", "zonemode", "zonerange",
     "zonesize", "zoneskip",
@@ -525,6 +529,10 @@ impl Builder {
             "do_verify" => s.do_verify = parse_bool(value).map_err(bad)?,
             "verify_fatal" => s.verify_fatal = parse_bool(value).map_err(bad)?,
             "verify_backlog" => s.verify_backlog = parse_size(value).map_err(bad)?,
+            "fsync" => s.fsync = parse_size(value).map_err(bad)?,
+            "verify_state_save" => s.verify_state_save = parse_bool(value).map_err(bad)?,
+            "verify_state_load" => s.verify_state_load = parse_bool(value).map_err(bad)?,
+            "verify_only" => s.verify_only = parse_bool(value).map_err(bad)?,
             "percentile_list" => s.percentile_list = parse_percentiles(value).map_err(bad)?,
             // An empty prefix means the job's name, settled in `finish`.
             "write_lat_log" => s.write_lat_log = Some(value.to_string()),
@@ -585,6 +593,16 @@ impl Builder {
         }
         if s.verify == VerifyKind::Pattern && s.verify_pattern.is_empty() {
             return Err(err("verify=pattern needs verify_pattern".into()));
+        }
+        if s.verify_only && !s.verify_state_load {
+            return Err(err(
+                "verify_only needs verify_state_load=1: the blocks to verify come from the state file".into(),
+            ));
+        }
+        if (s.verify_state_save || s.verify_state_load) && s.verify == VerifyKind::None {
+            return Err(err(
+                "verify_state_save and verify_state_load need verify".into()
+            ));
         }
         s.new_group = s.new_group || self.stonewall || self.new_group;
         // fio: a batch larger than the depth submits the whole depth.

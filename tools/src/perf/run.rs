@@ -308,6 +308,7 @@ fn run_on(engine: &Engine, spec: &RunSpec, cores: &[usize]) -> Result<i32, Strin
                 live,
                 iobuf: engine.iobuf().clone(),
                 done: jtx,
+                jobnum: c.jobnum,
             };
             let t = engine
                 .spawn_thread(&format!("{}.{}", c.spec.name, c.jobnum), Some(c.core))
