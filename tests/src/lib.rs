@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests, the tools' tests and the benches.
 
+pub mod raw;
+
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
 
