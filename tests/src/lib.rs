@@ -37,6 +37,11 @@ impl KillOnDrop {
         KillOnDrop(Some(child))
     }
 
+    /// The child's process ID.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("child present").id()
+    }
+
     /// The child, for a test that ends it itself.
     pub fn take(mut self) -> std::process::Child {
         self.0.take().expect("child present")

@@ -100,7 +100,15 @@ impl Raw {
         }
     }
 
-    pub fn send_cmd(&mut self, mut sqe: Sqe, data: &[u8], ttag_len: u32) {
+    /// Sends a command capsule: `data` in the capsule, or else a transport SGL for
+    /// `ttag_len` bytes (R2T/C2H data). A zero CID gets the next one.
+    pub fn send_cmd(&mut self, sqe: Sqe, data: &[u8], ttag_len: u32) {
+        let out = self.capsule(sqe, data, ttag_len);
+        self.s.write_all(&out).unwrap();
+    }
+
+    /// The bytes [`Raw::send_cmd`] would send (to send only part of them).
+    pub fn capsule(&mut self, mut sqe: Sqe, data: &[u8], ttag_len: u32) -> Vec<u8> {
         if sqe.cid.get() == 0 {
             self.cid += 1;
             sqe.cid = U16::new(self.cid);
@@ -138,7 +146,25 @@ impl Raw {
         if self.neg.ddgst && !data.is_empty() {
             out.extend_from_slice(&pdu::crc32c(data).to_le_bytes());
         }
-        self.s.write_all(&out).unwrap();
+        out
+    }
+
+    /// Closes with a TCP RST (SO_LINGER 0) rather than a FIN.
+    pub fn reset(self) {
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on our own socket with a valid linger of the right size.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.s),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
     }
 
     pub fn recv_resp(&mut self) -> Cqe {
