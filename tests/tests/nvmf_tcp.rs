@@ -1369,3 +1369,74 @@ fn forcing_cmb_buffers_a_pool_cannot_hold_a_request_in_is_refused_at_add_ns() {
     assert!(e.to_string().contains("needs 16"), "{e}");
     nvme::detach("TwinSmall").unwrap();
 }
+
+/// Abort of an I/O command (base 5.1): a write held by a delay bdev is stopped and
+/// completes as Command Abort Requested, the Abort says it aborted it (dword 0 bit 0
+/// clear); an Abort of a command no longer in flight says it did not. The queue goes
+/// on serving, and the pools are full afterwards.
+#[test]
+fn abort_stops_a_write_a_delay_bdev_holds() {
+    use pollux_nvme::spec::admin::nvm_opc;
+    let d = Daemon::start();
+    d.call(
+        "bdev_malloc_create",
+        json!({"name": "M2", "num_blocks": 1024, "block_size": 4096}),
+    );
+    let lat = |w: u64| {
+        json!({"name": "D2", "base_bdev_name": "M2", "avg_read_latency": 0, "p99_read_latency": 0,
+            "avg_write_latency": w, "p99_write_latency": w})
+    };
+    d.call("bdev_delay_create", lat(30_000_000));
+    let nsid = d
+        .call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "D2"}}),
+        )
+        .as_u64()
+        .unwrap() as u32;
+    let mut a = Raw::connect(d.addr);
+    a.ic(false, false);
+    let cntlid = a.connect_admin(NQN);
+    a.enable();
+    let mut io = Raw::connect(d.addr);
+    io.ic(false, false);
+    io.connect_q(NQN, 1, cntlid, RAW_HOST);
+    io.send_cmd(Sqe::nvm_rw(nvm_opc::WRITE, nsid, 0, 1), &[0x5a; 4096], 0);
+    let cid = io.cid;
+    // Held for 30 s: give it time to reach the delay bdev, then abort it.
+    std::thread::sleep(Duration::from_millis(200));
+    let abort = |cid: u16| Sqe {
+        opc: admin_opc::ABORT,
+        cdw10: U32::new((cid as u32) << 16 | 1),
+        ..Default::default()
+    };
+    let cqe = a.command(abort(cid), &[], 0);
+    assert!(cqe.status().is_success(), "{:?}", cqe.status());
+    assert_eq!(cqe.dw0.get() & 1, 0, "the Abort aborted the write");
+    let r = io.recv_resp();
+    assert_eq!(r.cid.get(), cid);
+    assert_eq!(r.status(), Status::ABORT_REQUESTED);
+    // Nothing of that command is left to abort.
+    let cqe = a.command(abort(cid), &[], 0);
+    assert_eq!(
+        cqe.dw0.get() & 1,
+        1,
+        "not aborted: no such command in flight"
+    );
+    // The queue goes on: fast again, a write and its read-back.
+    d.call(
+        "bdev_delay_update_latency",
+        json!({"delay_bdev_name": "D2", "latency_type": "avg_write", "latency_us": 0}),
+    );
+    d.call(
+        "bdev_delay_update_latency",
+        json!({"delay_bdev_name": "D2", "latency_type": "p99_write", "latency_us": 0}),
+    );
+    let r = io.command(Sqe::nvm_rw(nvm_opc::WRITE, nsid, 0, 1), &[0x77; 4096], 0);
+    assert!(r.status().is_success(), "{:?}", r.status());
+    let (r, data) = io.command_read(Sqe::nvm_rw(nvm_opc::READ, nsid, 0, 1), 4096);
+    assert!(r.status().is_success());
+    assert_eq!(data, vec![0x77; 4096]);
+    drop((a, io));
+    d.wait_idle();
+}

@@ -47,6 +47,13 @@ impl DeferredQueue {
         self.q.borrow_mut().push_back((due, io));
     }
 
+    /// Takes I/O `id` ([`BdevIo::id`]) out of the queue, if it is there.
+    pub(crate) fn take(&self, id: usize) -> Option<Box<BdevIo>> {
+        let mut q = self.q.borrow_mut();
+        let i = q.iter().position(|(_, io)| io.id() == id)?;
+        q.remove(i).map(|(_, io)| io)
+    }
+
     /// Completes the I/Os that are due, one at a time with no borrow held. Only those
     /// queued before this poll: one resubmitted from its own callback waits for the next
     /// loop, so the thread's other pollers and messages get their turn.

@@ -11,7 +11,7 @@
 
 use super::deferred::DeferredQueue;
 use super::stack::{BaseChannel, check_depth};
-use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind};
+use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind, IoStatus};
 use crate::Error;
 use crate::thread::{PollStatus, Thread};
 use std::any::Any;
@@ -139,6 +139,8 @@ pub fn create(base: Arc<Bdev>, opts: DelayOpts) -> Result<Arc<Bdev>, Error> {
 struct DelayChannel {
     base: BaseChannel,
     queues: Rc<[DeferredQueue; 4]>,
+    /// Aborted I/Os, completed on the next poll.
+    aborted: DeferredQueue,
 }
 
 /// I/Os one queue holds without growing.
@@ -172,7 +174,11 @@ impl BdevBackend for DelayBackend {
             let st = io.status();
             q[which].push_due(io, st, due);
         })?;
-        Ok(Box::new(DelayChannel { base, queues }))
+        Ok(Box::new(DelayChannel {
+            base,
+            queues,
+            aborted: DeferredQueue::new(thread, 0, 0),
+        }))
     }
 
     fn supports(&self, kind: IoKind) -> bool {
@@ -202,10 +208,22 @@ impl BackendChannel for DelayChannel {
     }
 
     fn poll(&self) -> PollStatus {
-        let mut busy = false;
+        let mut busy = self.aborted.poll().is_busy();
         for q in self.queues.iter() {
             busy |= q.poll().is_busy();
         }
         PollStatus::from_busy(busy)
+    }
+
+    /// An I/O waiting out its delay completes as aborted at once (SPDK's delay bdev
+    /// does the same); one still at the base is the base's to stop.
+    fn abort(&self, id: usize) -> bool {
+        for q in self.queues.iter() {
+            if let Some(io) = q.take(id) {
+                self.aborted.push_due(io, IoStatus::Aborted, 0);
+                return true;
+            }
+        }
+        self.base.abort(id)
     }
 }

@@ -382,6 +382,26 @@ impl BackendChannel for ErrorChannel {
         }
         PollStatus::from_busy(busy)
     }
+
+    /// A held I/O completes as aborted on the next poll; one at the base is the base's
+    /// to stop.
+    fn abort(&self, id: usize) -> bool {
+        let held = {
+            let mut h = self.held.borrow_mut();
+            h.iter()
+                .position(|io| io.id() == id)
+                .and_then(|i| h.remove(i))
+        };
+        match held {
+            Some(mut io) => {
+                self.inj.pending.fetch_sub(1, Relaxed);
+                io.status = IoStatus::Aborted;
+                self.failed.borrow_mut().push_back(io);
+                true
+            }
+            None => self.base.abort(id),
+        }
+    }
 }
 
 impl Drop for ErrorChannel {

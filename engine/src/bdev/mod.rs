@@ -212,6 +212,12 @@ impl BdevIo {
         &mut self.bufs
     }
 
+    /// Its identity while in flight (its address: an I/O moves as one box through
+    /// every bdev it passes), for [`IoChannel::abort`].
+    pub fn id(&self) -> usize {
+        self as *const BdevIo as usize
+    }
+
     /// Total bytes in the buffers.
     pub fn data_len(&self) -> usize {
         self.bufs.iter().map(|b| b.len()).sum()
@@ -324,6 +330,13 @@ pub trait BackendChannel {
     /// Reaps completions and calls their callbacks, with no borrow of its own state
     /// held during a callback (a callback may submit again).
     fn poll(&self) -> PollStatus;
+    /// Asks that I/O `id` ([`BdevIo::id`]), submitted here and not yet completed,
+    /// complete as [`IoStatus::Aborted`] on a later poll (never inside this call); false
+    /// when it cannot be stopped (it is at its device): it completes on its own.
+    fn abort(&self, id: usize) -> bool {
+        let _ = id;
+        false
+    }
 }
 
 /// What a bdev is made of, given by its module.
@@ -503,6 +516,13 @@ impl IoDevice for Bdev {
 }
 
 impl IoChannel<Bdev> {
+    /// Asks that I/O `id` (see [`BdevIo::id`]) complete as aborted; false when the bdev
+    /// cannot stop it (it then completes on its own). Modules that hold I/Os (delay,
+    /// error) stop those they hold.
+    pub fn abort(&self, id: usize) -> bool {
+        self.backend.abort(id)
+    }
+
     /// Submits `io`; `cb` gets it back on this thread when it completes. A refused I/O
     /// comes back at once in the error, with the reason.
     pub fn submit(&self, mut io: Box<BdevIo>, cb: &IoCallback) -> Result<(), SubmitError> {

@@ -72,6 +72,11 @@ impl BaseChannel {
         Ok(BaseChannel { ch, cb })
     }
 
+    /// Asks the base to abort I/O `id`.
+    pub(crate) fn abort(&self, id: usize) -> bool {
+        self.ch.abort(id)
+    }
+
     /// Passes `io`, as the stacked channel's `submit` got it, down to the base; hands it
     /// back as it came when the base's queue is full.
     pub(crate) fn submit(&self, mut io: Box<BdevIo>, word: u64) -> Result<(), Box<BdevIo>> {

@@ -66,6 +66,14 @@ pub(crate) enum AdminOutcome {
         /// The Abort's dword 0.
         dw0: u32,
     },
+    /// An Abort of command `cid` of I/O queue `sqid`: held until that queue's thread
+    /// says whether it stopped the command.
+    AbortIo {
+        /// The I/O queue.
+        sqid: u16,
+        /// The command.
+        cid: u16,
+    },
 }
 
 fn done(status: Status) -> AdminOutcome {
@@ -279,10 +287,16 @@ impl Ctrlr {
             admin_opc::GET_FEATURES => self.get_features(sqe, data),
             admin_opc::ABORT if !discovery => {
                 let a = AbortDw::from_sqe(sqe);
-                if a.sqid == 0 && self.aers.iter().any(|&(_, cid)| cid == a.cid) {
+                if a.sqid != 0 {
+                    return AdminOutcome::AbortIo {
+                        sqid: a.sqid,
+                        cid: a.cid,
+                    };
+                }
+                if self.aers.iter().any(|&(_, cid)| cid == a.cid) {
                     return AdminOutcome::Abort { cid: a.cid, dw0: 0 };
                 }
-                // Commands in flight finish on their own; the spec allows that.
+                // Other admin commands finish on their own; the spec allows that.
                 ok(admin::ABORT_DW0_NOT_ABORTED)
             }
             _ => done(Status::INVALID_OPCODE),

@@ -578,6 +578,11 @@ impl CtrlrShared {
     pub fn io_qpair_count(&self) -> usize {
         lock(&self.qpairs).len()
     }
+
+    /// The thread of I/O queue `qid`, if it is connected.
+    pub(crate) fn io_thread(&self, qid: u16) -> Option<ThreadHandle> {
+        lock(&self.qpairs).get(&qid).cloned()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

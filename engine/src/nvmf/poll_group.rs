@@ -410,6 +410,63 @@ impl PollGroup {
         }
     }
 
+    /// Starts an Abort of command `cid` of I/O queue `sqid` of `c`, asked for by admin
+    /// request `slot` of this thread: the queue's thread tries, and this thread answers
+    /// the Abort. False when the queue is not connected (the Abort answers at once).
+    pub(crate) fn abort_io_async(
+        &self,
+        c: &super::CtrlrShared,
+        sqid: u16,
+        cid: u16,
+        slot: u16,
+    ) -> bool {
+        let Some(io_thread) = c.io_thread(sqid) else {
+            return false;
+        };
+        let (sid, cntlid) = (c.subsys_id, c.cntlid);
+        let (tgt, admin) = (self.tgt.clone(), self.thread.handle());
+        io_thread
+            .send_msg(move || {
+                let aborted =
+                    PollGroup::current(&tgt).is_some_and(|pg| pg.abort_io(sid, cntlid, sqid, cid));
+                let t = tgt.clone();
+                let _ = admin.send_msg(move || {
+                    if let Some(pg) = PollGroup::current(&t) {
+                        pg.abort_answer(sid, cntlid, slot, aborted);
+                    }
+                });
+            })
+            .is_ok()
+    }
+
+    fn abort_io(&self, sid: u32, cntlid: u16, qid: u16, cid: u16) -> bool {
+        let conns: Vec<QpairRef> = self.inner.borrow().conns.clone();
+        for c in conns {
+            let mut c = c.borrow_mut();
+            if c.queue().is_io_queue(sid, cntlid, qid) {
+                let aborted = c.queue().abort_cid(cid);
+                c.send_done(self);
+                tracing::info!(cntlid, qid, cid, aborted, "Abort");
+                return aborted;
+            }
+        }
+        false
+    }
+
+    fn abort_answer(&self, sid: u32, cntlid: u16, slot: u16, aborted: bool) {
+        if let Some(c) = self.admin_conn(sid, cntlid) {
+            let mut c = c.borrow_mut();
+            let dw0 = if aborted {
+                0
+            } else {
+                pollux_nvme::spec::admin::ABORT_DW0_NOT_ABORTED
+            };
+            c.queue()
+                .finish(slot, pollux_nvme::spec::cmd::Status::SUCCESS, dw0);
+            c.send_done(self);
+        }
+    }
+
     pub(crate) fn close_admin(&self, sid: u32, cntlid: u16, why: &'static str) {
         if let Some(c) = self.admin_conn(sid, cntlid) {
             c.borrow_mut().close(self, why);

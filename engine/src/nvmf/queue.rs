@@ -17,6 +17,7 @@ use super::poll_group::{PgSubsys, PollGroup};
 use super::{CmbBuffers, ConnectRefusal, ConnectReq, CtrlrShared, ListenAddr, TransportOpts};
 use crate::bdev::{BdevIo, IoCallback, IoKind, IoStatus};
 use crate::thread::{Nanos, PollStatus};
+use pollux_nvme::spec::admin;
 use pollux_nvme::spec::cmd::{Sqe, Status};
 use pollux_nvme::spec::fabrics::{
     ConnectData, ConnectFields, FabricsCmd, NQN_LEN_MAX, OPC_FABRICS, fctype, nqn_str,
@@ -182,6 +183,8 @@ pub(crate) struct Req {
     /// In-capsule data that arrived while the pools were empty (rare; allocated then).
     pub(crate) stash: Vec<u8>,
     pub(crate) op: Op,
+    /// Its I/O's [`BdevIo::id`] while the I/O is in a bdev (for Abort).
+    pub(crate) bdev_io: usize,
 }
 
 pub(crate) enum Role {
@@ -207,6 +210,7 @@ pub(crate) fn new_req() -> Req {
         aux: Vec::new(),
         stash: Vec::new(),
         op: Op::Plain,
+        bdev_io: 0,
     }
 }
 
@@ -560,6 +564,49 @@ impl Queue {
                 }
                 self.finish(slot, Status::SUCCESS, dw0);
             }
+            AdminOutcome::AbortIo { sqid, cid } => {
+                let shared = ctrlr.shared().clone();
+                if !pg.abort_io_async(&shared, sqid, cid, slot) {
+                    self.finish(slot, Status::SUCCESS, admin::ABORT_DW0_NOT_ABORTED);
+                }
+            }
+        }
+    }
+
+    /// Whether it is I/O queue `qid` of controller `cntlid` of subsystem `sid`.
+    pub(crate) fn is_io_queue(&self, sid: u32, cntlid: u16, qid: u16) -> bool {
+        matches!(&self.role, Role::Io { ctrlr, qid: q, .. }
+            if ctrlr.subsys_id == sid && ctrlr.cntlid == cntlid && *q == qid)
+    }
+
+    /// Abort of command `cid` on this I/O queue: one waiting for room in its bdev's
+    /// queue completes as aborted now; one in a bdev that can stop it (a delay or error
+    /// bdev holding it) completes as aborted when the bdev hands it back. Returns
+    /// whether the command is being aborted.
+    pub(crate) fn abort_cid(&mut self, cid: u16) -> bool {
+        let Some(slot) = self
+            .reqs
+            .iter()
+            .position(|r| r.state == RState::Exec && r.sqe.cid.get() == cid)
+        else {
+            return false;
+        };
+        if let Some(i) = self.io_wait.iter().position(|&s| s as usize == slot) {
+            self.io_wait.remove(i);
+            self.finish(slot as u16, Status::ABORT_REQUESTED, 0);
+            return true;
+        }
+        let r = &self.reqs[slot];
+        if r.io.is_some() {
+            // Not in a bdev: moving data, or between two steps.
+            return false;
+        }
+        let Role::Io { subsys, .. } = &self.role else {
+            return false;
+        };
+        match subsys.get(r.sqe.nsid.get()) {
+            Some(ns) => ns.ch.abort(r.bdev_io),
+            None => false,
         }
     }
 
@@ -660,8 +707,10 @@ impl Queue {
         io: Box<BdevIo>,
         ch: &crate::thread::IoChannel<crate::bdev::Bdev>,
     ) -> bool {
+        let id = io.id();
         match ch.submit(io, &self.cb) {
             Ok(()) => {
+                self.reqs[slot as usize].bdev_io = id;
                 pg.bump(|s| s.pending_bdev_io += 1);
                 true
             }
