@@ -10,11 +10,10 @@
 //! ([`DelayLatencies::set`]) applies to I/Os the base completes afterwards.
 
 use super::deferred::DeferredQueue;
-use super::stack::{BaseChannel, check_depth};
-use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind, IoStatus};
+use super::stack::{BaseChannel, Stacked, StackedModule, check_depth};
+use super::{BackendChannel, Bdev, BdevIo, BdevParams, IoKind, IoStatus};
 use crate::Error;
 use crate::thread::{PollStatus, Thread};
-use std::any::Any;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -100,8 +99,6 @@ impl DelayLatencies {
     }
 }
 
-struct DelayBackend(Arc<DelayLatencies>);
-
 /// Creates a delay bdev on `base`.
 pub fn create(base: Arc<Bdev>, opts: DelayOpts) -> Result<Arc<Bdev>, Error> {
     check_depth(&base)?;
@@ -132,7 +129,7 @@ pub fn create(base: Arc<Bdev>, opts: DelayOpts) -> Result<Arc<Bdev>, Error> {
             num_blocks: base.num_blocks(),
             product_name: "delay",
         },
-        Box::new(DelayBackend(lat)),
+        Box::new(Stacked(lat)),
     )
 }
 
@@ -146,15 +143,19 @@ struct DelayChannel {
 /// I/Os one queue holds without growing.
 const QUEUE_DEPTH: usize = 1024;
 
-impl BdevBackend for DelayBackend {
-    fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
+impl StackedModule for DelayLatencies {
+    fn base_bdev(&self) -> &Arc<Bdev> {
+        &self.base
+    }
+
+    fn open(self: &Arc<Self>, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
         let queues: Rc<[DeferredQueue; 4]> = Rc::new(std::array::from_fn(|_| {
             DeferredQueue::new(thread, QUEUE_DEPTH, 0)
         }));
-        let (q, lat, t) = (queues.clone(), self.0.clone(), thread.clone());
+        let (q, lat, t) = (queues.clone(), self.clone(), thread.clone());
         // xorshift64, seeded per channel: which I/Os get the p99 latency.
         let rng = Cell::new(thread.now() | 1);
-        let base = BaseChannel::open(&self.0.base, thread, move |io, _| {
+        let base = BaseChannel::open(&self.base, thread, move |io, _| {
             let avg = match io.kind() {
                 IoKind::Read => LatencyType::AvgRead,
                 IoKind::Write => LatencyType::AvgWrite,
@@ -179,26 +180,6 @@ impl BdevBackend for DelayBackend {
             queues,
             aborted: DeferredQueue::new(thread, 0, 0),
         }))
-    }
-
-    fn supports(&self, kind: IoKind) -> bool {
-        self.0.base.supports(kind)
-    }
-
-    fn preferred_iobuf(&self) -> Option<Arc<crate::dma::Iobuf>> {
-        self.0.base.preferred_iobuf()
-    }
-
-    fn device_memory_owner(&self) -> Option<u64> {
-        self.0.base.device_memory_owner()
-    }
-
-    fn stack_depth(&self) -> usize {
-        self.0.base.stack_depth() + 1
-    }
-
-    fn as_any(&self) -> Option<&dyn Any> {
-        Some(&*self.0)
     }
 }
 

@@ -18,11 +18,10 @@
 //! Rules live in atomics shared by every channel: an I/O reads one word when no rule is
 //! set for its type, and the RPC thread changes rules without a lock.
 
-use super::stack::{BaseChannel, check_depth};
-use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind, IoStatus};
+use super::stack::{BaseChannel, Stacked, StackedModule, check_depth};
+use super::{BackendChannel, Bdev, BdevIo, BdevParams, IoKind, IoStatus};
 use crate::Error;
 use crate::thread::{PollStatus, Thread};
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -193,9 +192,6 @@ impl ErrorInjector {
     }
 }
 
-/// The backend: the shared injector.
-struct ErrorBackend(Arc<ErrorInjector>);
-
 /// Creates `EE_<base>` on `base`.
 pub fn create(base: Arc<Bdev>, uuid: Option<uuid::Uuid>) -> Result<Arc<Bdev>, Error> {
     check_depth(&base)?;
@@ -214,7 +210,7 @@ pub fn create(base: Arc<Bdev>, uuid: Option<uuid::Uuid>) -> Result<Arc<Bdev>, Er
             num_blocks: base.num_blocks(),
             product_name: "Error Injection Disk",
         },
-        Box::new(ErrorBackend(inj)),
+        Box::new(Stacked(inj)),
     )
 }
 
@@ -249,11 +245,15 @@ fn corrupt(io: &mut BdevIo, offset: u64, value: u8) {
     }
 }
 
-impl BdevBackend for ErrorBackend {
-    fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
+impl StackedModule for ErrorInjector {
+    fn base_bdev(&self) -> &Arc<Bdev> {
+        &self.base
+    }
+
+    fn open(self: &Arc<Self>, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
         let inflight = Rc::new(Cell::new(0u64));
         let inf = inflight.clone();
-        let base = BaseChannel::open(&self.0.base, thread, move |mut io, word| {
+        let base = BaseChannel::open(&self.base, thread, move |mut io, word| {
             inf.set(inf.get() - 1);
             if word & CORRUPT_READ != 0 && io.status().is_success() {
                 let w = word & !CORRUPT_READ;
@@ -262,12 +262,9 @@ impl BdevBackend for ErrorBackend {
             let st = io.status();
             io.complete(st);
         })?;
-        let g = (
-            self.0.resume_gen.load(Relaxed),
-            self.0.abort_gen.load(Relaxed),
-        );
+        let g = (self.resume_gen.load(Relaxed), self.abort_gen.load(Relaxed));
         Ok(Box::new(ErrorChannel {
-            inj: self.0.clone(),
+            inj: self.clone(),
             base,
             inflight,
             failed: RefCell::new(VecDeque::new()),
@@ -275,26 +272,6 @@ impl BdevBackend for ErrorBackend {
             seen_resume: Cell::new(g.0),
             seen_abort: Cell::new(g.1),
         }))
-    }
-
-    fn supports(&self, kind: IoKind) -> bool {
-        self.0.base.supports(kind)
-    }
-
-    fn preferred_iobuf(&self) -> Option<Arc<crate::dma::Iobuf>> {
-        self.0.base.preferred_iobuf()
-    }
-
-    fn device_memory_owner(&self) -> Option<u64> {
-        self.0.base.device_memory_owner()
-    }
-
-    fn stack_depth(&self) -> usize {
-        self.0.base.stack_depth() + 1
-    }
-
-    fn as_any(&self) -> Option<&dyn Any> {
-        Some(&*self.0)
     }
 }
 

@@ -7,9 +7,12 @@
 //! status). The I/O itself goes down: no copy, no allocation, its buffers untouched unless
 //! the module means to.
 
-use super::{Bdev, BdevIo, Frame, IoCallback, STACK_DEPTH_MAX};
+use super::{
+    BackendChannel, Bdev, BdevBackend, BdevIo, Frame, IoCallback, IoKind, STACK_DEPTH_MAX,
+};
 use crate::Error;
 use crate::thread::{IoChannel, Thread};
+use std::any::Any;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,6 +33,45 @@ impl BdevIo {
         self.cb = Some(f.cb);
         self.ch = Some(f.ch);
         f.word
+    }
+}
+
+/// What a stacked module gives; [`Stacked`] makes it a bdev backend that answers for its
+/// base everything but its channels.
+pub(crate) trait StackedModule: Send + Sync + 'static {
+    /// The bdev below.
+    fn base_bdev(&self) -> &Arc<Bdev>;
+    /// This thread's channel of the stacked bdev.
+    fn open(self: &Arc<Self>, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error>;
+}
+
+/// A stacked module's backend: what I/O it does, its preferred buffers and device memory
+/// are its base's; [`Bdev::module`] reaches the module's state.
+pub(crate) struct Stacked<M>(pub(crate) Arc<M>);
+
+impl<M: StackedModule> BdevBackend for Stacked<M> {
+    fn open_channel(&self, thread: &Thread) -> Result<Box<dyn BackendChannel>, Error> {
+        self.0.open(thread)
+    }
+
+    fn supports(&self, kind: IoKind) -> bool {
+        self.0.base_bdev().supports(kind)
+    }
+
+    fn preferred_iobuf(&self) -> Option<Arc<crate::dma::Iobuf>> {
+        self.0.base_bdev().preferred_iobuf()
+    }
+
+    fn device_memory_owner(&self) -> Option<u64> {
+        self.0.base_bdev().device_memory_owner()
+    }
+
+    fn stack_depth(&self) -> usize {
+        self.0.base_bdev().stack_depth() + 1
+    }
+
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(&*self.0)
     }
 }
 
