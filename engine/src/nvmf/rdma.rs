@@ -1330,6 +1330,59 @@ fn data_place(sqe: &Sqe, dir: Dir, icd_len: usize, max: u32) -> (u32, Result<Pla
     (len, place)
 }
 
+/// The placement code as the fuzz targets (tests/fuzz) reach it, without an RDMA
+/// device; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Place, cmd_dir};
+    use pollux_nvme::fabrics::XferDir;
+    use pollux_nvme::spec::cmd::{Sqe, Status};
+
+    /// Where a command's data is, in plain values.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Placement {
+        /// No data.
+        None,
+        /// These bytes of the in-capsule data.
+        InCapsule(std::ops::Range<usize>),
+        /// In the host's memory, by RDMA READ or WRITE.
+        Keyed {
+            /// The host's remote key.
+            rkey: u32,
+            /// The host's address.
+            addr: u64,
+            /// Whether the host asked for the key to be invalidated.
+            invalidate: bool,
+        },
+    }
+
+    /// The direction the target gives `sqe`'s data (from its opcode).
+    pub fn direction(sqe: &Sqe) -> XferDir {
+        match cmd_dir(sqe) {
+            super::Dir::H2c => XferDir::HostToCtrl,
+            super::Dir::C2h => XferDir::CtrlToHost,
+            super::Dir::None => XferDir::None,
+        }
+    }
+
+    /// What the target makes of a capsule of `sqe` with `icd_len` bytes of in-capsule
+    /// data, transfers of at most `max` bytes: the data length, and where the data is
+    /// or the status that fails the command.
+    pub fn data_place(sqe: &Sqe, icd_len: usize, max: u32) -> (u32, Result<Placement, Status>) {
+        let (len, p) = super::data_place(sqe, cmd_dir(sqe), icd_len, max);
+        let p = p.map(|p| match p {
+            Place::None => Placement::None,
+            Place::InCapsule(r) => Placement::InCapsule(r),
+            Place::Keyed(k) => Placement::Keyed {
+                rkey: k.remote.rkey(),
+                addr: k.remote.addr(),
+                invalidate: k.invalidate,
+            },
+        });
+        (len, p)
+    }
+}
+
 /// The work request id of an unsignaled RDMA WRITE (never seen in a completion).
 fn k_unsignaled(slot: u16) -> u64 {
     slot as u64

@@ -223,7 +223,9 @@ fn parse_hex<const N: usize>(what: &str, s: &str) -> Result<[u8; N], RpcError> {
     let clean: String = s.chars().filter(|c| *c != '-').collect();
     let bad =
         || RpcError::invalid_params(format!("{what} {s:?} must be {} hexadecimal digits", N * 2));
-    if clean.len() != N * 2 {
+    // Digits only: a multi-byte character must not be sliced through (found by the
+    // config fuzz target).
+    if clean.len() != N * 2 || !clean.is_ascii() {
         return Err(bad());
     }
     let mut out = [0u8; N];
@@ -543,4 +545,16 @@ fn listen_json_saved(l: &ListenAddr) -> Value {
         "traddr": l.addr.ip().to_string(),
         "trsvcid": l.addr.port().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_ids_take_digits_only_and_never_slice_a_character() {
+        let nguid = format!("a\u{e9}{}", "0".repeat(29));
+        assert_eq!(nguid.len(), 32, "as long as 32 digits, in bytes");
+        assert!(super::parse_hex::<16>("nguid", &nguid).is_err());
+        let ok = super::parse_hex::<8>("eui64", "00-11-22-33-44-55-66-77").unwrap();
+        assert_eq!(ok, [0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+    }
 }

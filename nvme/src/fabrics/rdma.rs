@@ -42,6 +42,19 @@ const WR_KIND: u64 = 0xff << 56;
 const CQ_BATCH: usize = 32;
 /// Largest transfer when the controller sets no MDTS.
 const TRANSFER_DEFAULT: u32 = 1 << 20;
+/// The most one command moves over NVMe/RDMA, in whole pages: a keyed SGL data block's
+/// length has 24 bits (base 4.3.2.6), and a larger MDTS must not wrap it.
+pub const KEYED_TRANSFER_MAX: u32 = 0x00ff_f000;
+
+/// The most one command moves on a queue asked for `max_transfer` bytes (0: the
+/// default).
+fn transfer_limit(max_transfer: u32) -> u32 {
+    match max_transfer {
+        0 => TRANSFER_DEFAULT,
+        m => m,
+    }
+    .min(KEYED_TRANSFER_MAX)
+}
 
 /// Registered memory: `count` pieces of `size` bytes.
 struct Reg {
@@ -84,15 +97,22 @@ impl Reg {
 /// The SGL of a command moving `len` bytes in direction `dir`: in the capsule (a data
 /// block at offset 0) for writes up to `in_capsule` bytes, else a keyed data block of
 /// the slot's registered buffer at `addr` (key `rkey`), or a null keyed block without
-/// data (as Linux sends). Also whether the data goes in the capsule.
-fn capsule_sgl(
+/// data (as Linux sends). Also whether the data goes in the capsule. Public for the
+/// fuzz targets (tests/fuzz) only.
+#[doc(hidden)]
+pub fn capsule_sgl(
     dir: XferDir,
     len: u32,
     in_capsule: u32,
     addr: u64,
     rkey: u32,
 ) -> (SglDescriptor, bool) {
-    if dir == XferDir::HostToCtrl && len > 0 && len <= in_capsule {
+    let inline = dir == XferDir::HostToCtrl && len > 0 && len <= in_capsule;
+    assert!(
+        inline || len <= KEYED_TRANSFER_MAX,
+        "{len} bytes is more than a keyed SGL names (the queue's transfer limit is checked first)"
+    );
+    if inline {
         (
             SglDescriptor::new(sgl_type::DATA_BLOCK, sgl_subtype::OFFSET, 0, len),
             true,
@@ -176,11 +196,7 @@ impl<B: DataBuf> Conn<B> {
         let addr = opts.addr;
         let slots = slots.clamp(1, 4095);
         let entries = slots as u16 + 1;
-        let max_transfer = if max_transfer == 0 {
-            TRANSFER_DEFAULT
-        } else {
-            max_transfer
-        };
+        let max_transfer = transfer_limit(max_transfer);
         // No RDMA here is a normal condition: say so by name rather than as an
         // rdma_cm failure.
         match pollux_rdma::devices() {
@@ -690,6 +706,18 @@ mod tests {
         assert_eq!((s.ty(), s.subtype(), s.keyed_len()), (4, 0, 512));
         let (s, _) = capsule_sgl(XferDir::None, 0, 4096, 0x2000, 9);
         assert_eq!((s.ty(), s.keyed_len(), s.key(), s.addr.get()), (4, 0, 0, 0));
+    }
+
+    #[test]
+    fn no_transfer_is_larger_than_a_keyed_sgl_names() {
+        // Found by the rdma_codec fuzz target: an MDTS of 13 (32 MiB transfers) wrapped
+        // the 24-bit keyed length, so the target moved 32 MiB mod 16 MiB bytes.
+        assert_eq!(transfer_limit(0), TRANSFER_DEFAULT);
+        assert_eq!(transfer_limit(1 << 20), 1 << 20);
+        assert_eq!(transfer_limit(32 << 20), KEYED_TRANSFER_MAX);
+        let (s, inl) = capsule_sgl(XferDir::CtrlToHost, KEYED_TRANSFER_MAX, 0, 0x1000, 7);
+        assert!(!inl);
+        assert_eq!(s.keyed_len(), KEYED_TRANSFER_MAX);
     }
 
     #[test]

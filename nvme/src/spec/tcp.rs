@@ -529,6 +529,10 @@ pub fn check_header(
 /// are the common header and whose length is the type's HLEN), appends the header,
 /// its digest and the padding to `out`, and returns the common header as sent.
 /// `data_len` bytes of data (and their digest, computed with [`crc32c()`]) follow.
+///
+/// # Panics
+///
+/// When the PDU would be longer than PLEN can say (4 GiB): the caller bounds its data.
 pub fn frame(
     out: &mut Vec<u8>,
     header: &mut [u8],
@@ -562,6 +566,8 @@ pub fn frame(
     } else {
         pdo + data_len + if dd { DIGEST_LEN } else { 0 }
     };
+    // PLEN is 32 bits: a longer PDU must not go out with a PLEN that wrapped.
+    let plen = u32::try_from(plen).expect("a PDU's length fits PLEN (32 bits)");
     let ch = CommonHeader {
         pdu_type: ty as u8,
         flags: flags | if hd { FLAG_HDGSTF } else { 0 } | if dd { FLAG_DDGSTF } else { 0 },
@@ -571,7 +577,7 @@ pub fn frame(
         } else {
             pdo as u8
         },
-        plen: U32::new(plen as u32),
+        plen: U32::new(plen),
     };
     header[..8].copy_from_slice(ch.as_bytes());
     out.extend_from_slice(header);
@@ -646,6 +652,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "fits PLEN")]
+    fn a_pdu_longer_than_plen_can_say_is_refused_not_wrapped() {
+        // Found by the tcp_pdu fuzz target: 4 GiB of data framed with a PLEN of 43.
+        let mut h = DataHeader::default();
+        frame(
+            &mut Vec::new(),
+            h.as_mut_bytes(),
+            PduType::C2hData,
+            0,
+            &est(false, false),
+            u32::MAX as usize,
+        );
     }
 
     #[test]
