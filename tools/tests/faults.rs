@@ -1,7 +1,8 @@
 //! Faults injected under polluxd with SPDK's error and delay bdevs, seen by pollux-perf
 //! over NVMe/TCP as a fio user sees them: failed I/Os counted with their NVMe status,
 //! never a silent success; held I/Os that finish once released; delayed completions that
-//! arrive late and intact; and a clean crc32c verify pass after each fault run.
+//! arrive late and intact; writes held past the host's `io_timeout` aborted (Abort) and
+//! reported failed; and a clean crc32c verify pass after each fault run.
 
 use pollux_tests::KillOnDrop;
 use serde_json::{Value, json};
@@ -335,6 +336,34 @@ fn a_delay_bdev_delays_completions_and_the_data_stays_intact() {
     assert!(r.ok && r.errors() == 0, "{}", r.stderr);
     let w = &r.json["jobs"][0]["write"]["clat_ns"];
     assert!(w["min"].as_f64().unwrap() >= 1.5e9, "{w}");
+    // Writes held 5 s, a host that waits 1 s: pollux-perf aborts them (Abort), the
+    // target stops them in the delay bdev, and they come back as Command Abort
+    // Requested, counted as errors: none hangs, none is reported written.
+    for t in ["avg_write", "p99_write"] {
+        d.rpc(
+            "bdev_delay_update_latency",
+            json!({"delay_bdev_name": "D0", "latency_type": t, "latency_us": 5_000_000}),
+        );
+    }
+    let r = perf(&[
+        "--ioengine=nvmf",
+        &t,
+        "--name=timeouts",
+        "--rw=write",
+        "--bs=64k",
+        "--iodepth=4",
+        "--size=256k",
+        "--io_timeout=1s",
+    ]);
+    assert!(!r.ok);
+    assert_eq!(r.errors(), 4, "{}", r.stderr);
+    assert_eq!(r.stderr.matches(" aborted").count(), 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("(command abort requested"),
+        "{}",
+        r.stderr
+    );
+    d.wait_idle();
     let saved = d.rpc("save_config", json!({}));
     let e = saved["subsystems"][0]["config"]
         .as_array()
@@ -343,7 +372,7 @@ fn a_delay_bdev_delays_completions_and_the_data_stays_intact() {
         .find(|e| e["method"] == "bdev_delay_create")
         .cloned()
         .unwrap();
-    assert_eq!(e["params"]["avg_write_latency"], 1_500_000);
+    assert_eq!(e["params"]["avg_write_latency"], 5_000_000);
     assert_eq!(e["params"]["base_bdev_name"], "M1");
     d.wait_idle();
     d.stop();

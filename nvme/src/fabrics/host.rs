@@ -234,6 +234,10 @@ impl<B: DataBuf> Link<B> {
         each!(self, c => c.outstanding)
     }
 
+    fn for_each_busy(&self, f: impl FnMut(usize, u16, u64)) {
+        each!(self, c => c.for_each_busy(f))
+    }
+
     fn qid(&self) -> u16 {
         each!(self, c => c.qid)
     }
@@ -923,6 +927,22 @@ impl AdminQueue {
         )
     }
 
+    /// Aborts command `cid` of queue `sqid` (Abort, base 5.1); true when the controller
+    /// says it aborted it (the command then completes as Command Abort Requested), false
+    /// when it let it run.
+    pub fn abort(&mut self, sqid: u16, cid: u16) -> Result<bool, Error> {
+        let cqe = self.command(
+            Sqe {
+                opc: admin_opc::ABORT,
+                cdw10: U32::new((cid as u32) << 16 | sqid as u32),
+                ..Default::default()
+            },
+            DataDir::None,
+        )?;
+        let cqe = self.check(cqe, "Abort")?;
+        Ok(cqe.dw0.get() & crate::spec::admin::ABORT_DW0_NOT_ABORTED == 0)
+    }
+
     /// Shuts the controller down (CC.SHN = normal, then CSTS.SHST = complete) and closes
     /// the connection. Drop the I/O queue pairs first.
     pub fn shutdown(mut self) -> Result<(), Error> {
@@ -947,6 +967,9 @@ impl AdminQueue {
 pub struct FabricQpair<B: DataBuf> {
     conn: Link<B>,
     depth: u16,
+    /// Per slot, the command [`FabricQpair::overdue`] last saw there: (CID, first seen,
+    /// reported).
+    seen: Vec<Option<(u16, Instant, bool)>>,
 }
 
 impl<B: DataBuf> fmt::Debug for FabricQpair<B> {
@@ -975,7 +998,11 @@ impl<B: DataBuf> FabricQpair<B> {
     ) -> Result<FabricQpair<B>, Error> {
         let mut conn = Link::open(opts, qid, depth as usize - 1, in_capsule, max_transfer)?;
         conn.fabric_connect(opts, depth - 1, 0, cntlid)?;
-        Ok(FabricQpair { conn, depth })
+        Ok(FabricQpair {
+            conn,
+            depth,
+            seen: Vec::new(),
+        })
     }
 
     /// Submits a command: the queue pair assigns its CID and SGL. The data length is
@@ -1088,6 +1115,29 @@ impl<B: DataBuf> FabricQpair<B> {
     /// Commands submitted and not yet completed.
     pub fn outstanding(&self) -> usize {
         self.conn.outstanding()
+    }
+
+    /// Calls `f(cid, tag)` once for each command outstanding for `timeout` or longer, as
+    /// this call sees them: a command is timed from the first call that finds it, so
+    /// call it more often than the precision wanted (every 10 ms, say). Nothing is
+    /// timed on the I/O path. Abort a reported command with [`AdminQueue::abort`].
+    pub fn overdue(&mut self, timeout: Duration, mut f: impl FnMut(u16, u64)) {
+        let now = Instant::now();
+        let seen = &mut self.seen;
+        self.conn.for_each_busy(|i, cid, tag| {
+            if seen.len() <= i {
+                seen.resize(i + 1, None);
+            }
+            match &mut seen[i] {
+                Some((c, since, reported)) if *c == cid => {
+                    if !*reported && now.duration_since(*since) >= timeout {
+                        *reported = true;
+                        f(cid, tag);
+                    }
+                }
+                e => *e = Some((cid, now, false)),
+            }
+        });
     }
 
     /// The queue's entries; `depth - 1` commands can be outstanding.

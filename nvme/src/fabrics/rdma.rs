@@ -184,6 +184,15 @@ fn rdma_err(addr: SocketAddr, e: impl std::fmt::Display) -> Error {
 }
 
 impl<B: DataBuf> Conn<B> {
+    /// Calls `f(slot, cid, tag)` for each command outstanding.
+    pub(crate) fn for_each_busy(&self, mut f: impl FnMut(usize, u16, u64)) {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.busy {
+                f(i, s.cid, s.tag);
+            }
+        }
+    }
+
     /// Connects queue `qid`: `slots` commands may be outstanding, writes up to
     /// `in_capsule` bytes go in the capsule, none moves more than `max_transfer` bytes.
     pub(crate) fn open(

@@ -165,6 +165,15 @@ fn next_cid(prev: u16, idx_bits: u32) -> u16 {
 }
 
 impl<B: DataBuf> Conn<B> {
+    /// Calls `f(slot, cid, tag)` for each command outstanding.
+    pub(crate) fn for_each_busy(&self, mut f: impl FnMut(usize, u16, u64)) {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.busy {
+                f(i, s.cid, s.tag);
+            }
+        }
+    }
+
     /// Connects the socket and exchanges ICReq/ICResp; `slots` commands may be
     /// outstanding.
     pub(crate) fn open(

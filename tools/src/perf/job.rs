@@ -35,6 +35,9 @@ pub enum Target {
         nsid: u32,
         /// Block size.
         lba: u32,
+        /// Where commands past `io_timeout` go to be aborted: (queue ID, CID), to the
+        /// thread holding the controller's admin queue.
+        aborts: crossbeam::channel::Sender<(u16, u16)>,
     },
 }
 
@@ -182,6 +185,9 @@ enum Backend {
         lba: u32,
         free: Vec<Vec<u8>>,
         done: Vec<pollux_nvme::fabrics::Completion<Vec<u8>>>,
+        aborts: crossbeam::channel::Sender<(u16, u16)>,
+        /// When to look for commands past `io_timeout` next (ns of the job's clock).
+        next_check: u64,
     },
 }
 
@@ -313,12 +319,19 @@ pub fn start(js: JobStart) {
                 ios: (0..depth).map(|_| BdevIo::new()).collect(),
             }
         }
-        Target::Nvmf { q, nsid, lba } => Backend::Nvmf {
+        Target::Nvmf {
+            q,
+            nsid,
+            lba,
+            aborts,
+        } => Backend::Nvmf {
             q,
             nsid,
             lba,
             free: (0..depth).map(|_| Vec::with_capacity(max_bs)).collect(),
             done: Vec::with_capacity(depth),
+            aborts,
+            next_check: 0,
         },
     };
     let base = Instant::now();
@@ -903,6 +916,29 @@ impl Job {
     }
 
     fn nvmf_poll(&mut self) -> bool {
+        if let (Some(t), Backend::Nvmf { .. }) = (self.spec.io_timeout, &self.backend) {
+            let now = self.now();
+            if let Backend::Nvmf {
+                q,
+                aborts,
+                next_check,
+                ..
+            } = &mut self.backend
+            {
+                // Every 10 ms: a command is timed from the first look that finds it.
+                if now >= *next_check {
+                    *next_check = now + 10_000_000;
+                    let qid = q.qid();
+                    q.overdue(t, |cid, _| {
+                        tracing::warn!(
+                            "{}: I/O timeout: command {cid:#x} on queue {qid} outstanding for {t:?}; aborting it",
+                            self.spec.name
+                        );
+                        let _ = aborts.send((qid, cid));
+                    });
+                }
+            }
+        }
         let (mut done, res) = match &mut self.backend {
             Backend::Nvmf { q, done, .. } => {
                 let mut d = std::mem::take(done);

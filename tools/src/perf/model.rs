@@ -212,6 +212,10 @@ pub struct JobSpec {
     pub verify_fatal: bool,
     /// `verify_backlog`: verify after this many writes rather than at the end.
     pub verify_backlog: u64,
+    /// `io_timeout` (a Pollux option, SPDK's bdev_nvme `timeout_us` with
+    /// `action_on_timeout` abort): an NVMe-oF I/O outstanding this long is aborted
+    /// with the Abort command.
+    pub io_timeout: Option<Duration>,
     /// `fsync`: flush after every this many writes (0: never).
     pub fsync: u64,
     /// `verify_state_save`: when the job ends, save the writes acknowledged before a
@@ -286,6 +290,7 @@ impl Default for JobSpec {
             do_verify: true,
             verify_fatal: false,
             verify_backlog: 0,
+            io_timeout: None,
             fsync: 0,
             verify_state_save: false,
             verify_state_load: false,

@@ -150,6 +150,8 @@ const JOB_OPTIONS: &[OptDef] = &[
     opt("verify_fatal", &[], Flag, "bool", "stop the job at the first verify error"),
     opt("verify_backlog", &[], Value, "int", "verify after every this many writes"),
     opt("fsync", &[], Value, "int", "flush (NVMe Flush, fdatasync) after every this many writes"),
+    opt("io_timeout", &[], Value, "time",
+        "nvmf: abort (Abort command) an I/O outstanding this long (a Pollux option; 0: never)"),
     opt("verify_state_save", &[], Flag, "bool",
         "save the writes acknowledged before a completed flush to local-<name>-<n>-verify.state"),
     opt("verify_state_load", &[], Flag, "bool", "load the writes to verify from that state file"),
@@ -530,6 +532,9 @@ impl Builder {
             "verify_fatal" => s.verify_fatal = parse_bool(value).map_err(bad)?,
             "verify_backlog" => s.verify_backlog = parse_size(value).map_err(bad)?,
             "fsync" => s.fsync = parse_size(value).map_err(bad)?,
+            "io_timeout" => {
+                s.io_timeout = Some(parse_time(value).map_err(bad)?).filter(|d| !d.is_zero())
+            }
             "verify_state_save" => s.verify_state_save = parse_bool(value).map_err(bad)?,
             "verify_state_load" => s.verify_state_load = parse_bool(value).map_err(bad)?,
             "verify_only" => s.verify_only = parse_bool(value).map_err(bad)?,
@@ -593,6 +598,9 @@ impl Builder {
         }
         if s.verify == VerifyKind::Pattern && s.verify_pattern.is_empty() {
             return Err(err("verify=pattern needs verify_pattern".into()));
+        }
+        if s.io_timeout.is_some() && s.ioengine != IoEngine::Nvmf {
+            return Err(err("io_timeout is for ioengine=nvmf".into()));
         }
         if s.verify_only && !s.verify_state_load {
             return Err(err(

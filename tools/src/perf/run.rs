@@ -165,6 +165,11 @@ struct Nvmf {
     next_qid: u16,
     lba: u32,
     ns_bytes: u64,
+    /// Commands of its queues past `io_timeout`, to abort: (queue ID, CID).
+    aborts: (
+        crossbeam::channel::Sender<(u16, u16)>,
+        crossbeam::channel::Receiver<(u16, u16)>,
+    ),
 }
 
 fn run_on(engine: &Engine, spec: &RunSpec, cores: &[usize]) -> Result<i32, String> {
@@ -237,6 +242,7 @@ fn run_on(engine: &Engine, spec: &RunSpec, cores: &[usize]) -> Result<i32, Strin
                 next_qid: 1,
                 lba,
                 ns_bytes: ns.nsze.get() * lba as u64,
+                aborts: crossbeam::channel::unbounded(),
             },
         );
     }
@@ -334,6 +340,19 @@ fn run_on(engine: &Engine, spec: &RunSpec, cores: &[usize]) -> Result<i32, Strin
             if INTERRUPTED.load(Ordering::Relaxed) {
                 for (_, l, _) in &lives {
                     l.stop.store(true, Ordering::Relaxed);
+                }
+            }
+            for (t, n) in nvmf.iter_mut() {
+                while let Ok((qid, cid)) = n.aborts.1.try_recv() {
+                    match n.admin.abort(qid, cid) {
+                        Ok(true) => tracing::warn!("{t}: command {cid:#x} on queue {qid} aborted"),
+                        Ok(false) => tracing::warn!(
+                            "{t}: the target did not abort command {cid:#x} on queue {qid}: it runs on"
+                        ),
+                        Err(e) => {
+                            tracing::warn!("{t}: Abort of command {cid:#x} on queue {qid}: {e}")
+                        }
+                    }
                 }
             }
             if last_ka.elapsed() >= Duration::from_secs(1) {
@@ -648,6 +667,7 @@ fn make_target(
                     q: Box::new(q),
                     nsid: tid.nsid,
                     lba: n.lba,
+                    aborts: n.aborts.0.clone(),
                 },
                 r,
             ))
