@@ -166,11 +166,11 @@ struct Nvmf {
     lba: u32,
     ns_bytes: u64,
     /// Commands of its queues past `io_timeout`, to abort: (queue ID, CID).
-    aborts: (
-        crossbeam::channel::Sender<(u16, u16)>,
-        crossbeam::channel::Receiver<(u16, u16)>,
-    ),
+    aborts: (AbortTx, crossbeam::channel::Receiver<(u16, u16)>),
 }
+
+/// Where a job sends its commands past `io_timeout`: (queue ID, CID).
+type AbortTx = crossbeam::channel::Sender<(u16, u16)>;
 
 fn run_on(engine: &Engine, spec: &RunSpec, cores: &[usize]) -> Result<i32, String> {
     // Expand numjobs and groups.
