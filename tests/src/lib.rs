@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests, the tools' tests and the benches.
 
+pub mod daemon;
 pub mod raw;
 
 use std::net::TcpListener;

@@ -7,13 +7,13 @@
 use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair};
 use pollux_nvme::spec::admin::nvm_opc;
 use pollux_nvme::spec::cmd::Sqe;
-use pollux_tests::KillOnDrop;
+use pollux_tests::daemon;
 use pollux_tests::raw::Raw;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.pollux:churn";
@@ -159,34 +159,18 @@ fn a_thousand_connect_io_disconnect_cycles_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let port = pollux_tests::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let la = json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
-    let cfg = json!({"subsystems": [
-        {"subsystem": "bdev", "config": [
-            {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 4096, "block_size": 4096}}]},
-        {"subsystem": "nvmf", "config": [
-            {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
-            {"method": "nvmf_create_subsystem", "params": {"nqn": NQN, "allow_any_host": true}},
-            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": NQN, "namespace": {"bdev_name": "M0"}}},
-            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": NQN, "listen_address": la}}]}
-    ]});
+    let bdevs = json!([{"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 4096, "block_size": 4096}}]);
+    let cfg = daemon::nvmf_config(bdevs, json!({}), NQN, &["M0"], port);
     let cfgp = dir.path().join("config.json");
     std::fs::write(&cfgp, cfg.to_string()).unwrap();
     let sock = dir.path().join("pollux.sock");
-    let child = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_polluxd"))
-            .args(["-m", "0x3", "--small-pools", "-r"])
-            .arg(&sock)
-            .arg("-c")
-            .arg(&cfgp)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let child = daemon::start(
+        env!("CARGO_BIN_EXE_polluxd"),
+        &["-m", "0x3", "--small-pools"],
+        &cfgp,
+        &sock,
+        true,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let pid = child.id();
 
     // Controllers left silent: the target tears them down at their 1 s keep-alive

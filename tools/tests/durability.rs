@@ -4,32 +4,23 @@
 //! moment; after a restart on the same config, a `verify_only` pass over the saved state
 //! must find every one of those writes intact. Twenty rounds.
 
-use pollux_tests::KillOnDrop;
+use pollux_tests::{KillOnDrop, daemon};
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NQN: &str = "nqn.2016-06.io.pollux:durable";
 
 fn start(dir: &Path, cfg: &Path) -> KillOnDrop {
     let sock = dir.join("pollux.sock");
-    let child = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_polluxd"))
-            .args(["-m", "0x1", "--small-pools", "-r"])
-            .arg(&sock)
-            .arg("-c")
-            .arg(cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "polluxd did not open its socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child
+    daemon::start(
+        env!("CARGO_BIN_EXE_polluxd"),
+        &["-m", "0x1", "--small-pools"],
+        cfg,
+        &sock,
+        true,
+    )
 }
 
 fn perf(dir: &Path, port: u16, extra: &[&str]) -> std::process::Child {
@@ -88,16 +79,8 @@ fn every_write_acknowledged_before_a_completed_flush_survives_sigkill() {
         .set_len(32 << 20)
         .unwrap();
     let port = pollux_tests::free_port();
-    let la = json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
-    let cfg = json!({"subsystems": [
-        {"subsystem": "bdev", "config": [
-            {"method": "bdev_uring_create", "params": {"name": "U0", "filename": file, "block_size": 4096}}]},
-        {"subsystem": "nvmf", "config": [
-            {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
-            {"method": "nvmf_create_subsystem", "params": {"nqn": NQN, "allow_any_host": true}},
-            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": NQN, "namespace": {"bdev_name": "U0"}}},
-            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": NQN, "listen_address": la}}]}
-    ]});
+    let bdevs = json!([{"method": "bdev_uring_create", "params": {"name": "U0", "filename": file, "block_size": 4096}}]);
+    let cfg = daemon::nvmf_config(bdevs, json!({}), NQN, &["U0"], port);
     let cfgp = dir.path().join("config.json");
     std::fs::write(&cfgp, cfg.to_string()).unwrap();
     let state = dir.path().join("local-dur-0-verify.state");
@@ -151,10 +134,7 @@ fn every_write_acknowledged_before_a_completed_flush_survives_sigkill() {
             "round {round} (killed after {after:?}, {durable} durable writes): {err}"
         );
         println!("round {round}: killed after {after:?}; {durable} durable writes verified");
-        let mut c = d.take();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        assert!(c.wait().unwrap().success());
+        daemon::stop(d);
     }
     assert!(total > 0, "no round made a write durable before the kill");
     println!("{total} durable writes verified over 20 rounds");
@@ -186,8 +166,5 @@ fn every_write_acknowledged_before_a_completed_flush_survives_sigkill() {
         err.contains(&format!("{off}")),
         "the offset is named: {err}"
     );
-    let mut c = d.take();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    assert!(c.wait().unwrap().success());
+    daemon::stop(d);
 }

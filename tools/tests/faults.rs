@@ -4,7 +4,7 @@
 //! arrive late and intact; writes held past the host's `io_timeout` aborted (Abort) and
 //! reported failed; and a clean crc32c verify pass after each fault run.
 
-use pollux_tests::KillOnDrop;
+use pollux_tests::{KillOnDrop, daemon};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -24,36 +24,17 @@ impl Daemon {
     fn start(bdevs: Value, namespaces: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = pollux_tests::free_port();
-        let la = json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
-        let mut nvmf = vec![
-            json!({"method": "nvmf_create_transport", "params": {"trtype": "TCP"}}),
-            json!({"method": "nvmf_create_subsystem", "params": {"nqn": NQN, "allow_any_host": true}}),
-        ];
-        for ns in namespaces {
-            nvmf.push(json!({"method": "nvmf_subsystem_add_ns", "params": {"nqn": NQN, "namespace": {"bdev_name": ns}}}));
-        }
-        nvmf.push(json!({"method": "nvmf_subsystem_add_listener", "params": {"nqn": NQN, "listen_address": la}}));
-        let cfg = json!({"subsystems": [
-            {"subsystem": "bdev", "config": bdevs},
-            {"subsystem": "nvmf", "config": nvmf},
-        ]});
+        let cfg = daemon::nvmf_config(bdevs, json!({}), NQN, namespaces, port);
         let cfgp = dir.path().join("config.json");
         std::fs::write(&cfgp, cfg.to_string()).unwrap();
         let sock = dir.path().join("pollux.sock");
-        let child = KillOnDrop::new(
-            Command::new(env!("CARGO_BIN_EXE_polluxd"))
-                .args(["-m", "0x1", "--small-pools", "-r"])
-                .arg(&sock)
-                .arg("-c")
-                .arg(&cfgp)
-                .spawn()
-                .unwrap(),
+        let child = daemon::start(
+            env!("CARGO_BIN_EXE_polluxd"),
+            &["-m", "0x1", "--small-pools"],
+            &cfgp,
+            &sock,
+            false,
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !sock.exists() {
-            assert!(Instant::now() < deadline, "polluxd did not open its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Daemon {
             child: Some(child),
             sock,
@@ -102,10 +83,7 @@ impl Daemon {
     }
 
     fn stop(mut self) {
-        let mut c = self.child.take().unwrap().take();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        assert!(c.wait().unwrap().success(), "polluxd stops cleanly");
+        daemon::stop(self.child.take().unwrap());
     }
 }
 

@@ -3,12 +3,12 @@
 //! deleted: no error, no I/O and no RPC waiting a second or more; the maximum
 //! latencies seen are printed.
 
-use pollux_tests::KillOnDrop;
+use pollux_tests::daemon;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -52,35 +52,21 @@ impl Rpc {
 fn sixty_four_connections_at_qd128_and_a_busy_rpc_socket_never_stall() {
     let dir = tempfile::tempdir().unwrap();
     let port = pollux_tests::free_port();
-    let la = json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
-    let cfg = json!({"subsystems": [
-        {"subsystem": "bdev", "config": [
-            {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 16384, "block_size": 4096}},
-            {"method": "bdev_null_create", "params": {"name": "N1", "num_blocks": 1024, "block_size": 4096}}]},
-        {"subsystem": "nvmf", "config": [
-            {"method": "nvmf_create_transport", "params": {"trtype": "TCP", "max_queue_depth": 256}},
-            {"method": "nvmf_create_subsystem", "params": {"nqn": NQN, "allow_any_host": true}},
-            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": NQN, "namespace": {"bdev_name": "M0"}}},
-            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": NQN, "listen_address": la}}]}
-    ]});
+    let bdevs = json!([
+        {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 16384, "block_size": 4096}},
+        {"method": "bdev_null_create", "params": {"name": "N1", "num_blocks": 1024, "block_size": 4096}}]);
+    let transport = json!({"max_queue_depth": 256});
+    let cfg = daemon::nvmf_config(bdevs, transport, NQN, &["M0"], port);
     let cfgp = dir.path().join("config.json");
     std::fs::write(&cfgp, cfg.to_string()).unwrap();
     let sock = dir.path().join("pollux.sock");
-    let child = KillOnDrop::new(
-        Command::new(env!("CARGO_BIN_EXE_polluxd"))
-            .args(["-m", "0x1", "-r"])
-            .arg(&sock)
-            .arg("-c")
-            .arg(&cfgp)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let child = daemon::start(
+        env!("CARGO_BIN_EXE_polluxd"),
+        &["-m", "0x1"],
+        &cfgp,
+        &sock,
+        true,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
 
     let done = Arc::new(AtomicBool::new(false));
     // Two RPC clients: one asking for statistics, one adding and removing subsystems.
@@ -195,8 +181,5 @@ fn sixty_four_connections_at_qd128_and_a_busy_rpc_socket_never_stall() {
         1,
         "one poll group"
     );
-    let mut c = child.take();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    assert!(c.wait().unwrap().success());
+    daemon::stop(child);
 }
