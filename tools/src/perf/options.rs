@@ -1847,6 +1847,10 @@ mod tests {
         assert_eq!(crc.verify, VerifyKind::Crc32c);
         assert!(crc.verify_fatal && crc.do_verify);
         assert_eq!(crc.verify_backlog, 1024);
+        let d = by_name(&j, "durable");
+        assert!(d.fsync == 32 && d.verify_state_save && !d.verify_only);
+        let d = by_name(&j, "durable-check");
+        assert!(d.verify_only && d.verify_state_load);
         let ci = by_name(&j, "crc-intel");
         assert_eq!(ci.verify, VerifyKind::Crc32c);
         assert!(!ci.do_verify);
@@ -1992,6 +1996,7 @@ mod tests {
             Some("trtype:tcp traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.pollux:test ns:1")
         );
         assert!(r.time_based);
+        assert_eq!(r.io_timeout, Some(Duration::from_secs(2)));
         let m = by_name(&j, "malloc");
         assert_eq!(m.ioengine, IoEngine::Malloc);
         assert_eq!(m.size, Some(64 << 20));
