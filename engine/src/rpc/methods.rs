@@ -49,19 +49,61 @@ pub(super) fn register(s: &mut RpcServer) {
     s.register("bdev_nvme_get_controllers", bdev_nvme_get_controllers);
     s.register("bdev_nvme_reset_controller", bdev_nvme_reset_controller);
     s.register("save_config", |ctx, _| {
-        let bdev: Vec<Value> = ctx
+        let subsystems: Vec<Value> = SUBSYSTEMS
+            .iter()
+            .map(|(name, _)| json!({"subsystem": name, "config": subsystem_config(ctx, name)}))
+            .collect();
+        Ok(json!({ "subsystems": subsystems }))
+    });
+    // What SPDK's rpc.py save_config builds its file from.
+    s.register("framework_get_subsystems", |_, p| {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct P {}
+        let _: P = parse(p)?;
+        Ok(Value::Array(
+            SUBSYSTEMS
+                .iter()
+                .map(|(name, deps)| json!({"subsystem": name, "depends_on": deps}))
+                .collect(),
+        ))
+    });
+    s.register("framework_get_config", |ctx, p| {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct P {
+            name: String,
+            /// Pollux's configs have no batches: accepted either way.
+            #[allow(dead_code)]
+            with_batches: Option<bool>,
+        }
+        let p: P = parse(p)?;
+        if !SUBSYSTEMS.iter().any(|(n, _)| *n == p.name) {
+            return Err(RpcError::invalid_params(format!(
+                "no subsystem {:?}: framework_get_subsystems lists them",
+                p.name
+            )));
+        }
+        Ok(Value::Array(subsystem_config(ctx, &p.name)))
+    });
+}
+
+/// The configurable subsystems, with what each depends on, in load order.
+const SUBSYSTEMS: [(&str, &[&str]); 2] = [("bdev", &[]), ("nvmf", &["bdev"])];
+
+/// The entries that recreate subsystem `name`'s state.
+fn subsystem_config(ctx: &RpcContext, name: &str) -> Vec<Value> {
+    match name {
+        "bdev" => ctx
             .engine
             .bdevs()
             .saved_config()
             .into_iter()
             .map(|(method, params)| json!({"method": method, "params": params}))
-            .collect();
-        let nvmf = super::nvmf::saved_config(ctx);
-        Ok(json!({"subsystems": [
-            {"subsystem": "bdev", "config": bdev},
-            {"subsystem": "nvmf", "config": nvmf},
-        ]}))
-    });
+            .collect(),
+        "nvmf" => super::nvmf::saved_config(ctx),
+        _ => Vec::new(),
+    }
 }
 
 fn framework_get_reactors(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {

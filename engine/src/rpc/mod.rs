@@ -100,10 +100,16 @@ pub struct RpcContext {
 /// A method: parameters in (absent, an object or an array), a result or an error out.
 pub type Handler = Arc<dyn Fn(&RpcContext, Option<Value>) -> Result<Value, RpcError> + Send + Sync>;
 
+/// Which methods can be called now.
+type MethodFilter = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The methods and the context they run in.
 pub struct RpcServer {
     ctx: RpcContext,
     methods: BTreeMap<String, Handler>,
+    /// Whether a method can be called now (`rpc_get_methods current`): all, unless
+    /// told otherwise ([`RpcServer::set_callable_now`]).
+    callable_now: Option<MethodFilter>,
 }
 
 impl fmt::Debug for RpcServer {
@@ -121,6 +127,7 @@ impl RpcServer {
         let mut s = RpcServer {
             ctx: RpcContext { engine, nvmf },
             methods: BTreeMap::new(),
+            callable_now: None,
         };
         methods::register(&mut s);
         nvmf::register(&mut s);
@@ -142,6 +149,13 @@ impl RpcServer {
         self.methods.insert(name.to_owned(), Arc::new(f));
     }
 
+    /// Says which methods can be called in the current state, for `rpc_get_methods`
+    /// with `current` (SPDK's: `framework_start_init` only before the framework
+    /// started; SPDK's `rpc.py load_config` calls it when listed).
+    pub fn set_callable_now(&mut self, f: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.callable_now = Some(Box::new(f));
+    }
+
     /// The names of every method.
     pub fn method_names(&self) -> Vec<String> {
         self.methods.keys().cloned().collect()
@@ -150,7 +164,20 @@ impl RpcServer {
     /// Calls a method directly (configuration files use this).
     pub fn call(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
         if method == "rpc_get_methods" {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct P {
+                #[serde(default)]
+                current: bool,
+                // No method has an alias.
+                #[allow(dead_code)]
+                include_aliases: Option<bool>,
+            }
+            let p: P = methods::parse(params)?;
             let mut names = self.method_names();
+            if let (true, Some(f)) = (p.current, &self.callable_now) {
+                names.retain(|n| f(n));
+            }
             names.push("rpc_get_methods".into());
             names.sort();
             return Ok(json!(names));

@@ -179,13 +179,37 @@ fn nvmf_create_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
         #[serde(default)]
         ana_reporting: bool,
         tgt_name: Option<String>,
+        // SPDK's rpc.py always sends these three, false unless asked for.
+        #[serde(default)]
+        passthrough: bool,
+        #[serde(default)]
+        enable_nssr: bool,
+        // Limits SPDK's rpc.py sends when given; no limit is what Pollux does.
+        max_discard_size_kib: Option<u64>,
+        dmrsl: Option<u32>,
+        max_write_zeroes_size_kib: Option<u64>,
+        wzsl: Option<u32>,
     }
     let p: P = parse(p)?;
     no_tgt_name(&p.tgt_name)?;
-    if p.ana_reporting {
-        return Err(RpcError::invalid_params(
-            "ana_reporting is not supported by Pollux: leave it out or false",
-        ));
+    for (on, what) in [
+        (p.ana_reporting, "ana_reporting: ANA reporting is"),
+        (p.passthrough, "passthrough: NVMe passthrough is"),
+        (p.enable_nssr, "enable_nssr: NVM Subsystem Reset is"),
+        (
+            p.max_discard_size_kib.is_some_and(|v| v != 0) || p.dmrsl.is_some_and(|v| v != 0),
+            "max_discard_size_kib / dmrsl: a Dataset Management range limit is",
+        ),
+        (
+            p.max_write_zeroes_size_kib.is_some_and(|v| v != 0) || p.wzsl.is_some_and(|v| v != 0),
+            "max_write_zeroes_size_kib / wzsl: a Write Zeroes size limit is",
+        ),
+    ] {
+        if on {
+            return Err(RpcError::invalid_params(format!(
+                "{what} not supported by Pollux: leave it out or false/0"
+            )));
+        }
     }
     ctx.nvmf.create_subsystem(SubsysParams {
         nqn: p.nqn.clone(),
@@ -321,6 +345,10 @@ fn nvmf_subsystem_add_ns(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
         ptpl_file: Option<String>,
         anagrpid: Option<u32>,
         no_auto_visible: Option<bool>,
+        /// SPDK's rpc.py always sends it. No Pollux bdev has metadata, so hiding it
+        /// changes nothing either way.
+        #[allow(dead_code)]
+        hide_metadata: Option<bool>,
     }
     #[derive(Deserialize)]
     struct P {

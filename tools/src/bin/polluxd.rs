@@ -99,6 +99,10 @@ fn run(args: Args) -> Result<(), String> {
         server.register("framework_wait_init", move |_, _| {
             Ok(json!(init.load(Ordering::Acquire)))
         });
+        let init = initialized.clone();
+        server.set_callable_now(move |m| {
+            m != "framework_start_init" || !init.load(Ordering::Acquire)
+        });
     }
     let server = Arc::new(server);
     *slot.lock().unwrap() = Some(server.clone());
