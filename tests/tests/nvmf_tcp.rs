@@ -1440,3 +1440,50 @@ fn abort_stops_a_write_a_delay_bdev_holds() {
     drop((a, io));
     d.wait_idle();
 }
+
+/// The query methods operators' scripts call, with SPDK's shapes: the connected
+/// controller, its queue pairs on their poll groups, and the subsystem's listeners.
+#[test]
+fn subsystem_controllers_qpairs_and_listeners_are_listed() {
+    let d = Daemon::start();
+    let o = d.opts();
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    let qs: Vec<FabricQpair<Vec<u8>>> = (1..=2)
+        .map(|q| admin.create_io_qpair(q, 16).unwrap())
+        .collect();
+    let c = d.call("nvmf_subsystem_get_controllers", json!({"nqn": NQN}));
+    assert_eq!(c.as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c[0]["cntlid"], admin.cntlid());
+    assert_eq!(c[0]["hostnqn"], o.hostnqn);
+    // The default host NQN carries the host ID's UUID.
+    let hostid = c[0]["hostid"].as_str().unwrap();
+    assert!(o.hostnqn.ends_with(&format!(":uuid:{hostid}")), "{hostid}");
+    assert_eq!(c[0]["num_io_qpairs"], 2);
+    let q = d.call("nvmf_subsystem_get_qpairs", json!({"nqn": NQN}));
+    let qids: Vec<u64> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["qid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(qids, [0, 1, 2], "{q}");
+    assert!(q.as_array().unwrap().iter().all(|x| x["state"] == "active"
+        && x["cntlid"] == admin.cntlid()
+        && !x["thread"].as_str().unwrap().is_empty()));
+    let l = d.call("nvmf_subsystem_get_listeners", json!({"nqn": NQN}));
+    assert_eq!(l[0]["address"]["trsvcid"], d.addr.port().to_string(), "{l}");
+    assert_eq!(l[0]["ana_state"], "optimized");
+    let e = d
+        .rpc
+        .call(
+            "nvmf_subsystem_get_qpairs",
+            Some(json!({"nqn": "nqn.2016-06.io.pollux:none"})),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("does not exist"));
+    drop(qs);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+    let c = d.call("nvmf_subsystem_get_controllers", json!({"nqn": NQN}));
+    assert_eq!(c, json!([]));
+}

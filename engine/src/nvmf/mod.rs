@@ -655,6 +655,19 @@ pub struct TargetInfo {
     pub ctrlrs: Vec<(u32, u16, String, usize)>,
 }
 
+/// A controller as `nvmf_subsystem_get_controllers` and `_get_qpairs` show it.
+#[derive(Clone, Debug)]
+pub struct CtrlrInfo {
+    /// Controller ID.
+    pub cntlid: u16,
+    /// The host's NQN.
+    pub hostnqn: String,
+    /// The host's identifier.
+    pub hostid: uuid::Uuid,
+    /// Its queues (0: the admin queue), each with its poll group's thread.
+    pub queues: Vec<(u16, String)>,
+}
+
 impl Target {
     /// A target with only the discovery subsystem. Poll groups start with the transport.
     pub fn new(engine: EngineHandle) -> Arc<Target> {
@@ -1083,6 +1096,33 @@ impl Target {
                 .map(|c| (c.subsys_id, c.cntlid, c.hostnqn.clone(), c.io_qpair_count()))
                 .collect(),
         }
+    }
+
+    /// The controllers of subsystem `nqn` now, by controller ID.
+    pub fn controllers(&self, nqn: &str) -> Vec<CtrlrInfo> {
+        let s = lock(&self.state);
+        let Some(id) = s.subsystems.get(nqn).map(|ss| ss.id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<CtrlrInfo> = s
+            .ctrlrs
+            .values()
+            .filter(|c| c.subsys_id == id)
+            .map(|c| CtrlrInfo {
+                cntlid: c.cntlid,
+                hostnqn: c.hostnqn.clone(),
+                hostid: uuid::Uuid::from_bytes(c.hostid),
+                queues: std::iter::once((0, c.admin_thread.name().to_owned()))
+                    .chain(
+                        lock(&c.qpairs)
+                            .iter()
+                            .map(|(q, t)| (*q, t.name().to_owned())),
+                    )
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|c| c.cntlid);
+        out
     }
 
     /// A subsystem's configuration, by ID.

@@ -20,6 +20,46 @@ pub(super) fn register(s: &mut RpcServer) {
     s.register("nvmf_create_subsystem", nvmf_create_subsystem);
     s.register("nvmf_delete_subsystem", nvmf_delete_subsystem);
     s.register("nvmf_get_subsystems", nvmf_get_subsystems);
+    s.register("nvmf_subsystem_get_controllers", |ctx, p| {
+        let nqn = existing_nqn(ctx, p)?;
+        let list: Vec<Value> = ctx
+            .nvmf
+            .controllers(&nqn)
+            .into_iter()
+            .map(|c| {
+                json!({"cntlid": c.cntlid, "hostnqn": c.hostnqn, "hostid": c.hostid.to_string(),
+                    "num_io_qpairs": c.queues.len() - 1})
+            })
+            .collect();
+        Ok(Value::Array(list))
+    });
+    s.register("nvmf_subsystem_get_qpairs", |ctx, p| {
+        let nqn = existing_nqn(ctx, p)?;
+        let mut list = Vec::new();
+        for c in ctx.nvmf.controllers(&nqn) {
+            for (qid, thread) in c.queues {
+                list.push(
+                    json!({"cntlid": c.cntlid, "qid": qid, "state": "active", "thread": thread}),
+                );
+            }
+        }
+        Ok(Value::Array(list))
+    });
+    s.register("nvmf_subsystem_get_listeners", |ctx, p| {
+        let nqn = existing_nqn(ctx, p)?;
+        let info = ctx.nvmf.info();
+        let ss = info.subsystems.iter().find(|s| s.nqn == nqn);
+        // Without ANA reporting every listener is optimized for the one ANA group.
+        let list: Vec<Value> = ss
+            .into_iter()
+            .flat_map(|s| s.listeners.iter())
+            .map(|l| {
+                json!({"address": listen_json(l), "ana_state": "optimized",
+                    "ana_states": [{"ana_group": 1, "ana_state": "optimized"}]})
+            })
+            .collect();
+        Ok(Value::Array(list))
+    });
     s.register("nvmf_subsystem_add_ns", nvmf_subsystem_add_ns);
     s.register("nvmf_subsystem_remove_ns", nvmf_subsystem_remove_ns);
     s.register("nvmf_subsystem_add_listener", |c, p| listener(c, p, true));
@@ -75,6 +115,19 @@ struct TransportParams {
     tgt_name: Option<String>,
     #[serde(flatten)]
     rest: serde_json::Map<String, Value>,
+}
+
+/// The `nqn` of a query method's parameters, which must name a subsystem.
+fn existing_nqn(ctx: &RpcContext, p: Option<Value>) -> Result<String, RpcError> {
+    let p: NqnOnly = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    if !ctx.nvmf.info().subsystems.iter().any(|s| s.nqn == p.nqn) {
+        return Err(RpcError::invalid_params(format!(
+            "subsystem {} does not exist",
+            p.nqn
+        )));
+    }
+    Ok(p.nqn)
 }
 
 fn no_tgt_name(t: &Option<String>) -> Result<(), RpcError> {
