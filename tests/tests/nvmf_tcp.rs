@@ -668,6 +668,17 @@ fn io_queues_connect_without_set_features_number_of_queues() {
     let cqe = io.try_connect(NQN, 5, cntlid, host, 15, [7; 16]);
     assert_eq!(cqe.status(), Status::CONNECT_INVALID_PARAMETERS);
     assert_eq!(cqe.dw0.get(), 42, "IPO: the QID in the command");
+    // No host NQN at all, as SPDK's host sends unless given one: a subsystem open to
+    // any host takes it.
+    let mut e = Raw::connect(d.addr);
+    e.ic(false, false);
+    let cqe = e.try_connect(NQN, 0, 0xffff, "", 31, [3; 16]);
+    assert!(
+        cqe.status().is_success(),
+        "empty host NQN: {:?}",
+        cqe.status()
+    );
+    drop(e);
     // SQSIZE 0 is still refused, at its offset.
     let cqe = io.try_connect(NQN, 2, cntlid, host, 0, [7; 16]);
     assert_eq!(cqe.status(), Status::CONNECT_INVALID_PARAMETERS);

@@ -1185,11 +1185,9 @@ impl Target {
             .subsystems
             .get(req.subnqn)
             .ok_or(ConnectRefusal::InvalidData(OFF_SUBNQN))?;
-        // The host NQN's form is not checked here (as on SPDK's target and Linux's
-        // nvmet): the transport checked it is terminated within NQN_LEN_MAX bytes.
-        if req.hostnqn.is_empty() {
-            return Err(ConnectRefusal::InvalidData(OFF_HOSTNQN));
-        }
+        // The host NQN's form is not checked here, and it may be empty (SPDK's host
+        // sends none unless given one; SPDK's target and Linux's nvmet take it): the
+        // transport checked it ends within NQN_LEN_MAX bytes, and the allow list decides.
         let listening = ss.listeners.contains(&req.local)
             || (ss.subtype == SubsysType::Discovery && s.listeners.contains_key(&req.local));
         if !listening {
