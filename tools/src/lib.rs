@@ -9,12 +9,24 @@
 pub mod perf;
 pub mod setup;
 
-/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`).
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`); the
+/// filter can be replaced at run time by SPDK's log methods
+/// ([`pollux_engine::rpc::log`]).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, reload};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        pollux_engine::rpc::log::install_filter(move |d| {
+            let f = EnvFilter::try_new(d).map_err(|e| format!("log filter {d:?}: {e}"))?;
+            handle.reload(f).map_err(|e| e.to_string())
+        });
+    }
 }

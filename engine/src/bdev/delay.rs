@@ -99,20 +99,28 @@ impl DelayLatencies {
     }
 }
 
+impl DelayOpts {
+    /// Whether the latencies make sense (no p99 below its average).
+    pub fn check(&self) -> Result<(), Error> {
+        for (what, avg, p99) in [
+            ("read", self.avg_read, self.p99_read),
+            ("write", self.avg_write, self.p99_write),
+        ] {
+            if p99 < avg {
+                return Err(Error::InvalidParam {
+                    what: format!("p99_{what}_latency"),
+                    why: format!("{p99:?} is below the average {avg:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Creates a delay bdev on `base`.
 pub fn create(base: Arc<Bdev>, opts: DelayOpts) -> Result<Arc<Bdev>, Error> {
     check_depth(&base)?;
-    for (what, avg, p99) in [
-        ("read", opts.avg_read, opts.p99_read),
-        ("write", opts.avg_write, opts.p99_write),
-    ] {
-        if p99 < avg {
-            return Err(Error::InvalidParam {
-                what: format!("p99_{what}_latency"),
-                why: format!("{p99:?} is below the average {avg:?}"),
-            });
-        }
-    }
+    opts.check()?;
     let lat = Arc::new(DelayLatencies {
         base: base.clone(),
         ns: Default::default(),

@@ -192,6 +192,11 @@ impl ErrorInjector {
     }
 }
 
+/// The name of the error bdev on bdev `base`: `EE_<base>`.
+pub fn name_on(base: &str) -> String {
+    format!("EE_{base}")
+}
+
 /// Creates `EE_<base>` on `base`.
 pub fn create(base: Arc<Bdev>, uuid: Option<uuid::Uuid>) -> Result<Arc<Bdev>, Error> {
     check_depth(&base)?;
@@ -204,7 +209,7 @@ pub fn create(base: Arc<Bdev>, uuid: Option<uuid::Uuid>) -> Result<Arc<Bdev>, Er
     });
     Bdev::new(
         BdevParams {
-            name: format!("EE_{}", base.name()),
+            name: name_on(base.name()),
             uuid,
             block_size: base.block_size(),
             num_blocks: base.num_blocks(),

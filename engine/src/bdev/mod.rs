@@ -18,6 +18,7 @@ mod client;
 mod deferred;
 pub mod delay;
 pub mod error;
+pub mod iostat;
 pub mod malloc;
 pub mod null;
 pub mod nvme;
@@ -146,6 +147,8 @@ pub struct BdevIo {
     // The callbacks and channels of the stacked bdevs above the one it is on now, with
     // a word of each one's own (see `stack`).
     frames: ArrayVec<Frame, STACK_DEPTH_MAX>,
+    // When it was submitted to the bdev it is on now, in TSC ticks (`iostat`).
+    start: u64,
     /// The caller's own tag, untouched by the bdev layer.
     pub ctx: u64,
 }
@@ -175,6 +178,7 @@ impl BdevIo {
             cb: None,
             ch: None,
             frames: ArrayVec::new(),
+            start: 0,
             ctx: 0,
         })
     }
@@ -249,6 +253,11 @@ impl BdevIo {
         let cb = self.cb.take().expect("a submitted I/O has a callback");
         // Held until the callback returns: the channel may be closing with this I/O.
         let _ch = self.ch.take();
+        if let Some(ch) = &_ch {
+            let bytes = self.num_blocks * ch.device().block_size as u64;
+            let lat = iostat::ticks().wrapping_sub(self.start);
+            ch.stat.record(self.kind, status, bytes, lat);
+        }
         cb(self);
     }
 }
@@ -262,6 +271,7 @@ struct Frame {
     cb: IoCallback,
     ch: IoChannel<Bdev>,
     word: u64,
+    start: u64,
 }
 
 /// A refused submission: the I/O comes back with the reason.
@@ -362,6 +372,7 @@ pub struct Bdev {
     num_blocks: u64,
     product_name: &'static str,
     backend: Box<dyn BdevBackend>,
+    stats: Arc<iostat::BdevStats>,
 }
 
 impl fmt::Debug for Bdev {
@@ -405,6 +416,7 @@ impl Bdev {
             num_blocks: params.num_blocks,
             product_name: params.product_name,
             backend,
+            stats: Arc::default(),
         }))
     }
 
@@ -455,6 +467,11 @@ impl Bdev {
         self.backend.as_any()?.downcast_ref()
     }
 
+    /// Its I/O statistics (`bdev_get_iostat`).
+    pub fn stats(&self) -> &iostat::BdevStats {
+        &self.stats
+    }
+
     /// Bdevs stacked below it.
     pub fn stack_depth(&self) -> usize {
         self.backend.stack_depth()
@@ -493,6 +510,14 @@ impl Bdev {
 pub struct BdevChannelState {
     backend: Rc<dyn BackendChannel>,
     _poller: Poller,
+    stat: Arc<iostat::ChannelStat>,
+    stats: Arc<iostat::BdevStats>,
+}
+
+impl Drop for BdevChannelState {
+    fn drop(&mut self) {
+        self.stats.close(&self.stat);
+    }
 }
 
 impl fmt::Debug for BdevChannelState {
@@ -511,6 +536,8 @@ impl IoDevice for Bdev {
         Ok(BdevChannelState {
             backend,
             _poller: poller,
+            stat: self.stats.open(thread.handle()),
+            stats: self.stats.clone(),
         })
     }
 }
@@ -533,6 +560,7 @@ impl IoChannel<Bdev> {
         }
         io.cb = Some(cb.clone());
         io.ch = Some(self.clone());
+        io.start = iostat::ticks();
         self.backend.submit(io).map_err(|mut io| {
             io.cb = None;
             io.ch = None;
@@ -557,6 +585,29 @@ struct RegistryInner {
     map: BTreeMap<String, Arc<Bdev>>,
     /// (bdev name, method, params), oldest first.
     configs: Vec<(String, String, serde_json::Value)>,
+    /// Stacked bdevs whose base does not exist yet.
+    waiting: Vec<Waiting>,
+}
+
+/// A constructor of a stacked bdev from its base.
+pub type MakeStacked = Box<dyn FnOnce(Arc<Bdev>) -> Result<Arc<Bdev>, Error> + Send>;
+
+/// A stacked bdev waiting for its base, as SPDK defers a virtual bdev whose base has
+/// not arrived: SPDK's `save_config` writes a delay or error bdev before the malloc
+/// bdev below it.
+struct Waiting {
+    base: String,
+    name: String,
+    make: MakeStacked,
+}
+
+impl fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiting")
+            .field("base", &self.base)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BdevRegistry {
@@ -589,8 +640,70 @@ impl BdevRegistry {
         if let Some((m, p)) = config {
             g.configs.push((bdev.name().to_owned(), m, p));
         }
-        g.map.insert(bdev.name().to_owned(), bdev);
+        g.map.insert(bdev.name().to_owned(), bdev.clone());
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut g.waiting)
+            .into_iter()
+            .partition(|w| w.base == bdev.name());
+        g.waiting = waiting;
+        drop(g);
+        // The bdevs that waited for this one: their config entries are in place.
+        for w in ready {
+            let made = (w.make)(bdev.clone()).and_then(|b| {
+                let name = b.name().to_owned();
+                self.insert(b, None).map(|()| name)
+            });
+            match made {
+                Ok(name) => tracing::info!(bdev = %name, base = %w.base, "deferred bdev created"),
+                Err(e) => {
+                    tracing::error!(bdev = %w.name, base = %w.base, "deferred bdev not created: {e}");
+                    let mut g = self.inner.lock().unwrap();
+                    g.configs.retain(|(n, _, _)| *n != w.name);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Adds bdev `name`, made by `make` on bdev `base`, with the method and parameters
+    /// that recreate it. When `base` does not exist yet the creation waits for it (and
+    /// is in [`saved_config`](Self::saved_config) meanwhile): `None` then.
+    pub fn register_stacked(
+        &self,
+        base: &str,
+        name: &str,
+        method: &str,
+        params: serde_json::Value,
+        make: MakeStacked,
+    ) -> Result<Option<Arc<Bdev>>, Error> {
+        let mut g = self.inner.lock().unwrap();
+        if g.map.contains_key(name) || g.waiting.iter().any(|w| w.name == name) {
+            return Err(Error::Exists {
+                what: format!("bdev {name}"),
+            });
+        }
+        match g.map.get(base).cloned() {
+            Some(b) => {
+                drop(g);
+                let bdev = make(b)?;
+                self.insert(bdev.clone(), Some((method.to_owned(), params)))?;
+                Ok(Some(bdev))
+            }
+            None => {
+                g.configs.push((name.to_owned(), method.to_owned(), params));
+                g.waiting.push(Waiting {
+                    base: base.to_owned(),
+                    name: name.to_owned(),
+                    make,
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether bdev `name` waits for its base.
+    pub fn is_waiting(&self, name: &str) -> bool {
+        let g = self.inner.lock().unwrap();
+        g.waiting.iter().any(|w| w.name == name)
     }
 
     /// The bdev called `name`.
@@ -603,6 +716,7 @@ impl BdevRegistry {
     pub fn remove(&self, name: &str) -> Option<Arc<Bdev>> {
         let mut g = self.inner.lock().unwrap();
         g.configs.retain(|(n, _, _)| n != name);
+        g.waiting.retain(|w| w.name != name);
         g.map.remove(name)
     }
 

@@ -22,7 +22,17 @@ impl BdevIo {
         let cb = self.cb.take().expect("a submitted I/O has a callback");
         let ch = self.ch.take().expect("a submitted I/O has a channel");
         // The depth is checked when a stacked bdev is made (`check_depth`).
-        if self.frames.try_push(Frame { cb, ch, word }).is_err() {
+        let start = self.start;
+        if self
+            .frames
+            .try_push(Frame {
+                cb,
+                ch,
+                word,
+                start,
+            })
+            .is_err()
+        {
             unreachable!("bdevs stacked deeper than STACK_DEPTH_MAX");
         }
     }
@@ -32,6 +42,7 @@ impl BdevIo {
         let f = self.frames.pop().expect("an I/O coming up has a frame");
         self.cb = Some(f.cb);
         self.ch = Some(f.ch);
+        self.start = f.start;
         f.word
     }
 }

@@ -369,6 +369,20 @@ impl Ctrlr {
                 let l = NsList::active_after(nsid, subsys.namespaces.keys().copied());
                 out.copy_from_slice(l.as_bytes());
             }
+            // NVM Command Set specific Identify Controller (nvm 4.1.5.2): VSL, WZSL,
+            // WUSL, DMRL, DMRSL, DMSL. No other command set is supported.
+            cns::CSI_CONTROLLER => {
+                let l = subsys.limits;
+                if d.csi == admin::csi::NVM {
+                    out[1] = l.wzsl;
+                    let dmrl = u8::from(l.dmrsl != 0);
+                    out[3] = dmrl;
+                    out[4..8].copy_from_slice(&l.dmrsl.to_le_bytes());
+                    out[8..16].copy_from_slice(&(dmrl as u64 * l.dmrsl as u64).to_le_bytes());
+                } else {
+                    return done(Status::INVALID_FIELD);
+                }
+            }
             cns::NS_ID_DESCRIPTORS => {
                 let Some(ns) = subsys.namespaces.get(&nsid) else {
                     return done(Status::INVALID_NAMESPACE);

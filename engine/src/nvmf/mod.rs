@@ -507,6 +507,8 @@ pub struct Subsystem {
     pub min_cntlid: u16,
     /// Highest controller ID handed out.
     pub max_cntlid: u16,
+    /// The limits it reports to hosts (I/O Command Set specific Identify Controller).
+    pub limits: IoLimits,
     /// Namespaces by ID.
     pub namespaces: BTreeMap<u32, Namespace>,
     /// Where it listens.
@@ -538,6 +540,21 @@ pub struct SubsysParams {
     pub min_cntlid: u16,
     /// Highest controller ID.
     pub max_cntlid: u16,
+    /// The limits it reports to hosts.
+    pub limits: IoLimits,
+}
+
+/// Limits a subsystem reports in the NVM Command Set specific Identify Controller data
+/// (nvm 4.1.5.2, CNS 06h CSI 00h), SPDK's `dmrsl` and `wzsl`. They tell hosts how to
+/// size their commands (Linux sizes its discards by them); a command beyond them is
+/// still carried out in full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoLimits {
+    /// Dataset Management Range Size Limit in logical blocks (0: none); with a limit,
+    /// one range per command (DMRL 1), as SPDK reports.
+    pub dmrsl: u32,
+    /// Write Zeroes Size Limit: 2^wzsl minimum-page (4 KiB) units (0: none).
+    pub wzsl: u8,
 }
 
 /// A live controller, as other threads see it.
@@ -685,6 +702,7 @@ impl Target {
                 max_namespaces: 0,
                 min_cntlid: 1,
                 max_cntlid: 0xffef,
+                limits: IoLimits::default(),
                 namespaces: BTreeMap::new(),
                 listeners: BTreeSet::new(),
                 next_cntlid: 1,
@@ -836,6 +854,7 @@ impl Target {
                 },
                 min_cntlid,
                 max_cntlid,
+                limits: p.limits,
                 namespaces: BTreeMap::new(),
                 listeners: BTreeSet::new(),
                 next_cntlid: min_cntlid,

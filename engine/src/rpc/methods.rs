@@ -5,6 +5,7 @@
 //! unchanged, and refused by name otherwise. Unknown parameters are refused by name.
 
 use super::{RpcContext, RpcError, RpcServer};
+use crate::bdev::iostat::{IoStat, ResetMode};
 use crate::bdev::{Bdev, IoKind, malloc, null, uring};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -44,6 +45,8 @@ pub(super) fn register(s: &mut RpcServer) {
         s.register(m, move |ctx, p| bdev_delete(ctx, p, product));
     }
     s.register("bdev_get_bdevs", bdev_get_bdevs);
+    s.register("bdev_get_iostat", bdev_get_iostat);
+    s.register("bdev_reset_iostat", bdev_reset_iostat);
     s.register("bdev_nvme_attach_controller", bdev_nvme_attach_controller);
     s.register("bdev_nvme_detach_controller", bdev_nvme_detach_controller);
     s.register("bdev_nvme_get_controllers", bdev_nvme_get_controllers);
@@ -163,15 +166,60 @@ struct UnsupportedRaw {
     /// Advisory: accepted and ignored.
     #[allow(dead_code)]
     optimal_io_boundary: Option<u32>,
+    /// The NUMA node of the memory (malloc): -1 is any.
+    numa_id: Option<i32>,
+    /// Hints a null bdev reports (SPDK's `bdev_null_create`): advisory, taken at 0.
+    preferred_write_granularity: Option<u32>,
+    preferred_write_alignment: Option<u32>,
+    optimal_write_size: Option<u32>,
+    preferred_unmap_granularity: Option<u32>,
+    preferred_unmap_alignment: Option<u32>,
 }
 
 impl UnsupportedRaw {
-    fn checked(&self, block_size: u32) -> Result<(), RpcError> {
+    fn checked(&self, block_size: u32, method: &str) -> Result<(), RpcError> {
         let refuse = |f: &str| {
             Err(RpcError::invalid_params(format!(
                 "{f} is not supported by Pollux: leave it out or at 0"
             )))
         };
+        let hints = [
+            (
+                "preferred_write_granularity",
+                self.preferred_write_granularity,
+            ),
+            ("preferred_write_alignment", self.preferred_write_alignment),
+            ("optimal_write_size", self.optimal_write_size),
+            (
+                "preferred_unmap_granularity",
+                self.preferred_unmap_granularity,
+            ),
+            ("preferred_unmap_alignment", self.preferred_unmap_alignment),
+        ];
+        for (f, v) in hints {
+            match v {
+                Some(_) if method != "bdev_null_create" => {
+                    return Err(RpcError::invalid_params(format!(
+                        "unknown field `{f}`: {method} does not take it"
+                    )));
+                }
+                Some(v) if v != 0 => return refuse(f),
+                _ => {}
+            }
+        }
+        match self.numa_id {
+            None | Some(-1) => {}
+            Some(_) if method != "bdev_malloc_create" => {
+                return Err(RpcError::invalid_params(format!(
+                    "unknown field `numa_id`: {method} does not take it"
+                )));
+            }
+            Some(n) => {
+                return Err(RpcError::invalid_params(format!(
+                    "numa_id {n}: Pollux does not place bdev memory on a chosen NUMA node; leave it out or at -1"
+                )));
+            }
+        }
         if self.md_size.unwrap_or(0) != 0 {
             return refuse("md_size");
         }
@@ -224,7 +272,7 @@ fn ram_bdev_create(
     make: impl FnOnce(String, &RamParams) -> Result<Arc<Bdev>, crate::Error>,
 ) -> Result<Value, RpcError> {
     let p: RamParams = parse(p)?;
-    p.unsupported.checked(p.block_size)?;
+    p.unsupported.checked(p.block_size, method)?;
     let name = p.name.clone().unwrap_or_else(|| next_name(ctx, prefix));
     let bdev = make(name, &p)?;
     let saved = json!({"num_blocks": p.num_blocks, "block_size": p.block_size});
@@ -576,4 +624,115 @@ fn bdev_get_bdevs(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError>
             .collect(),
     };
     Ok(Value::Array(list))
+}
+
+/// `reset_mode` / `mode` of the iostat methods: SPDK's names; `none` is no reset.
+fn reset_mode(m: Option<&str>, default: Option<ResetMode>) -> Result<Option<ResetMode>, RpcError> {
+    Ok(match m {
+        None => default,
+        Some("all") => Some(ResetMode::All),
+        Some("maxmin") => Some(ResetMode::MaxMin),
+        Some("error") => Some(ResetMode::Error),
+        Some("none") => None,
+        Some(x) => {
+            return Err(RpcError::invalid_params(format!(
+                "mode {x:?}: one of all, maxmin, error, none"
+            )));
+        }
+    })
+}
+
+/// The bdevs `names` lists (every bdev when `None`), each of which must exist.
+fn named_bdevs(ctx: &RpcContext, names: Option<Vec<String>>) -> Result<Vec<Arc<Bdev>>, RpcError> {
+    match names {
+        None => Ok(ctx.engine.bdevs().list()),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                ctx.engine
+                    .bdevs()
+                    .get(n)
+                    .ok_or_else(|| RpcError::invalid_params(format!("no bdev named {n}")))
+            })
+            .collect(),
+    }
+}
+
+/// `st` as SPDK writes it, after the field `key`: `value` (the bdev's name, or the
+/// channel's thread).
+fn iostat_json(key: &str, value: Value, st: &IoStat) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert(key.into(), value);
+    st.write_json(&mut m);
+    Value::Object(m)
+}
+
+/// `bdev_get_iostat`: SPDK's shape; counted per channel (see [`crate::bdev::iostat`]).
+fn bdev_get_iostat(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        /// SPDK before v24.01 named one bdev so.
+        name: Option<String>,
+        names: Option<Vec<String>>,
+        #[serde(default)]
+        per_channel: bool,
+        reset_mode: Option<String>,
+    }
+    let p: P = parse(p)?;
+    let reset = reset_mode(p.reset_mode.as_deref(), None)?;
+    let names = match (p.name, p.names) {
+        (Some(n), None) => Some(vec![n]),
+        (None, n) => n,
+        (Some(_), Some(_)) => {
+            return Err(RpcError::invalid_params("give name or names, not both"));
+        }
+    };
+    let bdevs = named_bdevs(ctx, names)?;
+    let rate = crate::bdev::iostat::tick_rate();
+    let now = crate::bdev::iostat::ticks();
+    let out = if p.per_channel {
+        let [b] = bdevs.as_slice() else {
+            return Err(RpcError::invalid_params(
+                "per_channel needs exactly one bdev (names with one name)",
+            ));
+        };
+        let channels: Vec<Value> = b
+            .stats()
+            .per_channel()
+            .iter()
+            .map(|(t, st)| iostat_json("thread_id", json!(t.id().0), st))
+            .collect();
+        json!({"tick_rate": rate, "ticks": now, "name": b.name(), "channels": channels})
+    } else {
+        let list: Vec<Value> = bdevs
+            .iter()
+            .map(|b| iostat_json("name", json!(b.name()), &b.stats().total()))
+            .collect();
+        json!({"tick_rate": rate, "ticks": now, "bdevs": list})
+    };
+    if let Some(m) = reset {
+        for b in &bdevs {
+            b.stats().reset(m);
+        }
+    }
+    Ok(out)
+}
+
+fn bdev_reset_iostat(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: Option<String>,
+        mode: Option<String>,
+    }
+    let p: P = parse(p)?;
+    let mode = reset_mode(p.mode.as_deref(), Some(ResetMode::All))?;
+    let bdevs = named_bdevs(ctx, p.name.map(|n| vec![n]))?;
+    if let Some(m) = mode {
+        for b in &bdevs {
+            b.stats().reset(m);
+        }
+    }
+    Ok(json!(true))
 }

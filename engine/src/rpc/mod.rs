@@ -12,6 +12,7 @@
 //! next request in it); a request that is JSON but not a valid request gets an
 //! "invalid request" error and the connection stays open. The socket is owner-only.
 
+pub mod log;
 mod methods;
 mod nvmf;
 mod vbdev;
@@ -132,6 +133,7 @@ impl RpcServer {
         methods::register(&mut s);
         nvmf::register(&mut s);
         vbdev::register(&mut s);
+        log::register(&mut s);
         s
     }
 

@@ -4,7 +4,9 @@
 
 use super::methods::parse;
 use super::{RpcContext, RpcError, RpcServer};
-use crate::nvmf::{ListenAddr, NvmfError, SubsysParams, SubsysType, TransportOpts, Trtype};
+use crate::nvmf::{
+    IoLimits, ListenAddr, NvmfError, SubsysParams, SubsysType, TransportOpts, Trtype,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -85,6 +87,7 @@ pub(super) fn register(s: &mut RpcServer) {
         "sock_set_default_impl",
         "sock_impl_set_options",
         "bdev_set_options",
+        "bdev_raid_set_options",
         "bdev_nvme_set_options",
         "bdev_nvme_set_hotplug",
         "bdev_wait_for_examine",
@@ -237,11 +240,11 @@ fn nvmf_create_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
         passthrough: bool,
         #[serde(default)]
         enable_nssr: bool,
-        // Limits SPDK's rpc.py sends when given; no limit is what Pollux does.
+        // The limits reported to hosts: rpc.py's (in KiB) or save_config's.
         max_discard_size_kib: Option<u64>,
         dmrsl: Option<u32>,
         max_write_zeroes_size_kib: Option<u64>,
-        wzsl: Option<u32>,
+        wzsl: Option<u8>,
     }
     let p: P = parse(p)?;
     no_tgt_name(&p.tgt_name)?;
@@ -249,20 +252,36 @@ fn nvmf_create_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
         (p.ana_reporting, "ana_reporting: ANA reporting is"),
         (p.passthrough, "passthrough: NVMe passthrough is"),
         (p.enable_nssr, "enable_nssr: NVM Subsystem Reset is"),
-        (
-            p.max_discard_size_kib.is_some_and(|v| v != 0) || p.dmrsl.is_some_and(|v| v != 0),
-            "max_discard_size_kib / dmrsl: a Dataset Management range limit is",
-        ),
-        (
-            p.max_write_zeroes_size_kib.is_some_and(|v| v != 0) || p.wzsl.is_some_and(|v| v != 0),
-            "max_write_zeroes_size_kib / wzsl: a Write Zeroes size limit is",
-        ),
     ] {
         if on {
             return Err(RpcError::invalid_params(format!(
                 "{what} not supported by Pollux: leave it out or false/0"
             )));
         }
+    }
+    let mut limits = IoLimits {
+        dmrsl: p.dmrsl.unwrap_or(0),
+        wzsl: p.wzsl.unwrap_or(0),
+    };
+    // As SPDK: KiB over 512-byte blocks, and a power of two of at least 8 KiB.
+    if let Some(kib) = p.max_discard_size_kib {
+        limits.dmrsl = u32::try_from(kib.saturating_mul(2)).map_err(|_| {
+            RpcError::invalid_params(format!(
+                "max_discard_size_kib {kib}: at most {} KiB",
+                u32::MAX / 2
+            ))
+        })?;
+    }
+    if let Some(kib) = p.max_write_zeroes_size_kib {
+        limits.wzsl = match kib {
+            0 => 0,
+            k if k >= 8 && k.is_power_of_two() => (k >> 2).trailing_zeros() as u8,
+            k => {
+                return Err(RpcError::invalid_params(format!(
+                    "max_write_zeroes_size_kib {k}: 0 (no limit) or a power of two of at least 8"
+                )));
+            }
+        };
     }
     ctx.nvmf.create_subsystem(SubsysParams {
         nqn: p.nqn.clone(),
@@ -272,6 +291,7 @@ fn nvmf_create_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
         max_namespaces: p.max_namespaces,
         min_cntlid: p.min_cntlid,
         max_cntlid: p.max_cntlid,
+        limits,
     })?;
     tracing::info!(nqn = %p.nqn, "subsystem created");
     Ok(json!(true))
@@ -351,6 +371,8 @@ fn nvmf_get_subsystems(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcE
             m.insert("max_namespaces".into(), json!(ss.max_namespaces));
             m.insert("min_cntlid".into(), json!(ss.min_cntlid));
             m.insert("max_cntlid".into(), json!(ss.max_cntlid));
+            m.insert("dmrsl".into(), json!(ss.limits.dmrsl));
+            m.insert("wzsl".into(), json!(ss.limits.wzsl));
             let ns: Vec<Value> = ss
                 .namespaces
                 .values()
@@ -594,6 +616,8 @@ pub(super) fn saved_config(ctx: &RpcContext) -> Vec<Value> {
             "min_cntlid": ss.min_cntlid,
             "max_cntlid": ss.max_cntlid,
             "ana_reporting": false,
+            "dmrsl": ss.limits.dmrsl,
+            "wzsl": ss.limits.wzsl,
         }}));
         for l in &ss.listeners {
             out.push(json!({"method": "nvmf_subsystem_add_listener", "params": {

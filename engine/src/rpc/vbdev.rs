@@ -17,6 +17,9 @@ pub(super) fn register(s: &mut RpcServer) {
     s.register("bdev_error_create", bdev_error_create);
     s.register("bdev_error_delete", |ctx, p| {
         let name = delete_name(p)?;
+        if forget_waiting(ctx, &name) {
+            return Ok(json!(true));
+        }
         let b = module_bdev::<ErrorInjector>(ctx, &name, "an error bdev")?;
         ctx.engine.bdevs().remove(&name);
         // Held I/Os complete as aborted, as SPDK's reset of an error bdev does.
@@ -38,6 +41,9 @@ pub(super) fn register(s: &mut RpcServer) {
     s.register("bdev_delay_create", bdev_delay_create);
     s.register("bdev_delay_delete", |ctx, p| {
         let name = delete_name(p)?;
+        if forget_waiting(ctx, &name) {
+            return Ok(json!(true));
+        }
         module_bdev::<DelayLatencies>(ctx, &name, "a delay bdev")?;
         ctx.engine.bdevs().remove(&name);
         tracing::info!(bdev = %name, "bdev deleted");
@@ -75,9 +81,32 @@ fn module_bdev<T: 'static>(
     Ok(b)
 }
 
-fn base_bdev(reg: &BdevRegistry, name: &str) -> Result<Arc<Bdev>, RpcError> {
-    reg.get(name)
-        .ok_or_else(|| RpcError::invalid_params(format!("no base bdev named {name}")))
+/// Drops the creation of bdev `name` if it still waits for its base.
+fn forget_waiting(ctx: &RpcContext, name: &str) -> bool {
+    let reg = ctx.engine.bdevs();
+    if !reg.is_waiting(name) {
+        return false;
+    }
+    reg.remove(name);
+    tracing::info!(bdev = %name, "waiting bdev forgotten");
+    true
+}
+
+/// Registers stacked bdev `name` on `base`, or has it wait for `base` (logged).
+fn stacked(
+    reg: &BdevRegistry,
+    base: &str,
+    name: &str,
+    method: &str,
+    params: Value,
+    make: crate::bdev::MakeStacked,
+) -> Result<(), RpcError> {
+    match reg.register_stacked(base, name, method, params, make)? {
+        Some(_) => tracing::info!(bdev = %name, base = %base, "{method}: bdev created"),
+        None => tracing::info!(bdev = %name, base = %base,
+            "{method}: no bdev {base} yet; {name} is created when it appears"),
+    }
+    Ok(())
 }
 
 fn bdev_error_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
@@ -88,14 +117,17 @@ fn bdev_error_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcErr
         uuid: Option<uuid::Uuid>,
     }
     let p: P = parse(p)?;
-    let base = base_bdev(ctx.engine.bdevs(), &p.base_name)?;
-    let bdev = error::create(base, p.uuid)?;
-    let name = bdev.name().to_owned();
-    let saved = json!({"base_name": p.base_name, "uuid": bdev.uuid().to_string()});
-    ctx.engine
-        .bdevs()
-        .register_with_config(bdev, "bdev_error_create", saved)?;
-    tracing::info!(bdev = %name, base = %p.base_name, "error bdev created");
+    // The UUID is fixed now, so that a saved config recreates the same one.
+    let uuid = p.uuid.unwrap_or_else(uuid::Uuid::new_v4);
+    let saved = json!({"base_name": p.base_name, "uuid": uuid.to_string()});
+    stacked(
+        ctx.engine.bdevs(),
+        &p.base_name,
+        &error::name_on(&p.base_name),
+        "bdev_error_create",
+        saved,
+        Box::new(move |base| error::create(base, Some(uuid))),
+    )?;
     Ok(json!(true))
 }
 
@@ -219,25 +251,33 @@ fn bdev_delay_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcErr
         p99_write_latency: u64,
     }
     let p: P = parse(p)?;
-    let base = base_bdev(ctx.engine.bdevs(), &p.base_bdev_name)?;
-    let bdev = delay::create(
-        base,
-        delay::DelayOpts {
-            name: p.name,
-            uuid: p.uuid,
-            avg_read: us(p.avg_read_latency),
-            p99_read: us(p.p99_read_latency),
-            avg_write: us(p.avg_write_latency),
-            p99_write: us(p.p99_write_latency),
-        },
+    let opts = delay::DelayOpts {
+        name: p.name.clone(),
+        uuid: Some(p.uuid.unwrap_or_else(uuid::Uuid::new_v4)),
+        avg_read: us(p.avg_read_latency),
+        p99_read: us(p.p99_read_latency),
+        avg_write: us(p.avg_write_latency),
+        p99_write: us(p.p99_write_latency),
+    };
+    opts.check()?;
+    let saved = json!({
+        "name": p.name,
+        "base_bdev_name": p.base_bdev_name,
+        "uuid": opts.uuid.expect("set").to_string(),
+        "avg_read_latency": p.avg_read_latency,
+        "p99_read_latency": p.p99_read_latency,
+        "avg_write_latency": p.avg_write_latency,
+        "p99_write_latency": p.p99_write_latency,
+    });
+    stacked(
+        ctx.engine.bdevs(),
+        &p.base_bdev_name,
+        &p.name,
+        "bdev_delay_create",
+        saved,
+        Box::new(move |base| delay::create(base, opts)),
     )?;
-    let saved = delay_saved(&bdev, bdev.module().expect("a delay bdev"));
-    let name = bdev.name().to_owned();
-    ctx.engine
-        .bdevs()
-        .register_with_config(bdev, "bdev_delay_create", saved)?;
-    tracing::info!(bdev = %name, base = %p.base_bdev_name, "delay bdev created");
-    Ok(json!(name))
+    Ok(json!(p.name))
 }
 
 fn bdev_delay_update_latency(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {

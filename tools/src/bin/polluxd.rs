@@ -42,11 +42,21 @@ struct Args {
     /// Size the DMA buffer pools small (for machines with little memory to spare).
     #[arg(long = "small-pools")]
     small_pools: bool,
+    /// Enable a log flag (SPDK's names: log_get_flags lists them; `all`, or a glob),
+    /// with debug messages shown, as SPDK's -L does; may be repeated.
+    #[arg(short = 'L', long = "logflag")]
+    logflag: Vec<String>,
 }
 
 fn main() {
     pollux_tools::init_logging();
     let args = Args::parse();
+    for f in &args.logflag {
+        if let Err(e) = pollux_engine::rpc::log::enable_flag_at_start(f) {
+            eprintln!("polluxd: -L {f}: {e}");
+            std::process::exit(1);
+        }
+    }
     if let Err(e) = run(args) {
         tracing::error!("{e}");
         eprintln!("polluxd: {e}");
