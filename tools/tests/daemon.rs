@@ -228,3 +228,216 @@ fn quickstart_serves_nvme_tcp_and_pollux_rpc_configures_the_target() {
     let _held = AdminQueue::connect(&o).unwrap();
     stop(child, &sock);
 }
+
+/// A config SPDK v26.05's own `rpc.py save_config` wrote (nvmf_tgt after the documented
+/// setup, plus null, delay and error bdevs and a second subsystem) loads unchanged: its
+/// option methods, the delay and error bdevs written before their bases, the subsystem
+/// limits. The namespaces serve I/O, iostat counts it at every level of a stack, and
+/// what polluxd saves from it loads back to the same config.
+#[test]
+fn a_config_saved_by_spdk_loads_and_serves_its_namespaces() {
+    use pollux_nvme::fabrics::{AdminQueue, DataDir, FabricOptions, FabricQpair};
+    use pollux_nvme::spec::admin::{IdentifyDw, cns, csi};
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (p1, p2) = (pollux_tests::free_port(), pollux_tests::free_port());
+    let text = std::fs::read_to_string(root.join("tests/data/spdk-v26.05-save_config.json"))
+        .unwrap()
+        .replace("\"4421\"", &format!("\"{p1}\""))
+        .replace("\"4422\"", &format!("\"{p2}\""));
+    let cfg = dir.path().join("spdk.json");
+    std::fs::write(&cfg, text).unwrap();
+    let (child, sock) = start(dir.path(), &["-c", cfg.to_str().unwrap()]);
+    let bdevs = json(&rpc(&sock, &["bdev_get_bdevs"]));
+    let names: Vec<&str> = bdevs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Delay0", "EE_Null0", "Malloc0", "Malloc1", "Null0"]);
+    let delay = &bdevs[0];
+    assert_eq!(delay["uuid"], "8a00366f-eec6-50cd-8b1a-68fea016e497");
+    assert_eq!(delay["num_blocks"], 8192);
+    let subs = json(&rpc(&sock, &["nvmf_get_subsystems"]));
+    let c1 = &subs[1];
+    assert_eq!(c1["nqn"], "nqn.2016-06.io.spdk:cnode1");
+    assert_eq!(c1["model_number"], "SPDK_Controller1");
+    assert_eq!(
+        c1["hosts"][0]["nqn"],
+        "nqn.2014-08.org.nvmexpress:uuid:2b6f9f8a-1c1e-4b1a-9c64-0f3c1e1d2a11"
+    );
+    assert_eq!(
+        (c1["dmrsl"].as_u64(), c1["wzsl"].as_u64()),
+        (Some(2097152), Some(12))
+    );
+    let c2 = &subs[2];
+    assert_eq!(c2["namespaces"][1]["nsid"], 3);
+    assert_eq!(c2["namespaces"][1]["bdev_name"], "Delay0");
+    assert_eq!(c2["allow_any_host"], false);
+
+    // cnode1 reports SPDK's limits in the NVM Identify Controller (CNS 06h, CSI 0).
+    let a1: std::net::SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
+    let mut o = FabricOptions::new(a1, "nqn.2016-06.io.spdk:cnode1");
+    o.io_queues = 1;
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    let mut id = [0u8; 4096];
+    let sqe = IdentifyDw {
+        cns: cns::CSI_CONTROLLER,
+        csi: csi::NVM,
+        ..Default::default()
+    }
+    .to_sqe(0);
+    let cqe = admin.command(sqe, DataDir::ToHost(&mut id)).unwrap();
+    assert!(cqe.status().is_success());
+    assert_eq!((id[1], id[3]), (12, 1), "WZSL, DMRL");
+    assert_eq!(u32::from_le_bytes(id[4..8].try_into().unwrap()), 2097152);
+    admin.shutdown().unwrap();
+
+    // cnode2 admits its hosts only: open it, then write and read through the delay bdev.
+    json(&rpc(
+        &sock,
+        &[
+            "nvmf_subsystem_allow_any_host",
+            "--json",
+            r#"{"nqn": "nqn.2016-06.io.spdk:cnode2", "allow_any_host": true}"#,
+        ],
+    ));
+    let a2: std::net::SocketAddr = format!("127.0.0.1:{p2}").parse().unwrap();
+    let mut o = FabricOptions::new(a2, "nqn.2016-06.io.spdk:cnode2");
+    o.io_queues = 1;
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    assert_eq!(admin.active_namespaces().unwrap(), vec![1, 3]);
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
+    let data: Vec<u8> = (0..16384u32).map(|i| (i * 13) as u8).collect();
+    let done = |q: &mut FabricQpair<Vec<u8>>| {
+        let mut got = None;
+        while got.is_none() {
+            q.wait(Duration::from_secs(5), |c| got = Some(c)).unwrap();
+        }
+        let c = got.unwrap();
+        assert!(c.cqe.status().is_success());
+        c.buf
+    };
+    for i in 0..8u64 {
+        q.write(3, i * 4, 4, data.clone(), i).unwrap();
+        done(&mut q);
+        q.read(3, i * 4, 4, vec![0; 16384], i).unwrap();
+        assert!(done(&mut q).unwrap() == data);
+    }
+    drop(q);
+    admin.shutdown().unwrap();
+
+    // Both levels of the stack counted the same I/Os; reset clears them.
+    let st = json(&rpc(
+        &sock,
+        &[
+            "bdev_get_iostat",
+            "--json",
+            r#"{"names": ["Delay0", "Malloc1"]}"#,
+        ],
+    ));
+    assert!(st["tick_rate"].as_u64().unwrap() > 1_000_000, "{st}");
+    for b in st["bdevs"].as_array().unwrap() {
+        assert_eq!(b["num_write_ops"], 8, "{b}");
+        assert_eq!(b["num_read_ops"], 8, "{b}");
+        assert_eq!(b["bytes_written"], 8 * 16384, "{b}");
+        assert!(b["min_read_latency_ticks"].as_u64().unwrap() > 0, "{b}");
+    }
+    // The delay bdev adds at least its 9 us average read latency.
+    let ticks_per_us = st["tick_rate"].as_f64().unwrap() / 1e6;
+    let mean = |b: &serde_json::Value| {
+        b["read_latency_ticks"].as_f64().unwrap()
+            / b["num_read_ops"].as_f64().unwrap()
+            / ticks_per_us
+    };
+    assert!(mean(&st["bdevs"][0]) >= 9.0, "{st}");
+    assert!(mean(&st["bdevs"][0]) > mean(&st["bdevs"][1]), "{st}");
+    json(&rpc(
+        &sock,
+        &["bdev_reset_iostat", "--json", r#"{"name": "Delay0"}"#],
+    ));
+    let st = json(&rpc(
+        &sock,
+        &["bdev_get_iostat", "--json", r#"{"names": ["Delay0"]}"#],
+    ));
+    assert_eq!(st["bdevs"][0]["num_read_ops"], 0, "{st}");
+
+    // What polluxd saves from SPDK's config loads into another polluxd and saves the same.
+    let saved = json(&rpc(&sock, &["save_config"]));
+    stop(child, &sock);
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let cfg2 = again.join("saved.json");
+    std::fs::write(&cfg2, saved.to_string()).unwrap();
+    let (child, sock) = start(&again, &["-c", cfg2.to_str().unwrap()]);
+    assert_eq!(json(&rpc(&sock, &["save_config"])), saved);
+    stop(child, &sock);
+}
+
+/// SPDK's log methods change what polluxd writes while it runs: a flag with the DEBUG
+/// print level shows that component's debug messages; clearing it hides them again.
+#[test]
+fn log_flags_and_levels_change_the_running_filter() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pollux.sock");
+    let log = dir.path().join("polluxd.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_polluxd"))
+        .args(["-m", "0x1", "--small-pools", "-r"])
+        .arg(&sock)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop::new(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "polluxd did not open its socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let debug_lines = |method: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("DEBUG") && l.contains("RPC answered") && l.contains(method))
+            .count()
+    };
+    assert_eq!(json(&rpc(&sock, &["log_get_print_level"])), "NOTICE");
+    let flags = json(&rpc(&sock, &["log_get_flags"]));
+    assert_eq!(flags["rpc"], false);
+    assert_eq!(flags["nvmf_tcp"], false);
+    json(&rpc(&sock, &["spdk_get_version"]));
+    assert_eq!(debug_lines("spdk_get_version"), 0);
+    // The flag alone is not enough, as in SPDK: the level must be DEBUG too.
+    json(&rpc(
+        &sock,
+        &["log_set_flag", "--json", r#"{"flag": "rpc"}"#],
+    ));
+    json(&rpc(&sock, &["bdev_get_bdevs"]));
+    assert_eq!(debug_lines("bdev_get_bdevs"), 0);
+    json(&rpc(
+        &sock,
+        &["log_set_print_level", "--json", r#"{"level": "DEBUG"}"#],
+    ));
+    assert_eq!(json(&rpc(&sock, &["log_get_print_level"])), "DEBUG");
+    assert_eq!(json(&rpc(&sock, &["log_get_flags"]))["rpc"], true);
+    json(&rpc(&sock, &["framework_get_reactors"]));
+    assert_eq!(debug_lines("framework_get_reactors"), 1);
+    json(&rpc(
+        &sock,
+        &["log_clear_flag", "--json", r#"{"flag": "all"}"#],
+    ));
+    json(&rpc(&sock, &["nvmf_get_subsystems"]));
+    assert_eq!(debug_lines("nvmf_get_subsystems"), 0);
+    // Unknown flags and levels are refused by name.
+    let o = rpc(
+        &sock,
+        &["log_set_flag", "--json", r#"{"flag": "nvmf_tpc"}"#],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nvmf_tpc"));
+    let o = rpc(&sock, &["log_set_level", "--json", r#"{"level": "LOUD"}"#]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("LOUD"));
+    stop(child, &sock);
+}

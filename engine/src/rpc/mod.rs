@@ -239,9 +239,11 @@ impl RpcServer {
                 );
             }
         }
+        let t0 = std::time::Instant::now();
         let result = self.call(method, params);
-        if let Err(e) = &result {
-            tracing::warn!(method, "RPC failed: {}", e.message);
+        match &result {
+            Err(e) => tracing::warn!(method, "RPC failed: {}", e.message),
+            Ok(_) => tracing::debug!(method, id = ?id, took = ?t0.elapsed(), "RPC answered"),
         }
         id.as_ref()?;
         Some(match result {
