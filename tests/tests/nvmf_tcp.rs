@@ -1478,7 +1478,7 @@ fn subsystem_controllers_qpairs_and_listeners_are_listed() {
         .map(|x| x["qid"].as_u64().unwrap())
         .collect();
     assert_eq!(qids, [0, 1, 2], "{q}");
-    assert!(q.as_array().unwrap().iter().all(|x| x["state"] == "active"
+    assert!(q.as_array().unwrap().iter().all(|x| x["state"] == "enabled"
         && x["cntlid"] == admin.cntlid()
         && !x["thread"].as_str().unwrap().is_empty()));
     let l = d.call("nvmf_subsystem_get_listeners", json!({"nqn": NQN}));

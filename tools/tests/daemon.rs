@@ -112,8 +112,18 @@ fn wait_for_rpc_loads_the_config_at_framework_start_init() {
             .len(),
         0
     );
-    assert_eq!(json(&rpc(&sock, &["framework_wait_init"])), false);
+    // As SPDK's, framework_wait_init answers once the framework is initialized.
+    let waiter = {
+        let sock = sock.clone();
+        std::thread::spawn(move || json(&rpc(&sock, &["framework_wait_init"])))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !waiter.is_finished(),
+        "framework_wait_init answered before the framework started"
+    );
     assert_eq!(json(&rpc(&sock, &["framework_start_init"])), true);
+    assert_eq!(waiter.join().unwrap(), true);
     assert_eq!(json(&rpc(&sock, &["bdev_get_bdevs"]))[0]["name"], "Late");
     assert!(!rpc(&sock, &["framework_start_init"]).status.success());
     stop(child, &sock);

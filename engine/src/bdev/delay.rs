@@ -179,7 +179,9 @@ impl StackedModule for DelayLatencies {
             rng.set(x);
             // p99 is the next type after its average.
             let which = avg as usize + usize::from(x % 100 == 0);
-            let due = t.now() + lat.ns[which].load(Relaxed);
+            // From the base's completion itself, as SPDK's ticks: the loop's time may be
+            // microseconds old, and the delay must not come out short.
+            let due = t.now_precise() + lat.ns[which].load(Relaxed);
             let st = io.status();
             q[which].push_due(io, st, due);
         })?;

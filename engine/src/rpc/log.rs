@@ -36,6 +36,9 @@ pub const FLAGS: &[(&str, &[&str])] = &[
     ("rdma", &["pollux_rdma", "pollux_engine::nvmf::rdma"]),
     ("reactor", &["pollux_engine::reactor"]),
     ("rpc", &["pollux_engine::rpc"]),
+    ("app_config", &["polluxd"]),
+    ("sock", &["pollux_engine::nvmf::tcp"]),
+    ("sock_posix", &["pollux_engine::nvmf::tcp"]),
     ("thread", &["pollux_engine::thread", "pollux_engine::msg"]),
     ("uring", &["pollux_engine::bdev::uring"]),
     ("vbdev_delay", &["pollux_engine::bdev::delay"]),
@@ -145,9 +148,18 @@ fn level_index(s: &str) -> Result<usize, RpcError> {
     })
 }
 
-fn applied(g: &State) -> Result<Value, RpcError> {
-    apply(g).map_err(RpcError::failed)?;
-    Ok(json!(true))
+/// Changes the state with `f` and applies it; on any failure the state is as before.
+fn change(f: impl FnOnce(&mut State) -> Result<(), RpcError>) -> Result<(), RpcError> {
+    let mut g = STATE.lock().unwrap();
+    let mut next = State {
+        level: g.level,
+        print_level: g.print_level,
+        flags: g.flags.clone(),
+    };
+    f(&mut next)?;
+    apply(&next).map_err(RpcError::failed)?;
+    *g = next;
+    Ok(())
 }
 
 pub(super) fn register(s: &mut RpcServer) {
@@ -159,10 +171,9 @@ pub(super) fn register(s: &mut RpcServer) {
                 flag: String,
             }
             let p: P = parse(p)?;
-            let mut g = STATE.lock().unwrap();
-            set_flag(&mut g, &p.flag, on).map_err(RpcError::invalid_params)?;
+            change(|g| set_flag(g, &p.flag, on).map_err(RpcError::invalid_params))?;
             tracing::info!(flag = %p.flag, on, "log flag changed");
-            applied(&g)
+            Ok(json!(true))
         });
     }
     s.register("log_get_flags", |_, p| {
@@ -189,14 +200,16 @@ pub(super) fn register(s: &mut RpcServer) {
             }
             let p: P = parse(p)?;
             let l = level_index(&p.level)?;
-            let mut g = STATE.lock().unwrap();
-            if print {
-                g.print_level = l;
-            } else {
-                g.level = l;
-            }
+            change(|g| {
+                if print {
+                    g.print_level = l;
+                } else {
+                    g.level = l;
+                }
+                Ok(())
+            })?;
             tracing::info!(method = set, level = LEVELS[l], "log level changed");
-            applied(&g)
+            Ok(json!(true))
         });
         s.register(get, move |_, p| {
             #[derive(Deserialize)]

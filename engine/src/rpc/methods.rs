@@ -354,9 +354,36 @@ fn bdev_nvme_attach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Val
         fast_io_fail_timeout_sec: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         multipath: Option<String>,
+        // rpc.py always sends these three, false unless asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hdgst: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ddgst: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allow_unrecognized_csi: Option<bool>,
+        // SPDK's save_config writes these.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fabrics_connect_timeout_us: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        multipath_opts: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_bdevs: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostaddr: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostsvcid: Option<String>,
+        // Keys for TLS and in-band authentication: refused by name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        psk: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dhchap_key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dhchap_ctrlr_key: Option<String>,
         // Pollux's driver options.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        num_io_queues: Option<u16>,
+        num_io_queues: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         io_queue_size: Option<u16>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -382,9 +409,47 @@ fn bdev_nvme_attach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Val
             p.trtype
         )));
     }
+    for (on, what) in [
+        (
+            p.prchk_reftag == Some(true),
+            "prchk_reftag: protection information checks are",
+        ),
+        (
+            p.prchk_guard == Some(true),
+            "prchk_guard: protection information checks are",
+        ),
+        (
+            p.hdgst == Some(true),
+            "hdgst: a header digest (NVMe/TCP) is",
+        ),
+        (p.ddgst == Some(true), "ddgst: a data digest (NVMe/TCP) is"),
+        (p.psk.is_some(), "psk: TLS is"),
+        (
+            p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some(),
+            "dhchap_key: DH-HMAC-CHAP is",
+        ),
+    ] {
+        if on {
+            return Err(RpcError::invalid_params(format!(
+                "{what} not supported for a PCIe controller by Pollux"
+            )));
+        }
+    }
+    if let Some(m) = p.multipath.as_deref() {
+        if !matches!(m, "disable" | "failover" | "multipath") {
+            return Err(RpcError::invalid_params(format!(
+                "multipath {m:?}: one of disable, failover, multipath"
+            )));
+        }
+    }
     let mut o = CtrlrOpts::default();
     if let Some(n) = p.num_io_queues {
-        o.num_io_queues = n.max(1);
+        if !(1..=65536).contains(&n) {
+            return Err(RpcError::invalid_params(format!(
+                "num_io_queues {n}: 1 to 65536"
+            )));
+        }
+        o.num_io_queues = n.min(u16::MAX as u32) as u16;
     }
     if let Some(n) = p.io_queue_size {
         o.io_queue_entries = n.clamp(2, 4096);
@@ -570,7 +635,25 @@ fn bdev_delete(ctx: &RpcContext, p: Option<Value>, product: &str) -> Result<Valu
 
 /// One bdev as `bdev_get_bdevs` describes it (SPDK's fields that apply).
 pub(crate) fn describe_bdev(b: &Bdev) -> Value {
+    use crate::bdev::delay::{DelayLatencies, LatencyType};
+    use crate::bdev::error::ErrorInjector;
     let io = |k| b.supports(k);
+    let driver = if let Some(d) = b.module::<DelayLatencies>() {
+        let us = |t| d.get(t).as_micros() as u64;
+        json!({"delay": {
+            "name": b.name(),
+            "base_bdev_name": d.base().name(),
+            "uuid": b.uuid().to_string(),
+            "avg_read_latency": us(LatencyType::AvgRead),
+            "p99_read_latency": us(LatencyType::P99Read),
+            "avg_write_latency": us(LatencyType::AvgWrite),
+            "p99_write_latency": us(LatencyType::P99Write),
+        }})
+    } else if let Some(e) = b.module::<ErrorInjector>() {
+        json!({"error_disk": {"base_bdev": e.base().name()}})
+    } else {
+        json!({})
+    };
     json!({
         "name": b.name(),
         "aliases": [],
@@ -578,6 +661,17 @@ pub(crate) fn describe_bdev(b: &Bdev) -> Value {
         "block_size": b.block_size(),
         "num_blocks": b.num_blocks(),
         "uuid": b.uuid().to_string(),
+        "preferred_write_alignment": 0,
+        "preferred_write_granularity": 0,
+        "optimal_write_size": 0,
+        "preferred_unmap_alignment": 0,
+        "preferred_unmap_granularity": 0,
+        "assigned_rate_limits": {
+            "rw_ios_per_sec": 0,
+            "rw_mbytes_per_sec": 0,
+            "r_mbytes_per_sec": 0,
+            "w_mbytes_per_sec": 0,
+        },
         "claimed": false,
         "zoned": false,
         "supported_io_types": {
@@ -592,8 +686,19 @@ pub(crate) fn describe_bdev(b: &Bdev) -> Value {
             "abort": false,
             "nvme_admin": false,
             "nvme_io": false,
+            "nvme_io_md": false,
+            "zcopy": false,
+            "get_zone_info": false,
+            "zone_management": false,
+            "zone_append": false,
+            "seek_hole": false,
+            "seek_data": false,
+            "copy": false,
+            "nvme_iov_md": false,
+            "nvme_nssr": false,
+            "write_uncorrectable": false,
         },
-        "driver_specific": {},
+        "driver_specific": driver,
     })
 }
 
@@ -602,17 +707,23 @@ fn bdev_get_bdevs(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError>
     #[serde(deny_unknown_fields)]
     struct P {
         name: Option<String>,
-        #[allow(dead_code)]
+        /// Milliseconds to wait for bdev `name` to appear (SPDK's `-t`).
         timeout: Option<u64>,
     }
     let p: P = parse(p)?;
     let list: Vec<Value> = match p.name {
         Some(n) => {
-            let b = ctx
-                .engine
-                .bdevs()
-                .get(&n)
-                .ok_or_else(|| RpcError::invalid_params(format!("no bdev named {n}")))?;
+            let deadline = std::time::Instant::now()
+                + std::time::Duration::from_millis(p.timeout.unwrap_or(0).min(600_000));
+            let b = loop {
+                match ctx.engine.bdevs().get(&n) {
+                    Some(b) => break b,
+                    None if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    None => return Err(RpcError::invalid_params(format!("no bdev named {n}"))),
+                }
+            };
             vec![describe_bdev(&b)]
         }
         None => ctx

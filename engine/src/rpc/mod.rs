@@ -193,6 +193,24 @@ impl RpcServer {
 
     /// Answers one parsed request; `None` for a notification (no id).
     fn answer(self: &Arc<Self>, req: Value) -> Option<Value> {
+        // A batch (JSON-RPC 2.0 section 6, SPDK's rpc.py -b): the answers in order,
+        // none for notifications.
+        if let Value::Array(reqs) = req {
+            if reqs.is_empty() {
+                return Some(
+                    json!({"jsonrpc": "2.0", "id": null, "error": {"code": code::INVALID_REQUEST, "message": "an empty batch"}}),
+                );
+            }
+            let out: Vec<Value> = reqs
+                .into_iter()
+                .filter_map(|r| self.answer_one(r))
+                .collect();
+            return (!out.is_empty()).then_some(Value::Array(out));
+        }
+        self.answer_one(req)
+    }
+
+    fn answer_one(self: &Arc<Self>, req: Value) -> Option<Value> {
         let id = req.get("id").cloned();
         let err = |code, message: String, id: Option<Value>| {
             Some(
@@ -206,7 +224,8 @@ impl RpcServer {
                 None,
             );
         };
-        if obj.get("jsonrpc") != Some(&json!("2.0")) {
+        // SPDK checks the version only when it is given.
+        if obj.get("jsonrpc").is_some_and(|v| v != "2.0") {
             return err(
                 code::INVALID_REQUEST,
                 "\"jsonrpc\" must be \"2.0\"".into(),
@@ -229,7 +248,8 @@ impl RpcServer {
                 id,
             );
         };
-        let params = obj.get("params").cloned();
+        // `null` is no parameters, as in SPDK.
+        let params = obj.get("params").filter(|p| !p.is_null()).cloned();
         if let Some(p) = &params {
             if !(p.is_object() || p.is_array()) {
                 return err(
@@ -416,21 +436,58 @@ impl RpcServer {
                     "subsystem {name}: \"config\" must be an array"
                 )));
             };
-            for (i, e) in entries.iter().enumerate() {
+            // A batch (`save_config --with-batches`) is its entries in order.
+            let flat = entries.iter().enumerate().flat_map(|(i, e)| match e {
+                Value::Array(batch) => batch.iter().map(|b| (i, b)).collect::<Vec<_>>(),
+                e => vec![(i, e)],
+            });
+            for (i, e) in flat {
                 let method = e.get("method").and_then(Value::as_str).ok_or_else(|| {
                     RpcError::invalid_params(format!("subsystem {name}, entry {i}: no \"method\""))
                 })?;
-                self.call(method, e.get("params").cloned())
-                    .map_err(|err| RpcError {
-                        code: err.code,
-                        message: format!("subsystem {name}, entry {i} ({method}): {}", err.message),
-                    })?;
-                n += 1;
+                match self.call(method, e.get("params").cloned()) {
+                    Ok(_) => n += 1,
+                    // As SPDK's loader: the methods of a subsystem this program does not
+                    // have are skipped (a config from another application), not those of
+                    // one it has.
+                    Err(err)
+                        if err.code == code::METHOD_NOT_FOUND
+                            && !CONFIG_SUBSYSTEMS.contains(&name) =>
+                    {
+                        tracing::info!(
+                            method,
+                            subsystem = name,
+                            "skipped: Pollux has no such subsystem"
+                        );
+                    }
+                    Err(err) => {
+                        return Err(RpcError {
+                            code: err.code,
+                            message: format!(
+                                "subsystem {name}, entry {i} ({method}): {}",
+                                err.message
+                            ),
+                        });
+                    }
+                }
             }
         }
         Ok(n)
     }
 }
+
+/// The subsystems of SPDK configs Pollux takes: an unknown method in one of these is an
+/// error when loading a config; in any other subsystem it is skipped.
+const CONFIG_SUBSYSTEMS: [&str; 8] = [
+    "bdev",
+    "nvmf",
+    "iobuf",
+    "sock",
+    "accel",
+    "scheduler",
+    "vmd",
+    "keyring",
+];
 
 struct RemoveOnDrop(PathBuf);
 

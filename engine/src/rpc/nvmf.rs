@@ -41,7 +41,8 @@ pub(super) fn register(s: &mut RpcServer) {
         for c in ctx.nvmf.controllers(&nqn) {
             for (qid, thread) in c.queues {
                 list.push(
-                    json!({"cntlid": c.cntlid, "qid": qid, "state": "active", "thread": thread}),
+                    json!({"cntlid": c.cntlid, "qid": qid, "state": "enabled", "thread": thread,
+                        "hostnqn": c.hostnqn}),
                 );
             }
         }
@@ -77,36 +78,329 @@ pub(super) fn register(s: &mut RpcServer) {
     s.register("nvmf_get_stats", nvmf_get_stats);
     // Options of SPDK subsystems that have no counterpart here (socket layer, accel,
     // scheduler) or whose Pollux counterpart is fixed at start (iobuf pools): SPDK's
-    // save_config writes them, so they are accepted; each logs what it did not do.
-    for m in [
-        "nvmf_set_config",
-        "nvmf_set_max_subsystems",
-        "nvmf_set_crdt",
-        "iobuf_set_options",
-        "accel_set_options",
-        "sock_set_default_impl",
-        "sock_impl_set_options",
-        "bdev_set_options",
-        "bdev_raid_set_options",
-        "bdev_nvme_set_options",
-        "bdev_nvme_set_hotplug",
-        "bdev_wait_for_examine",
-        "framework_set_scheduler",
-        "vmd_enable",
-    ] {
-        s.register(m, move |_, p| {
-            if p.as_ref().is_some_and(|v| !(v.is_object() || v.is_null())) {
-                return Err(RpcError::invalid_params(format!(
-                    "{m} takes an object of parameters"
-                )));
-            }
+    // save_config writes them, so they are accepted with SPDK's keys (a misspelled one
+    // is refused), each logging that it changed nothing; a value that asks for a feature
+    // Pollux lacks is refused by name.
+    for spec in OPTION_METHODS {
+        s.register(spec.method, move |_, p| {
+            let m = match p {
+                None | Some(Value::Null) => serde_json::Map::new(),
+                Some(Value::Object(m)) => m,
+                Some(_) => {
+                    return Err(RpcError::invalid_params(format!(
+                        "{} takes an object of parameters",
+                        spec.method
+                    )));
+                }
+            };
+            spec.check(&m).map_err(RpcError::invalid_params)?;
             tracing::info!(
-                method = m,
+                method = spec.method,
                 "accepted for SPDK config compatibility; it changes nothing in Pollux"
             );
             Ok(json!(true))
         });
     }
+    register_vmd(s);
+}
+
+/// An SPDK option method Pollux accepts without effect: its keys, those it requires,
+/// and the check that refuses values asking for what Pollux lacks.
+struct OptionMethod {
+    method: &'static str,
+    keys: &'static [&'static str],
+    required: &'static [&'static str],
+    refuse: fn(&serde_json::Map<String, Value>) -> Result<(), String>,
+}
+
+impl OptionMethod {
+    fn check(&self, m: &serde_json::Map<String, Value>) -> Result<(), String> {
+        if let Some(k) = m.keys().find(|k| !self.keys.contains(&k.as_str())) {
+            return Err(format!(
+                "unknown field `{k}`: {} takes {}",
+                self.method,
+                if self.keys.is_empty() {
+                    "no parameters".to_owned()
+                } else {
+                    self.keys.join(", ")
+                }
+            ));
+        }
+        if let Some(k) = self.required.iter().find(|k| !m.contains_key(**k)) {
+            return Err(format!("{} needs {k}", self.method));
+        }
+        (self.refuse)(m)
+    }
+}
+
+/// `key` is absent or `off`; otherwise `what` is refused.
+fn off(
+    m: &serde_json::Map<String, Value>,
+    key: &str,
+    ok: &[Value],
+    what: &str,
+) -> Result<(), String> {
+    match m.get(key) {
+        Some(v) if !ok.contains(v) => Err(format!("{key} {v}: {what} is not supported by Pollux")),
+        _ => Ok(()),
+    }
+}
+
+fn nothing_refused(_: &serde_json::Map<String, Value>) -> Result<(), String> {
+    Ok(())
+}
+
+const OPTION_METHODS: &[OptionMethod] = &[
+    OptionMethod {
+        method: "nvmf_set_config",
+        keys: &[
+            "admin_cmd_passthru",
+            "poll_groups_mask",
+            "discovery_filter",
+            "dhchap_digests",
+            "dhchap_dhgroups",
+            "dup_host_policy",
+        ],
+        required: &[],
+        refuse: |m| {
+            if let Some(p) = m.get("admin_cmd_passthru") {
+                let Some(p) = p.as_object() else {
+                    return Err("admin_cmd_passthru must be an object".into());
+                };
+                const BITS: [&str; 9] = [
+                    "identify_ctrlr",
+                    "identify_uuid_list",
+                    "get_log_page",
+                    "get_set_features",
+                    "sanitize",
+                    "security_send_recv",
+                    "fw_update",
+                    "nvme_mi",
+                    "vendor_specific",
+                ];
+                for (k, v) in p {
+                    if !BITS.contains(&k.as_str()) {
+                        return Err(format!("unknown field `admin_cmd_passthru.{k}`"));
+                    }
+                    if v != &json!(false) {
+                        return Err(format!(
+                            "admin_cmd_passthru.{k}: admin command passthrough is not supported by Pollux"
+                        ));
+                    }
+                }
+            }
+            off(
+                m,
+                "discovery_filter",
+                &[json!("match_any")],
+                "a filtered discovery log",
+            )?;
+            off(
+                m,
+                "dup_host_policy",
+                &[json!("allow")],
+                "restricting duplicate host NQNs",
+            )
+        },
+    },
+    OptionMethod {
+        method: "nvmf_set_max_subsystems",
+        keys: &["max_subsystems"],
+        required: &["max_subsystems"],
+        refuse: nothing_refused,
+    },
+    OptionMethod {
+        method: "nvmf_set_crdt",
+        keys: &["crdt1", "crdt2", "crdt3"],
+        required: &[],
+        refuse: |m| {
+            for k in ["crdt1", "crdt2", "crdt3"] {
+                off(m, k, &[json!(0)], "a Command Retry Delay Time")?;
+            }
+            Ok(())
+        },
+    },
+    OptionMethod {
+        method: "iobuf_set_options",
+        keys: &[
+            "small_pool_count",
+            "large_pool_count",
+            "small_bufsize",
+            "large_bufsize",
+            "enable_numa",
+        ],
+        required: &[],
+        refuse: |m| off(m, "enable_numa", &[json!(false)], "NUMA-local iobuf pools"),
+    },
+    OptionMethod {
+        method: "accel_set_options",
+        keys: &[
+            "small_cache_size",
+            "large_cache_size",
+            "task_count",
+            "sequence_count",
+            "buf_count",
+        ],
+        required: &[],
+        refuse: nothing_refused,
+    },
+    OptionMethod {
+        method: "sock_set_default_impl",
+        keys: &["impl_name"],
+        required: &["impl_name"],
+        refuse: |m| {
+            off(
+                m,
+                "impl_name",
+                &[json!("posix")],
+                "a socket implementation other than posix",
+            )
+        },
+    },
+    OptionMethod {
+        method: "sock_impl_set_options",
+        keys: &[
+            "impl_name",
+            "recv_buf_size",
+            "send_buf_size",
+            "enable_recv_pipe",
+            "enable_quickack",
+            "enable_placement_id",
+            "enable_zerocopy_send_server",
+            "enable_zerocopy_send_client",
+            "zerocopy_threshold",
+            "tls_version",
+            "enable_ktls",
+        ],
+        required: &["impl_name"],
+        refuse: |m| off(m, "enable_ktls", &[json!(false)], "kernel TLS"),
+    },
+    OptionMethod {
+        method: "bdev_set_options",
+        keys: &[
+            "bdev_io_pool_size",
+            "bdev_io_cache_size",
+            "bdev_auto_examine",
+            "iobuf_small_cache_size",
+            "iobuf_large_cache_size",
+        ],
+        required: &[],
+        refuse: nothing_refused,
+    },
+    OptionMethod {
+        method: "bdev_raid_set_options",
+        keys: &["process_window_size_kb", "process_max_bandwidth_mb_sec"],
+        required: &[],
+        refuse: nothing_refused,
+    },
+    OptionMethod {
+        method: "bdev_nvme_set_options",
+        keys: &[
+            "action_on_timeout",
+            "timeout_us",
+            "timeout_admin_us",
+            "keep_alive_timeout_ms",
+            "arbitration_burst",
+            "low_priority_weight",
+            "medium_priority_weight",
+            "high_priority_weight",
+            "nvme_adminq_poll_period_us",
+            "nvme_ioq_poll_period_us",
+            "io_queue_requests",
+            "delay_cmd_submit",
+            "transport_retry_count",
+            "bdev_retry_count",
+            "transport_ack_timeout",
+            "ctrlr_loss_timeout_sec",
+            "reconnect_delay_sec",
+            "fast_io_fail_timeout_sec",
+            "disable_auto_failback",
+            "generate_uuids",
+            "transport_tos",
+            "nvme_error_stat",
+            "rdma_srq_size",
+            "io_path_stat",
+            "allow_accel_sequence",
+            "rdma_max_cq_size",
+            "rdma_cm_event_timeout_ms",
+            "dhchap_digests",
+            "dhchap_dhgroups",
+            "rdma_umr_per_io",
+            "tcp_connect_timeout_ms",
+            "enable_flush",
+            "multipath_opts",
+        ],
+        required: &[],
+        refuse: |m| {
+            off(
+                m,
+                "action_on_timeout",
+                &[json!("none")],
+                "a controller-wide timeout action (use bdev_nvme_attach_controller's io_timeout_ms and reset_policy)",
+            )?;
+            off(
+                m,
+                "generate_uuids",
+                &[json!(false)],
+                "generated namespace UUIDs",
+            )
+        },
+    },
+    OptionMethod {
+        method: "bdev_nvme_set_hotplug",
+        keys: &["enable", "period_us"],
+        required: &["enable"],
+        refuse: |m| off(m, "enable", &[json!(false)], "NVMe hotplug monitoring"),
+    },
+    OptionMethod {
+        method: "bdev_wait_for_examine",
+        keys: &[],
+        required: &[],
+        refuse: nothing_refused,
+    },
+    OptionMethod {
+        method: "framework_set_scheduler",
+        keys: &[
+            "name",
+            "period",
+            "load_limit",
+            "core_limit",
+            "core_busy",
+            "mappings",
+        ],
+        required: &["name"],
+        refuse: |m| {
+            off(
+                m,
+                "name",
+                &[json!("static")],
+                "a scheduler other than static",
+            )?;
+            match m.get("mappings") {
+                Some(v) if v != &json!("") => Err(format!(
+                    "mappings {v}: moving threads between cores is not supported by Pollux"
+                )),
+                _ => Ok(()),
+            }
+        },
+    },
+    OptionMethod {
+        method: "keyring_linux_set_options",
+        keys: &["enable"],
+        required: &[],
+        refuse: |m| off(m, "enable", &[json!(false)], "the Linux keyring"),
+    },
+];
+
+/// `vmd_enable` ignores its parameters in SPDK too.
+fn register_vmd(s: &mut RpcServer) {
+    s.register("vmd_enable", |_, _| {
+        tracing::info!(
+            method = "vmd_enable",
+            "accepted for SPDK config compatibility; Pollux does not enumerate VMD domains"
+        );
+        Ok(json!(true))
+    });
 }
 
 /// Parameters of `nvmf_create_transport`: SPDK decodes them leniently (unknown keys
@@ -492,7 +786,9 @@ fn resolve_nqn(nqn: &str) -> &str {
 }
 
 fn listener(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcError> {
+    // SPDK decodes the address strictly and the rest leniently.
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct La {
         trtype: String,
         adrfam: Option<String>,
@@ -506,9 +802,29 @@ fn listener(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcE
         tgt_name: Option<String>,
         #[serde(default)]
         secure_channel: bool,
+        ana_state: Option<String>,
+        sock_impl: Option<String>,
     }
     let p: P = parse(p)?;
     no_tgt_name(&p.tgt_name)?;
+    match p.ana_state.as_deref() {
+        None | Some("optimized") => {}
+        Some(s @ ("non_optimized" | "inaccessible")) => {
+            return Err(RpcError::invalid_params(format!(
+                "ana_state {s}: ANA states other than optimized are not supported by Pollux"
+            )));
+        }
+        Some(s) => {
+            return Err(RpcError::invalid_params(format!(
+                "ana_state {s:?}: one of optimized, non_optimized, inaccessible"
+            )));
+        }
+    }
+    if let Some(i) = p.sock_impl.as_deref().filter(|i| *i != "posix") {
+        return Err(RpcError::invalid_params(format!(
+            "sock_impl {i:?}: Pollux's listeners are plain sockets (posix); TLS (ssl) is not supported"
+        )));
+    }
     if p.secure_channel {
         return Err(RpcError::invalid_params(
             "secure_channel (TLS) is not supported by Pollux",

@@ -210,7 +210,7 @@ fn bad_requests_get_clear_errors() {
             code::INVALID_REQUEST,
             "params",
         ),
-        (json!([1, 2]), code::INVALID_REQUEST, "object"),
+        (json!([]), code::INVALID_REQUEST, "empty batch"),
         (
             json!({"jsonrpc": "2.0", "id": 5, "method": "bdev_malloc_create", "params": {"num_blocks": 8, "block_size": 512, "colour": "red"}}),
             code::INVALID_PARAMS,
@@ -456,4 +456,309 @@ fn spdk_rpc_py_requests_set_up_a_target_and_round_trip_its_config() {
         }
     }
     assert_eq!(call(&f, "save_config", json!({}))["result"], saved);
+}
+
+/// One request as rpc.py sends it: no `params` key when it has none.
+fn call_rpc_py(f: &Fixture, method: &str, params: Option<Value>) -> Value {
+    let (mut s, mut r) = f.connect();
+    let mut req = json!({"jsonrpc": "2.0", "id": 1, "method": method});
+    if let Some(p) = params {
+        req["params"] = p;
+    }
+    s.write_all(serde_json::to_string_pretty(&req).unwrap().as_bytes())
+        .unwrap();
+    reply(&mut r)
+}
+
+/// Every method polluxd supports, with the request SPDK v26.05's rpc.py builds when the
+/// user gives only what is required (the keys it always sends included, as its argparse
+/// defaults make them), answered with SPDK's result shape.
+#[test]
+fn rpc_py_minimal_requests_of_every_supported_method_get_spdk_result_shapes() {
+    let f = Fixture::new();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().set_len(1 << 20).unwrap();
+    let fname = file.path().to_str().unwrap().to_owned();
+    let nqn = "nqn.2016-06.io.spdk:cnode1";
+    let host = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";
+    let la = json!({"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": "0"});
+    #[derive(Debug)]
+    enum Shape {
+        True,
+        Str(&'static str),
+        Num(u64),
+        Object,
+        Array,
+    }
+    use Shape::*;
+    let none = None;
+    let steps: Vec<(&str, Option<Value>, Shape)> = vec![
+        ("spdk_get_version", none.clone(), Object),
+        (
+            "rpc_get_methods",
+            Some(json!({"current": false, "include_aliases": false})),
+            Array,
+        ),
+        ("framework_get_reactors", none.clone(), Object),
+        ("framework_get_subsystems", none.clone(), Array),
+        (
+            "framework_set_scheduler",
+            Some(json!({"name": "static"})),
+            True,
+        ),
+        (
+            "iobuf_set_options",
+            Some(json!({"enable_numa": false})),
+            True,
+        ),
+        (
+            "sock_set_default_impl",
+            Some(json!({"impl_name": "posix"})),
+            True,
+        ),
+        (
+            "sock_impl_set_options",
+            Some(json!({"impl_name": "posix"})),
+            True,
+        ),
+        ("accel_set_options", none.clone(), True),
+        ("bdev_set_options", none.clone(), True),
+        ("bdev_raid_set_options", none.clone(), True),
+        (
+            "keyring_linux_set_options",
+            Some(json!({"enable": false})),
+            True,
+        ),
+        ("vmd_enable", none.clone(), True),
+        ("nvmf_set_config", none.clone(), True),
+        (
+            "nvmf_set_max_subsystems",
+            Some(json!({"max_subsystems": 1024})),
+            True,
+        ),
+        ("nvmf_set_crdt", none.clone(), True),
+        (
+            "bdev_nvme_set_options",
+            Some(
+                json!({"delay_cmd_submit": true, "disable_auto_failback": false,
+            "generate_uuids": false, "nvme_error_stat": false, "io_path_stat": false,
+            "allow_accel_sequence": false, "enable_flush": false}),
+            ),
+            True,
+        ),
+        (
+            "bdev_nvme_set_hotplug",
+            Some(json!({"enable": false})),
+            True,
+        ),
+        (
+            "bdev_malloc_create",
+            Some(json!({"num_blocks": 2048, "block_size": 512,
+            "md_interleave": false, "dif_is_head_of_md": false})),
+            Str("Malloc0"),
+        ),
+        (
+            "bdev_null_create",
+            Some(
+                json!({"name": "Null0", "num_blocks": 256, "block_size": 4096,
+            "dif_is_head_of_md": false}),
+            ),
+            Str("Null0"),
+        ),
+        (
+            "bdev_uring_create",
+            Some(json!({"filename": fname, "name": "Uring0"})),
+            Str("Uring0"),
+        ),
+        (
+            "bdev_error_create",
+            Some(json!({"base_name": "Null0"})),
+            True,
+        ),
+        (
+            "bdev_error_inject_error",
+            Some(json!({"name": "EE_Null0", "io_type": "read",
+            "error_type": "failure"})),
+            True,
+        ),
+        (
+            "bdev_delay_create",
+            Some(json!({"base_bdev_name": "Malloc0", "name": "Delay0",
+            "avg_read_latency": 10, "p99_read_latency": 20, "avg_write_latency": 10,
+            "p99_write_latency": 20})),
+            Str("Delay0"),
+        ),
+        (
+            "bdev_delay_update_latency",
+            Some(json!({"delay_bdev_name": "Delay0",
+            "latency_type": "avg_read", "latency_us": 15})),
+            True,
+        ),
+        ("bdev_wait_for_examine", none.clone(), True),
+        ("bdev_get_bdevs", none.clone(), Array),
+        (
+            "bdev_get_iostat",
+            Some(json!({"per_channel": false})),
+            Object,
+        ),
+        ("bdev_reset_iostat", none.clone(), True),
+        ("bdev_nvme_get_controllers", none.clone(), Array),
+        (
+            "nvmf_create_transport",
+            Some(json!({"trtype": "TCP", "zcopy": false, "no_srq": false,
+            "c2h_success": true, "dif_insert_or_strip": false, "no_wr_batching": false,
+            "disable_mappable_bar0": false, "disable_adaptive_irq": false,
+            "disable_shadow_doorbells": false, "disable_command_passthru": false})),
+            True,
+        ),
+        ("nvmf_get_transports", none.clone(), Array),
+        (
+            "nvmf_create_subsystem",
+            Some(json!({"nqn": nqn, "allow_any_host": false,
+            "ana_reporting": false, "passthrough": false, "enable_nssr": false})),
+            True,
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            Some(json!({"nqn": nqn, "namespace": {"bdev_name": "Malloc0",
+            "no_auto_visible": false, "hide_metadata": false}})),
+            Num(1),
+        ),
+        (
+            "nvmf_subsystem_add_ns",
+            Some(json!({"nqn": nqn, "namespace": {"bdev_name": "Delay0",
+            "no_auto_visible": false, "hide_metadata": false}})),
+            Num(2),
+        ),
+        (
+            "nvmf_subsystem_remove_ns",
+            Some(json!({"nqn": nqn, "nsid": 2})),
+            True,
+        ),
+        (
+            "nvmf_subsystem_add_listener",
+            Some(json!({"nqn": nqn, "listen_address": la,
+            "secure_channel": false})),
+            True,
+        ),
+        (
+            "nvmf_subsystem_add_host",
+            Some(json!({"nqn": nqn, "host": host})),
+            True,
+        ),
+        (
+            "nvmf_subsystem_remove_host",
+            Some(json!({"nqn": nqn, "host": host})),
+            True,
+        ),
+        (
+            "nvmf_subsystem_allow_any_host",
+            Some(json!({"nqn": nqn, "allow_any_host": true})),
+            True,
+        ),
+        (
+            "nvmf_subsystem_get_controllers",
+            Some(json!({"nqn": nqn})),
+            Array,
+        ),
+        (
+            "nvmf_subsystem_get_qpairs",
+            Some(json!({"nqn": nqn})),
+            Array,
+        ),
+        (
+            "nvmf_subsystem_get_listeners",
+            Some(json!({"nqn": nqn})),
+            Array,
+        ),
+        ("nvmf_get_subsystems", none.clone(), Array),
+        ("nvmf_get_stats", none.clone(), Object),
+        ("log_get_flags", none.clone(), Object),
+        ("log_get_level", none.clone(), Str("NOTICE")),
+        ("log_get_print_level", none.clone(), Str("NOTICE")),
+        (
+            "framework_get_config",
+            Some(json!({"name": "bdev", "with_batches": false})),
+            Array,
+        ),
+        ("bdev_error_delete", Some(json!({"name": "EE_Null0"})), True),
+        ("nvmf_delete_subsystem", Some(json!({"nqn": nqn})), True),
+        ("bdev_delay_delete", Some(json!({"name": "Delay0"})), True),
+        ("bdev_uring_delete", Some(json!({"name": "Uring0"})), True),
+        ("bdev_null_delete", Some(json!({"name": "Null0"})), True),
+        ("bdev_malloc_delete", Some(json!({"name": "Malloc0"})), True),
+    ];
+    for (m, p, shape) in steps {
+        let r = call_rpc_py(&f, m, p.clone());
+        let v = &r["result"];
+        let ok = match shape {
+            True => v == &json!(true),
+            Str(s) => v == &json!(s),
+            Num(n) => v == &json!(n),
+            Object => v.is_object(),
+            Array => v.is_array(),
+        };
+        assert!(ok, "{m} {p:?}: wanted {shape:?}, got {r}");
+    }
+    // This test program installs no reloadable filter: the log setters say so and change
+    // nothing (polluxd's are tested in tools/tests/daemon.rs).
+    for (m, p) in [
+        ("log_set_level", json!({"level": "INFO"})),
+        ("log_set_flag", json!({"flag": "nvmf"})),
+    ] {
+        let r = call_rpc_py(&f, m, Some(p));
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("log filter"),
+            "{r}"
+        );
+    }
+    assert_eq!(call_rpc_py(&f, "log_get_level", None)["result"], "NOTICE");
+    assert_eq!(
+        call_rpc_py(&f, "log_get_flags", None)["result"]["nvmf"],
+        false
+    );
+    // rpc.py -b: a batch gets an array of answers in order.
+    let (mut s, mut rd) = f.connect();
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "spdk_get_version"},
+        {"jsonrpc": "2.0", "id": 2, "method": "bdev_get_bdevs", "params": {"name": "nope"}},
+        {"jsonrpc": "2.0", "method": "framework_get_subsystems"},
+    ]);
+    s.write_all(batch.to_string().as_bytes()).unwrap();
+    let r = reply(&mut rd);
+    let r = r.as_array().unwrap();
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0]["id"], 1);
+    assert!(r[1]["error"]["message"].as_str().unwrap().contains("nope"));
+    // Misspelled keys of option methods are refused; features Pollux lacks by name.
+    for (m, p, needle) in [
+        (
+            "sock_impl_set_options",
+            json!({"impl_name": "posix", "recv_buff_size": 1}),
+            "recv_buff_size",
+        ),
+        ("bdev_nvme_set_hotplug", json!({"enable": true}), "hotplug"),
+        (
+            "framework_set_scheduler",
+            json!({"name": "dynamic"}),
+            "scheduler",
+        ),
+        (
+            "nvmf_set_config",
+            json!({"admin_cmd_passthru": {"identify_ctrlr": true}}),
+            "passthrough",
+        ),
+        (
+            "bdev_malloc_create",
+            json!({"num_blocks": 8, "block_size": 512, "numa_id": 0}),
+            "numa_id",
+        ),
+    ] {
+        let r = call_rpc_py(&f, m, Some(p));
+        let msg = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{m}: {r}");
+    }
 }

@@ -476,6 +476,16 @@ impl Thread {
         self.inner.now.get()
     }
 
+    /// The time now, not the loop's: the monotonic clock read again on a reactor (a
+    /// timer that must not fire early counts from here); the loop's time in the harness,
+    /// whose clock is its own.
+    pub fn now_precise(&self) -> Nanos {
+        match self.inner.shared.core {
+            Some(_) => crate::reactor::sys::monotonic_ns().max(self.now()),
+            None => self.now(),
+        }
+    }
+
     /// The thread's counters.
     pub fn stats(&self) -> ThreadStats {
         self.inner.stats.get()

@@ -106,8 +106,12 @@ fn run(args: Args) -> Result<(), String> {
             Ok(json!(true))
         });
         let init = initialized.clone();
+        // As SPDK: answers once the framework is initialized.
         server.register("framework_wait_init", move |_, _| {
-            Ok(json!(init.load(Ordering::Acquire)))
+            while !init.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(json!(true))
         });
         let init = initialized.clone();
         server.set_callable_now(move |m| {

@@ -180,6 +180,15 @@ pub fn create(opts: UringOpts) -> Result<Arc<Bdev>, Error> {
             why: format!("{path} holds {size} bytes, less than one block of {block_size}"),
         });
     }
+    // As SPDK: a size that is not whole blocks is refused, not cut short.
+    if size % block_size.max(1) as u64 != 0 {
+        return Err(Error::InvalidParam {
+            what: "block_size".into(),
+            why: format!(
+                "{path} holds {size} bytes, not a multiple of the block size {block_size}"
+            ),
+        });
+    }
     if !(2..=32768).contains(&opts.ring_depth) {
         return Err(Error::InvalidParam {
             what: "ring_depth".into(),
