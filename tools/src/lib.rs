@@ -6,6 +6,7 @@
 //! [`perf`] holds pollux-perf's option parser, histograms and reports; [`setup`] holds
 //! pollux-setup's sysfs work (vfio-pci binding, IOMMU groups, hugepages).
 
+pub mod metrics;
 pub mod perf;
 pub mod setup;
 

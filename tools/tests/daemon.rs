@@ -129,6 +129,26 @@ fn wait_for_rpc_loads_the_config_at_framework_start_init() {
     stop(child, &sock);
 }
 
+/// A framework_wait_init still waiting does not hold up SIGTERM.
+#[test]
+fn sigterm_stops_polluxd_with_a_framework_wait_init_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, sock) = start(dir.path(), &["--wait-for-rpc"]);
+    let waiter = {
+        let sock = sock.clone();
+        std::thread::spawn(move || rpc(&sock, &["framework_wait_init"]))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    stop(child, &sock);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        t0.elapsed()
+    );
+    assert!(!waiter.join().unwrap().status.success());
+}
+
 #[test]
 fn a_bad_config_stops_the_daemon_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -449,5 +469,140 @@ fn log_flags_and_levels_change_the_running_filter() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nvmf_tpc"));
     let o = rpc(&sock, &["log_set_level", "--json", r#"{"level": "LOUD"}"#]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("LOUD"));
+    stop(child, &sock);
+}
+
+/// `polluxd --metrics`: the scrape parses with Prometheus' own Python client parser
+/// (Debian's python3-prometheus-client, which tests/run-all installs) and counts the I/O a host did, per bdev, in
+/// the counters and the latency histogram alike.
+#[test]
+fn metrics_endpoint_parses_as_prometheus_text_and_counts_io() {
+    use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair};
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let port = pollux_tests::free_port();
+    let text = std::fs::read_to_string(root.join("examples/quickstart.json"))
+        .unwrap()
+        .replace("\"4420\"", &format!("\"{port}\""));
+    let cfg = dir.path().join("quickstart.json");
+    std::fs::write(&cfg, text).unwrap();
+    let mport = pollux_tests::free_port();
+    let maddr = format!("127.0.0.1:{mport}");
+    let (child, sock) = start(
+        dir.path(),
+        &["-c", cfg.to_str().unwrap(), "--metrics", &maddr],
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut o = FabricOptions::new(addr, "nqn.2016-06.io.pollux:quickstart");
+    o.io_queues = 1;
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
+    for i in 0..10u64 {
+        q.write(1, i * 8, 1, vec![i as u8; 4096], i).unwrap();
+        let mut got = None;
+        while got.is_none() {
+            q.wait(Duration::from_secs(5), |c| got = Some(c)).unwrap();
+        }
+        assert!(got.unwrap().cqe.status().is_success());
+    }
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&maddr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let r = get("/metrics");
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    assert!(r.contains("Content-Type: text/plain; version=0.0.4"), "{r}");
+    let body = r.split("\r\n\r\n").nth(1).unwrap().to_owned();
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    // Prometheus' parser reads every family; the samples come back as JSON.
+    let script = r#"
+import json, sys
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError:
+    sys.exit("python3-prometheus-client is missing (apt-get install python3-prometheus-client; tests/run-all installs it)")
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        key = s.name + "|" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[key] = [fam.type, s.value]
+print(json.dumps(out))
+"#;
+    // Debian's Python, where Debian's package is (a pyenv python3 may come first).
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    py.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the scrape: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let val = |k: &str| {
+        m.get(k)
+            .unwrap_or_else(|| panic!("{k} missing from the scrape:\n{body}"))[1]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(val("pollux_bdev_write_ops_total|bdev=Malloc0"), 10.0);
+    assert_eq!(val("pollux_bdev_written_bytes_total|bdev=Malloc0"), 40960.0);
+    assert_eq!(
+        m["pollux_bdev_write_latency_seconds|bdev=Malloc0"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        val("pollux_bdev_write_latency_seconds_count|bdev=Malloc0"),
+        10.0
+    );
+    assert_eq!(
+        val("pollux_bdev_write_latency_seconds_bucket|bdev=Malloc0,le=+Inf"),
+        10.0
+    );
+    assert!(val("pollux_bdev_write_latency_seconds_sum|bdev=Malloc0") > 0.0);
+    assert_eq!(
+        val("pollux_nvmf_poll_group_current_io_qpairs|poll_group=nvmf_tgt_poll_group_000"),
+        1.0
+    );
+    assert_eq!(
+        val("pollux_nvmf_subsystem_controllers|nqn=nqn.2016-06.io.pollux:quickstart"),
+        1.0
+    );
+    assert!(val("pollux_reactor_loops_total|core=0") > 0.0);
+    // docs/grafana-pollux.json asks only for what the scrape has.
+    let dash = std::fs::read_to_string(root.join("docs/grafana-pollux.json")).unwrap();
+    let names: std::collections::BTreeSet<&str> = m
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.split('|').next().unwrap())
+        .collect();
+    let mut asked = 0;
+    for (i, _) in dash.match_indices("pollux_") {
+        let n: String = dash[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if n == "pollux_" {
+            continue;
+        }
+        asked += 1;
+        assert!(
+            names.contains(n.as_str()),
+            "the dashboard asks for {n}, which the scrape lacks"
+        );
+    }
+    assert!(asked > 10, "{asked}");
+    drop(q);
+    admin.shutdown().unwrap();
     stop(child, &sock);
 }

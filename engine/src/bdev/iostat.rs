@@ -22,6 +22,34 @@ const LAT: usize = 2;
 const MAX: usize = 3;
 const MIN: usize = 4;
 
+/// Latency histogram buckets: bucket `i` counts latencies below 2^(i + 10) ns (the
+/// first also those below, the last everything above): powers of two of nanoseconds,
+/// the same on every machine, so the bucket is one multiply and one `leading_zeros`;
+/// from 1.024 us to 4.3 s.
+pub const HIST_BUCKETS: usize = 24;
+/// log2 of the first bucket's bound in ns, minus one.
+const HIST_SHIFT: u32 = 9;
+
+/// Nanoseconds per tick in 32.32 fixed point (0 until [`tick_rate`] has run).
+static NS_PER_TICK: AtomicU64 = AtomicU64::new(0);
+
+#[inline]
+fn bucket(lat_ticks: u64) -> usize {
+    let f = NS_PER_TICK.load(Relaxed);
+    let ns = if f == 0 {
+        lat_ticks
+    } else {
+        ((lat_ticks as u128 * f as u128) >> 32) as u64
+    };
+    let log2 = 63 - (ns | 1).leading_zeros();
+    (log2.saturating_sub(HIST_SHIFT) as usize).min(HIST_BUCKETS - 1)
+}
+
+/// The upper bound of bucket `i`, in nanoseconds (`None`: the last, unbounded).
+pub fn bucket_bound_ns(i: usize) -> Option<u64> {
+    (i + 1 < HIST_BUCKETS).then(|| 1u64 << (i as u32 + HIST_SHIFT + 1))
+}
+
 /// Failed I/Os by SPDK's status names.
 pub const ERROR_NAMES: [&str; 4] = ["failed", "nvme_error", "nomem", "aborted"];
 
@@ -50,7 +78,12 @@ pub fn tick_rate() -> u64 {
         let (t0, c0) = (std::time::Instant::now(), ticks());
         std::thread::sleep(std::time::Duration::from_millis(20));
         let (dt, dc) = (t0.elapsed(), ticks().wrapping_sub(c0));
-        (dc as u128 * 1_000_000_000 / dt.as_nanos().max(1)) as u64
+        let rate = (dc as u128 * 1_000_000_000 / dt.as_nanos().max(1)) as u64;
+        NS_PER_TICK.store(
+            ((1_000_000_000u128 << 32) / rate.max(1) as u128) as u64,
+            Relaxed,
+        );
+        rate
     })
 }
 
@@ -59,6 +92,7 @@ pub fn tick_rate() -> u64 {
 pub struct ChannelStat {
     v: [[AtomicU64; FIELDS]; KINDS],
     errors: [AtomicU64; ERROR_NAMES.len()],
+    hist: [[AtomicU64; HIST_BUCKETS]; KINDS],
 }
 
 #[inline]
@@ -91,6 +125,7 @@ impl ChannelStat {
         bump(&v[BYTES], bytes);
         bump(&v[OPS], 1);
         bump(&v[LAT], lat);
+        bump(&self.hist[k][bucket(lat)], 1);
         let lat = lat.max(1);
         if lat > v[MAX].load(Relaxed) {
             v[MAX].store(lat, Relaxed);
@@ -113,6 +148,11 @@ impl ChannelStat {
         for (i, e) in s.errors.iter().enumerate() {
             self.errors[i].store(*e, Relaxed);
         }
+        for (k, h) in s.hist.iter().enumerate() {
+            for (b, x) in h.iter().enumerate() {
+                self.hist[k][b].store(*x, Relaxed);
+            }
+        }
     }
 
     /// A copy of the counters.
@@ -120,6 +160,7 @@ impl ChannelStat {
         IoStat {
             v: std::array::from_fn(|k| std::array::from_fn(|f| self.v[k][f].load(Relaxed))),
             errors: std::array::from_fn(|i| self.errors[i].load(Relaxed)),
+            hist: std::array::from_fn(|k| std::array::from_fn(|b| self.hist[k][b].load(Relaxed))),
         }
     }
 }
@@ -136,10 +177,21 @@ pub enum ResetMode {
 }
 
 /// Counters of one channel or of a whole bdev, copied out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoStat {
     v: [[u64; FIELDS]; KINDS],
     errors: [u64; ERROR_NAMES.len()],
+    hist: [[u64; HIST_BUCKETS]; KINDS],
+}
+
+impl Default for IoStat {
+    fn default() -> IoStat {
+        IoStat {
+            v: Default::default(),
+            errors: Default::default(),
+            hist: [[0; HIST_BUCKETS]; KINDS],
+        }
+    }
 }
 
 impl IoStat {
@@ -147,6 +199,9 @@ impl IoStat {
     pub fn reset(&mut self, mode: ResetMode) {
         if matches!(mode, ResetMode::All | ResetMode::Error) {
             self.errors = Default::default();
+        }
+        if mode == ResetMode::All {
+            self.hist = [[0; HIST_BUCKETS]; KINDS];
         }
         for v in &mut self.v {
             match mode {
@@ -171,6 +226,22 @@ impl IoStat {
         for (a, b) in self.errors.iter_mut().zip(&o.errors) {
             *a = a.wrapping_add(*b);
         }
+        for (a, b) in self.hist.iter_mut().zip(&o.hist) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x = x.wrapping_add(*y);
+            }
+        }
+    }
+
+    /// Latency ticks total and the histogram's counts of `kind` (read, write, unmap).
+    pub fn latency(&self, kind: IoKind) -> Option<(u64, [u64; HIST_BUCKETS])> {
+        let k = match kind {
+            IoKind::Read => 0,
+            IoKind::Write => 1,
+            IoKind::Unmap => 2,
+            _ => return None,
+        };
+        Some((self.v[k][LAT], self.hist[k]))
     }
 
     /// Bytes and operations of `kind` (read, write or unmap).

@@ -700,6 +700,12 @@ impl BdevRegistry {
         }
     }
 
+    /// The bdevs waiting for their bases, by name.
+    pub fn waiting(&self) -> Vec<String> {
+        let g = self.inner.lock().unwrap();
+        g.waiting.iter().map(|w| w.name.clone()).collect()
+    }
+
     /// Whether bdev `name` waits for its base.
     pub fn is_waiting(&self, name: &str) -> bool {
         let g = self.inner.lock().unwrap();

@@ -110,6 +110,9 @@ impl EngineBuilder {
 
     /// Allocates the buffer pools and starts one pinned reactor per core.
     pub fn start(self) -> Result<Engine, Error> {
+        // The TSC's rate, measured once per process, so that bdev latencies (counted in
+        // ticks) fill their nanosecond histogram buckets from the first I/O.
+        crate::bdev::iostat::tick_rate();
         let cores = parse_core_mask(&self.core_mask)?;
         let allowed = sys::allowed_cores().map_err(|source| Error::Io {
             what: "read this process's CPU affinity".into(),

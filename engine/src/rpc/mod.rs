@@ -142,6 +142,11 @@ impl RpcServer {
         &self.ctx.nvmf
     }
 
+    /// The engine the methods configure.
+    pub fn engine(&self) -> &EngineHandle {
+        &self.ctx.engine
+    }
+
     /// Adds (or replaces) a method.
     pub fn register(
         &mut self,

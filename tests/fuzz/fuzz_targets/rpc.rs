@@ -16,9 +16,7 @@
 use libfuzzer_sys::fuzz_target;
 use pollux_fuzz::input::Reader;
 use pollux_fuzz::json;
-use pollux_fuzz::rpc_env::{
-    self, check_responses, check_saved_config_reloads, sandbox,
-};
+use pollux_fuzz::rpc_env::{self, check_responses, check_saved_config_reloads, sandbox};
 
 /// Calls per structured input at most.
 const CALLS_MAX: usize = 6;

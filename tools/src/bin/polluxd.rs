@@ -46,6 +46,10 @@ struct Args {
     /// with debug messages shown, as SPDK's -L does; may be repeated.
     #[arg(short = 'L', long = "logflag")]
     logflag: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (127.0.0.1:9464, say); off by
+    /// default.
+    #[arg(long = "metrics")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn main() {
@@ -91,6 +95,7 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut server = RpcServer::new(engine.handle());
     let initialized = Arc::new(AtomicBool::new(!args.wait_for_rpc));
+    let stopping = Arc::new(AtomicBool::new(false));
     // framework_start_init needs the server itself (to load the config through it):
     // it is registered with a slot filled once the server is built.
     let slot: Arc<Mutex<Option<Arc<RpcServer>>>> = Arc::default();
@@ -105,10 +110,13 @@ fn run(args: Args) -> Result<(), String> {
             }
             Ok(json!(true))
         });
-        let init = initialized.clone();
-        // As SPDK: answers once the framework is initialized.
+        let (init, stop) = (initialized.clone(), stopping.clone());
+        // As SPDK: answers once the framework is initialized (or the daemon stops).
         server.register("framework_wait_init", move |_, _| {
             while !init.load(Ordering::Acquire) {
+                if stop.load(Ordering::Acquire) {
+                    return Err(RpcError::failed("polluxd is stopping"));
+                }
                 std::thread::sleep(Duration::from_millis(10));
             }
             Ok(json!(true))
@@ -149,12 +157,28 @@ fn run(args: Args) -> Result<(), String> {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             }
         };
-        server
+        let (metrics_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(addr) = args.metrics {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+            tracing::info!("metrics at http://{addr}/metrics");
+            tokio::spawn(pollux_tools::metrics::serve(l, server.clone(), async {
+                let _ = stopped.await;
+            }));
+        }
+        let served = server
             .clone()
             .serve(&args.rpc_socket, stop)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        let _ = metrics_stop.send(());
+        served
     });
+    // A request still being answered (framework_wait_init before the framework
+    // started) ends now; none holds the stop up.
+    stopping.store(true, Ordering::Release);
+    rt.shutdown_timeout(Duration::from_secs(1));
     slot.lock().unwrap().take();
     // Connections close and poll groups stop before the reactors do.
     server.nvmf().shutdown(Duration::from_secs(5));
