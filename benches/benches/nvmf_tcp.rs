@@ -9,7 +9,9 @@
 //! buffer pool. The ratio says how much of that floor the whole target keeps.
 //!
 //! `cargo bench -p pollux-benches --bench nvmf_tcp` (POLLUX_BENCH_SECS per workload,
-//! default 5)
+//! default 5). POLLUX_NVMF_TRACE=1 turns the command trace on (`pollux_trace_commands`,
+//! every command logged to stderr: redirect it to a file) to measure what it costs on;
+//! unset, the trace is compiled in and off.
 
 use pollux_benches::bench_secs;
 use pollux_engine::dma::IobufOpts;
@@ -268,6 +270,13 @@ fn start_target(core: usize) -> (Engine, RpcServer, SocketAddr) {
                 {"trtype": "TCP", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}}]}
     ]});
     rpc.load_config(&cfg).unwrap();
+    if std::env::var_os("POLLUX_NVMF_TRACE").is_some() {
+        rpc.call(
+            "pollux_trace_commands",
+            Some(json!({"nqn": NQN, "enable": true})),
+        )
+        .unwrap();
+    }
     (engine, rpc, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
@@ -276,6 +285,9 @@ fn main() {
         return;
     }
     let secs = bench_secs(5);
+    if std::env::var_os("POLLUX_NVMF_TRACE").is_some() {
+        pollux_tools::init_logging();
+    }
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (tcore, hcore) = if ncpu >= 2 { (0, 1) } else { (0, 0) };
     let workloads = [

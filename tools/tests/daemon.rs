@@ -16,13 +16,25 @@ fn rpc(sock: &Path, args: &[&str]) -> Output {
 }
 
 fn start(dir: &Path, extra: &[&str]) -> (KillOnDrop, std::path::PathBuf) {
+    start_logging_to(dir, extra, None)
+}
+
+/// `start`, with polluxd's log in file `log` (RUST_LOG unset) when given.
+fn start_logging_to(
+    dir: &Path,
+    extra: &[&str],
+    log: Option<&Path>,
+) -> (KillOnDrop, std::path::PathBuf) {
     let sock = dir.join("pollux.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_polluxd"))
-        .args(["-m", "0x1", "--small-pools", "-r"])
+    let mut c = Command::new(env!("CARGO_BIN_EXE_polluxd"));
+    c.args(["-m", "0x1", "--small-pools", "-r"])
         .arg(&sock)
-        .args(extra)
-        .spawn()
-        .unwrap();
+        .args(extra);
+    if let Some(log) = log {
+        c.env_remove("RUST_LOG")
+            .stderr(std::fs::File::create(log).unwrap());
+    }
+    let child = c.spawn().unwrap();
     let child = KillOnDrop::new(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !sock.exists() {
@@ -409,23 +421,9 @@ fn a_config_saved_by_spdk_loads_and_serves_its_namespaces() {
 /// print level shows that component's debug messages; clearing it hides them again.
 #[test]
 fn log_flags_and_levels_change_the_running_filter() {
-    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("pollux.sock");
     let log = dir.path().join("polluxd.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_polluxd"))
-        .args(["-m", "0x1", "--small-pools", "-r"])
-        .arg(&sock)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let child = KillOnDrop::new(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "polluxd did not open its socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, sock) = start_logging_to(dir.path(), &[], Some(&log));
     let debug_lines = |method: &str| {
         std::fs::read_to_string(&log)
             .unwrap()
@@ -602,6 +600,91 @@ print(json.dumps(out))
         );
     }
     assert!(asked > 10, "{asked}");
+    drop(q);
+    admin.shutdown().unwrap();
+    stop(child, &sock);
+}
+
+/// `pollux_trace_commands`: each command of a traced subsystem's I/O queues is logged as
+/// it completes (opcode, CID, LBA, blocks, status, latency), for one host or all, and
+/// nothing once it is off.
+#[test]
+fn command_trace_logs_each_io_of_the_traced_subsystem_and_host() {
+    use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair};
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let port = pollux_tests::free_port();
+    let text = std::fs::read_to_string(root.join("examples/quickstart.json"))
+        .unwrap()
+        .replace("\"4420\"", &format!("\"{port}\""));
+    let cfg = dir.path().join("quickstart.json");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("polluxd.log");
+    let (child, sock) = start_logging_to(dir.path(), &["-c", cfg.to_str().unwrap()], Some(&log));
+    let nqn = "nqn.2016-06.io.pollux:quickstart";
+    let traced = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("pollux_engine::nvmf::trace"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut o = FabricOptions::new(addr, nqn);
+    o.io_queues = 1;
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    let host = o.hostnqn.clone();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
+    let write = |q: &mut FabricQpair<Vec<u8>>, lba: u64| {
+        q.write(1, lba, 1, vec![7; 4096], lba).unwrap();
+        let mut got = None;
+        while got.is_none() {
+            q.wait(Duration::from_secs(5), |c| got = Some(c)).unwrap();
+        }
+        assert!(got.unwrap().cqe.status().is_success());
+    };
+    let trace = |p: &str| json(&rpc(&sock, &["pollux_trace_commands", "--json", p]));
+    write(&mut q, 1);
+    assert!(traced().is_empty());
+    // Another host's trace leaves this one's commands out.
+    trace(&format!(
+        r#"{{"nqn": "{nqn}", "host": "nqn.2014-08.org.example:other", "enable": true}}"#
+    ));
+    write(&mut q, 2);
+    assert!(traced().is_empty());
+    trace(&format!(
+        r#"{{"nqn": "{nqn}", "host": "{host}", "enable": true}}"#
+    ));
+    for lba in [10, 11, 12] {
+        write(&mut q, lba);
+    }
+    let lines = traced();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (l, lba) in lines.iter().zip([10, 11, 12]) {
+        for f in [
+            "opc=1",
+            &format!("slba={lba}"),
+            "nlb=1",
+            "sc=0",
+            "qid=1",
+            "us=",
+        ] {
+            assert!(l.contains(f), "{f} missing from {l}");
+        }
+    }
+    trace(&format!(r#"{{"nqn": "{nqn}", "enable": false}}"#));
+    write(&mut q, 20);
+    assert_eq!(traced().len(), 3);
+    let o = rpc(
+        &sock,
+        &[
+            "pollux_trace_commands",
+            "--json",
+            r#"{"nqn": "nqn.2016-06.io.x:none", "enable": true}"#,
+        ],
+    );
+    assert!(!o.status.success());
     drop(q);
     admin.shutdown().unwrap();
     stop(child, &sock);

@@ -509,6 +509,8 @@ pub struct Subsystem {
     pub max_cntlid: u16,
     /// The limits it reports to hosts (I/O Command Set specific Identify Controller).
     pub limits: IoLimits,
+    /// Whose commands are traced: `None` nobody's, an empty set every host's.
+    pub trace: Option<BTreeSet<String>>,
     /// Namespaces by ID.
     pub namespaces: BTreeMap<u32, Namespace>,
     /// Where it listens.
@@ -587,6 +589,8 @@ pub struct CtrlrShared {
     qpairs: Mutex<BTreeMap<u16, ThreadHandle>>,
     /// Bytes of in-capsule data its I/O queues accept.
     pub icd_size: AtomicU32,
+    /// Whether its I/O queues log each command they complete (`pollux_trace_commands`).
+    pub trace: AtomicBool,
     target: std::sync::Weak<Target>,
 }
 
@@ -703,6 +707,7 @@ impl Target {
                 min_cntlid: 1,
                 max_cntlid: 0xffef,
                 limits: IoLimits::default(),
+                trace: None,
                 namespaces: BTreeMap::new(),
                 listeners: BTreeSet::new(),
                 next_cntlid: 1,
@@ -855,6 +860,7 @@ impl Target {
                 min_cntlid,
                 max_cntlid,
                 limits: p.limits,
+                trace: None,
                 namespaces: BTreeMap::new(),
                 listeners: BTreeSet::new(),
                 next_cntlid: min_cntlid,
@@ -1187,6 +1193,38 @@ impl Target {
         Some(s.poll_groups[i].clone())
     }
 
+    /// Traces the commands of subsystem `nqn`'s I/O queues (each one logged as it
+    /// completes: opcode, CID, LBA, blocks, status, latency), of host `host` only or of
+    /// every host; or stops (`on` false: every host). Controllers connected now follow
+    /// at once, later ones when they connect.
+    pub fn set_trace(&self, nqn: &str, host: Option<&str>, on: bool) -> Result<(), NvmfError> {
+        let mut s = lock(&self.state);
+        let Some(ss) = s.subsystems.get_mut(nqn) else {
+            return err(format!("subsystem {nqn} does not exist"));
+        };
+        ss.trace = match (on, host, ss.trace.take()) {
+            (false, _, _) => None,
+            (true, None, _) => Some(BTreeSet::new()),
+            // Every host's already: stays so.
+            (true, Some(_), Some(all)) if all.is_empty() => Some(all),
+            (true, Some(h), set) => {
+                let mut set = set.unwrap_or_default();
+                set.insert(h.to_owned());
+                Some(set)
+            }
+        };
+        let (id, rule) = (ss.id, ss.trace.clone());
+        for ((sid, _), c) in &s.ctrlrs {
+            if *sid == id {
+                let t = rule
+                    .as_ref()
+                    .is_some_and(|h| h.is_empty() || h.contains(&c.hostnqn));
+                c.trace.store(t, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Admits a Connect: for the admin queue creates the controller, for an I/O queue
     /// joins it. Returns the controller and its subsystem's ID.
     pub(crate) fn connect(
@@ -1217,6 +1255,10 @@ impl Target {
             return Err(ConnectRefusal::InvalidHost);
         }
         let subsys = ss.clone();
+        let ss_trace = ss
+            .trace
+            .as_ref()
+            .is_some_and(|h| h.is_empty() || h.contains(req.hostnqn));
         if req.qid == 0 {
             if req.cntlid != 0xffff {
                 // Only dynamic controllers.
@@ -1256,6 +1298,7 @@ impl Target {
                 gone: AtomicBool::new(false),
                 qpairs: Mutex::new(BTreeMap::new()),
                 icd_size: AtomicU32::new(transport.map(|t| t.in_capsule_data_size).unwrap_or(0)),
+                trace: AtomicBool::new(ss_trace),
                 target: self.me.clone(),
             });
             s.ctrlrs.insert((id, cntlid), c.clone());

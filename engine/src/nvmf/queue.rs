@@ -185,6 +185,8 @@ pub(crate) struct Req {
     pub(crate) op: Op,
     /// Its I/O's [`BdevIo::id`] while the I/O is in a bdev (for Abort).
     pub(crate) bdev_io: usize,
+    /// When it arrived, in TSC ticks, while its queue is traced.
+    pub(crate) start: u64,
 }
 
 pub(crate) enum Role {
@@ -211,6 +213,7 @@ pub(crate) fn new_req() -> Req {
         stash: Vec::new(),
         op: Op::Plain,
         bdev_io: 0,
+        start: 0,
     }
 }
 
@@ -319,6 +322,7 @@ impl Queue {
     pub(crate) fn admit(&mut self, sqe: &Sqe, dir: Dir, len: u32) -> Option<u16> {
         let slot = self.free.pop()?;
         self.sqhd = (self.sqhd + 1) % self.sqsize.max(1);
+        let traced = self.traced().is_some();
         let r = &mut self.reqs[slot as usize];
         r.sqe = *sqe;
         r.dir = dir;
@@ -327,7 +331,22 @@ impl Queue {
         r.dw1 = 0;
         r.op = Op::Plain;
         r.state = RState::Exec;
+        if traced {
+            r.start = crate::bdev::iostat::ticks();
+        }
         Some(slot)
+    }
+
+    /// The controller and queue ID of an I/O queue whose commands are traced now.
+    fn traced(&self) -> Option<(&CtrlrShared, u16)> {
+        match &self.role {
+            Role::Io { ctrlr, qid, .. }
+                if ctrlr.trace.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Some((ctrlr, *qid))
+            }
+            _ => None,
+        }
     }
 
     /// Puts `bufs` in request `slot` and runs it if its data is here (none to move, or
@@ -386,6 +405,28 @@ impl Queue {
 
     /// The command in `slot` is done: the transport answers it.
     pub(crate) fn finish(&mut self, slot: u16, status: Status, dw0: u32) {
+        if let Some((c, qid)) = self.traced() {
+            let r = &self.reqs[slot as usize];
+            let q = &r.sqe;
+            let lat = crate::bdev::iostat::ticks().wrapping_sub(r.start);
+            let us = lat as f64 * 1e6 / crate::bdev::iostat::tick_rate() as f64;
+            tracing::info!(
+                target: "pollux_engine::nvmf::trace",
+                nqn = %c.subnqn,
+                host = %c.hostnqn,
+                cntlid = c.cntlid,
+                qid,
+                cid = q.cid.get(),
+                opc = q.opc,
+                nsid = q.nsid.get(),
+                slba = q.cdw10.get() as u64 | (q.cdw11.get() as u64) << 32,
+                nlb = (q.cdw12.get() & 0xffff) + 1,
+                sct = status.sct,
+                sc = status.sc,
+                us = format_args!("{us:.1}"),
+                "command"
+            );
+        }
         self.done.push_back((slot, status, dw0));
     }
 

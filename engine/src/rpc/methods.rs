@@ -635,20 +635,11 @@ fn bdev_delete(ctx: &RpcContext, p: Option<Value>, product: &str) -> Result<Valu
 
 /// One bdev as `bdev_get_bdevs` describes it (SPDK's fields that apply).
 pub(crate) fn describe_bdev(b: &Bdev) -> Value {
-    use crate::bdev::delay::{DelayLatencies, LatencyType};
+    use crate::bdev::delay::DelayLatencies;
     use crate::bdev::error::ErrorInjector;
     let io = |k| b.supports(k);
     let driver = if let Some(d) = b.module::<DelayLatencies>() {
-        let us = |t| d.get(t).as_micros() as u64;
-        json!({"delay": {
-            "name": b.name(),
-            "base_bdev_name": d.base().name(),
-            "uuid": b.uuid().to_string(),
-            "avg_read_latency": us(LatencyType::AvgRead),
-            "p99_read_latency": us(LatencyType::P99Read),
-            "avg_write_latency": us(LatencyType::AvgWrite),
-            "p99_write_latency": us(LatencyType::P99Write),
-        }})
+        json!({"delay": super::vbdev::delay_saved(b, d)})
     } else if let Some(e) = b.module::<ErrorInjector>() {
         json!({"error_disk": {"base_bdev": e.base().name()}})
     } else {

@@ -76,6 +76,21 @@ pub(super) fn register(s: &mut RpcServer) {
         nvmf_subsystem_allow_any_host,
     );
     s.register("nvmf_get_stats", nvmf_get_stats);
+    // Pollux's own (SPDK traces into shared memory for spdk_trace instead): every
+    // command of a subsystem's I/O queues, or of one host's, logged as it completes.
+    s.register("pollux_trace_commands", |ctx, p| {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct P {
+            nqn: String,
+            host: Option<String>,
+            enable: bool,
+        }
+        let p: P = parse(p)?;
+        ctx.nvmf.set_trace(&p.nqn, p.host.as_deref(), p.enable)?;
+        tracing::info!(nqn = %p.nqn, host = ?p.host, enable = p.enable, "command trace changed");
+        Ok(json!(true))
+    });
     // Options of SPDK subsystems that have no counterpart here (socket layer, accel,
     // scheduler) or whose Pollux counterpart is fixed at start (iobuf pools): SPDK's
     // save_config writes them, so they are accepted with SPDK's keys (a misspelled one

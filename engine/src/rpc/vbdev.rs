@@ -225,7 +225,8 @@ fn us(v: u64) -> Duration {
     Duration::from_micros(v)
 }
 
-fn delay_saved(b: &Bdev, lat: &DelayLatencies) -> Value {
+/// A delay bdev as SPDK writes it: its creation parameters, with the latencies now.
+pub(super) fn delay_saved(b: &Bdev, lat: &DelayLatencies) -> Value {
     let us = |t| lat.get(t).as_micros() as u64;
     json!({
         "name": b.name(),
