@@ -18,6 +18,7 @@ mod client;
 mod deferred;
 pub mod delay;
 pub mod error;
+pub mod fabric;
 pub mod iostat;
 pub mod malloc;
 pub mod null;
@@ -738,6 +739,19 @@ impl BdevRegistry {
         if let Some(e) = g.configs.iter_mut().find(|(n, _, _)| n == name) {
             e.2 = params;
         }
+    }
+
+    /// Adds another entry that recreates part of bdev `name` (a second path of a
+    /// controller), saved after the entries before it and dropped with the bdev.
+    pub fn add_config(&self, name: &str, method: &str, params: serde_json::Value) {
+        let mut g = self.inner.lock().unwrap();
+        g.configs.push((name.to_owned(), method.to_owned(), params));
+    }
+
+    /// Keeps the saved entries for which `keep(bdev, method, params)` holds.
+    pub fn retain_configs(&self, keep: impl Fn(&str, &str, &serde_json::Value) -> bool) {
+        let mut g = self.inner.lock().unwrap();
+        g.configs.retain(|(n, m, p)| keep(n, m, p));
     }
 
     /// The (method, params) entries that recreate the bdevs, oldest first.

@@ -4,6 +4,7 @@
 //! protection information) are accepted at their "off" values, so an SPDK config loads
 //! unchanged, and refused by name otherwise. Unknown parameters are refused by name.
 
+use super::fabric::{FabricParams, attach_fabric, describe_fabric, socket_addr};
 use super::{RpcContext, RpcError, RpcServer};
 use crate::bdev::iostat::{IoStat, ResetMode};
 use crate::bdev::{Bdev, IoKind, malloc, null, uring};
@@ -50,6 +51,10 @@ pub(super) fn register(s: &mut RpcServer) {
     s.register("bdev_nvme_attach_controller", bdev_nvme_attach_controller);
     s.register("bdev_nvme_detach_controller", bdev_nvme_detach_controller);
     s.register("bdev_nvme_get_controllers", bdev_nvme_get_controllers);
+    s.register(
+        "bdev_nvme_set_multipath_policy",
+        super::fabric::bdev_nvme_set_multipath_policy,
+    );
     s.register("bdev_nvme_reset_controller", bdev_nvme_reset_controller);
     s.register("save_config", |ctx, _| {
         let subsystems: Vec<Value> = SUBSYSTEMS
@@ -403,9 +408,64 @@ fn bdev_nvme_attach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Val
     }
     let raw = p.clone();
     let p: P = parse(p)?;
+    if p.trtype.eq_ignore_ascii_case("tcp") || p.trtype.eq_ignore_ascii_case("rdma") {
+        return attach_fabric(
+            ctx,
+            FabricParams {
+                name: &p.name,
+                trtype: &p.trtype,
+                traddr: &p.traddr,
+                adrfam: p.adrfam.as_deref(),
+                trsvcid: p.trsvcid.as_deref(),
+                subnqn: p.subnqn.as_deref(),
+                hostnqn: p.hostnqn.as_deref(),
+                hdgst: p.hdgst.unwrap_or(false),
+                ddgst: p.ddgst.unwrap_or(false),
+                ctrlr_loss_timeout_sec: p.ctrlr_loss_timeout_sec,
+                reconnect_delay_sec: p.reconnect_delay_sec,
+                fast_io_fail_timeout_sec: p.fast_io_fail_timeout_sec,
+                multipath: p.multipath.as_deref(),
+                multipath_opts: p.multipath_opts.as_ref(),
+                fabrics_connect_timeout_us: p.fabrics_connect_timeout_us,
+                refused: [
+                    (
+                        p.prchk_reftag == Some(true),
+                        "prchk_reftag: protection information checks",
+                    ),
+                    (
+                        p.prchk_guard == Some(true),
+                        "prchk_guard: protection information checks",
+                    ),
+                    (p.psk.is_some(), "psk: TLS"),
+                    (
+                        p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some(),
+                        "dhchap_key: DH-HMAC-CHAP",
+                    ),
+                    (
+                        p.hostaddr.as_deref().is_some_and(|a| !a.is_empty())
+                            || p.hostsvcid.as_deref().is_some_and(|a| !a.is_empty()),
+                        "hostaddr/hostsvcid: a chosen source address",
+                    ),
+                    (
+                        p.cmb.is_some()
+                            || p.cmb_sqs.is_some()
+                            || p.cmb_lists.is_some()
+                            || p.cmb_data.is_some()
+                            || p.sgl.is_some()
+                            || p.reset_policy.is_some()
+                            || p.io_timeout_ms.is_some(),
+                        "cmb/sgl/reset_policy/io_timeout_ms (PCIe driver options)",
+                    ),
+                ],
+                num_io_queues: p.num_io_queues,
+                io_queue_size: p.io_queue_size,
+            },
+            raw,
+        );
+    }
     if !p.trtype.eq_ignore_ascii_case("pcie") {
         return Err(RpcError::invalid_params(format!(
-            "trtype {}: bdev_nvme_attach_controller attaches PCIe controllers (trtype PCIe, traddr 0000:00:04.0)",
+            "trtype {}: one of PCIe, TCP, RDMA",
             p.trtype
         )));
     }
@@ -508,10 +568,53 @@ fn bdev_nvme_attach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Val
 
 fn bdev_nvme_detach_controller(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct P {
         name: String,
+        // A path of a fabrics controller (SPDK's trid fields); the whole controller
+        // when absent.
+        #[serde(default)]
+        trtype: Option<String>,
+        #[serde(default)]
+        traddr: Option<String>,
+        #[serde(default)]
+        adrfam: Option<String>,
+        #[serde(default)]
+        trsvcid: Option<String>,
+        #[serde(default)]
+        subnqn: Option<String>,
+        #[serde(default)]
+        hostaddr: Option<String>,
+        #[serde(default)]
+        hostsvcid: Option<String>,
     }
     let p: P = parse(p)?;
+    let _ = (&p.trtype, &p.adrfam, &p.subnqn, &p.hostaddr, &p.hostsvcid);
+    if let Some(c) = crate::bdev::fabric::FabricCtrlr::get(&p.name) {
+        let addr = match &p.traddr {
+            Some(a) => Some(socket_addr(a, p.trsvcid.as_deref())?),
+            None => None,
+        };
+        let first = c.bdev_names().first().cloned().unwrap_or_default();
+        let names = crate::bdev::fabric::detach(&p.name, addr)?;
+        if let (Some(a), true) = (addr, names.is_empty()) {
+            // That path's saved attach goes with it.
+            ctx.engine.bdevs().retain_configs(|n, m, v| {
+                !(n == first
+                    && m == "bdev_nvme_attach_controller"
+                    && v.get("traddr").and_then(Value::as_str) == Some(&a.ip().to_string())
+                    && v.get("trsvcid").and_then(Value::as_str).unwrap_or("4420")
+                        == a.port().to_string())
+            });
+            tracing::info!(ctrlr = %p.name, path = %a, "path detached");
+            return Ok(json!(true));
+        }
+        for n in names {
+            ctx.engine.bdevs().remove(&n);
+        }
+        tracing::info!(ctrlr = %p.name, "NVMe-oF controller detached");
+        return Ok(json!(true));
+    }
     let names = crate::bdev::nvme::detach(&p.name)?;
     for n in names {
         ctx.engine.bdevs().remove(&n);
@@ -544,13 +647,21 @@ fn bdev_nvme_get_controllers(_ctx: &RpcContext, p: Option<Value>) -> Result<Valu
         name: Option<String>,
     }
     let p: P = if p.is_some() { parse(p)? } else { P::default() };
+    let fabric = match &p.name {
+        Some(n) => crate::bdev::fabric::FabricCtrlr::get(n)
+            .into_iter()
+            .collect(),
+        None => crate::bdev::fabric::FabricCtrlr::list(),
+    };
     let list = match &p.name {
+        Some(_) if !fabric.is_empty() => Vec::new(),
         Some(n) => vec![
             NvmeController::get(n)
                 .ok_or_else(|| RpcError::invalid_params(format!("no NVMe controller named {n}")))?,
         ],
         None => NvmeController::list(),
     };
+    let fabric: Vec<Value> = fabric.iter().map(|c| describe_fabric(c)).collect();
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Value::Array(
         list.iter()
@@ -601,6 +712,7 @@ fn bdev_nvme_get_controllers(_ctx: &RpcContext, p: Option<Value>) -> Result<Valu
                     }],
                 })
             })
+            .chain(fabric)
             .collect(),
     ))
 }

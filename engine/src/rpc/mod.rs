@@ -12,6 +12,7 @@
 //! next request in it); a request that is JSON but not a valid request gets an
 //! "invalid request" error and the connection stays open. The socket is owner-only.
 
+mod fabric;
 pub mod log;
 mod methods;
 mod nvmf;

@@ -109,6 +109,10 @@ pub(super) fn register(s: &mut RpcServer) {
                 }
             };
             spec.check(&m).map_err(RpcError::invalid_params)?;
+            if spec.method == "bdev_nvme_set_options" {
+                // The defaults of NVMe-oF controllers attached from now on.
+                super::fabric::set_options(&m).map_err(RpcError::invalid_params)?;
+            }
             tracing::info!(
                 method = spec.method,
                 "accepted for SPDK config compatibility; it changes nothing in Pollux"
@@ -347,12 +351,6 @@ const OPTION_METHODS: &[OptionMethod] = &[
         ],
         required: &[],
         refuse: |m| {
-            off(
-                m,
-                "action_on_timeout",
-                &[json!("none")],
-                "a controller-wide timeout action (use bdev_nvme_attach_controller's io_timeout_ms and reset_policy)",
-            )?;
             off(
                 m,
                 "generate_uuids",

@@ -138,6 +138,7 @@ fn run(args: Args) -> Result<(), String> {
                     server.nvmf().shutdown(Duration::from_secs(5));
                     drop(server);
                     engine.shutdown();
+                    pollux_engine::bdev::fabric::shutdown_all();
                     pollux_engine::bdev::nvme::shutdown_all();
                     return Err(e);
                 }
@@ -185,6 +186,7 @@ fn run(args: Args) -> Result<(), String> {
     drop(server);
     let report = engine.shutdown();
     // NVMe controllers of the userspace driver: CC.SHN, so the next driver finds them clean.
+    pollux_engine::bdev::fabric::shutdown_all();
     pollux_engine::bdev::nvme::shutdown_all();
     if !report.pools_full {
         tracing::warn!(pools = ?report.pools, "DMA buffers missing from their pools at shutdown");

@@ -1,0 +1,281 @@
+//! Remote namespaces as bdevs, with multipath and reconnect: two polluxd targets (A and
+//! B) export one shared backing file as the same namespace; a third polluxd (C) attaches
+//! both as two paths of one NVMe-oF controller (`bdev_nvme_attach_controller` trtype
+//! TCP, `multipath`) and re-exports its bdev. pollux-perf writes with crc32c verify
+//! through C while A is killed and restarted, then B: I/O moves to the other path, the
+//! lost path reconnects, and verify finds no error. With both targets gone, I/O fails
+//! with Host Pathing Error once fast_io_fail_timeout_sec has passed, instead of hanging.
+
+use pollux_tests::{KillOnDrop, daemon, free_port};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BACK: &str = "nqn.2016-06.io.pollux:backend";
+const FRONT: &str = "nqn.2016-06.io.pollux:front";
+const NGUID: &str = "0123456789ABCDEF0123456789ABCDEF";
+
+fn rpc(sock: &Path, method: &str, params: Value) -> Value {
+    let o: Output = Command::new(env!("CARGO_BIN_EXE_pollux-rpc"))
+        .arg("-s")
+        .arg(sock)
+        .arg(method)
+        .arg("--json")
+        .arg(params.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{method}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+/// A backend target on `file`, listening on `port`.
+fn backend(dir: &Path, tag: &str, file: &Path, port: u16) -> (KillOnDrop, PathBuf) {
+    let cfg = json!({"subsystems": [
+        {"subsystem": "bdev", "config": [
+            {"method": "bdev_uring_create", "params": {"name": "U0", "filename": file, "block_size": 4096}}]},
+        {"subsystem": "nvmf", "config": [
+            {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+            {"method": "nvmf_create_subsystem", "params": {"nqn": BACK, "allow_any_host": true, "serial_number": "POLLUXMP"}},
+            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": BACK, "namespace": {"bdev_name": "U0", "nguid": NGUID}}},
+            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": BACK, "listen_address":
+                {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}}]}
+    ]});
+    let path = dir.join(format!("{tag}.json"));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let sock = dir.join(format!("{tag}.sock"));
+    let _ = std::fs::remove_file(&sock);
+    let d = daemon::start(
+        env!("CARGO_BIN_EXE_polluxd"),
+        &["-m", "0x1", "--small-pools"],
+        &path,
+        &sock,
+        true,
+    );
+    (d, sock)
+}
+
+fn kill(d: KillOnDrop) {
+    let mut c = d.take();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+    let _ = c.wait();
+}
+
+fn perf(port: u16, args: &[&str]) -> std::process::Child {
+    let target = format!(
+        "--target=trtype:tcp adrfam:ipv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{FRONT} ns:1"
+    );
+    Command::new(env!("CARGO_BIN_EXE_pollux-perf"))
+        .args([
+            "--name=mp",
+            "--ioengine=nvmf",
+            &target,
+            "--output-format=json",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn report(o: &Output) -> Value {
+    let text = String::from_utf8_lossy(&o.stdout);
+    let start = text
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON report: {}", String::from_utf8_lossy(&o.stderr)));
+    serde_json::from_str(&text[start..]).unwrap()
+}
+
+fn paths(sock: &Path) -> Vec<Value> {
+    let v = rpc(sock, "bdev_nvme_get_controllers", json!({"name": "Remote"}));
+    v[0]["ctrlrs"].as_array().unwrap().clone()
+}
+
+fn wait_enabled(sock: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = paths(sock);
+        if p.iter().filter(|c| c["state"] == "enabled").count() == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "paths not enabled: {p:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn io_survives_the_loss_of_each_path_in_turn_and_fails_cleanly_without_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.img");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (a, _) = backend(dir.path(), "a", &file, pa);
+    let (b, _) = backend(dir.path(), "b", &file, pb);
+    let attach = |port: u16| {
+        json!({"method": "bdev_nvme_attach_controller", "params": {
+            "name": "Remote", "trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1",
+            "trsvcid": port.to_string(), "subnqn": BACK, "multipath": "multipath",
+            "ctrlr_loss_timeout_sec": 8, "reconnect_delay_sec": 1, "fast_io_fail_timeout_sec": 3}})
+    };
+    let cfg = json!({"subsystems": [
+        {"subsystem": "bdev", "config": [attach(pa), attach(pb)]},
+        {"subsystem": "nvmf", "config": [
+            {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+            {"method": "nvmf_create_subsystem", "params": {"nqn": FRONT, "allow_any_host": true}},
+            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": FRONT, "namespace": {"bdev_name": "Remoten1"}}},
+            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": FRONT, "listen_address":
+                {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": pc.to_string()}}}]}
+    ]});
+    let cpath = dir.path().join("c.json");
+    std::fs::write(&cpath, cfg.to_string()).unwrap();
+    let csock = dir.path().join("c.sock");
+    let c = daemon::start(
+        env!("CARGO_BIN_EXE_polluxd"),
+        &["-m", "0x2", "--small-pools"],
+        &cpath,
+        &csock,
+        false,
+    );
+    let p = paths(&csock);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().all(|c| c["state"] == "enabled"), "{p:?}");
+    // The saved config recreates both paths.
+    let saved = rpc(&csock, "save_config", Value::Null).to_string();
+    assert_eq!(saved.matches("bdev_nvme_attach_controller").count(), 2);
+
+    // Writes with verify after every 64, through C, for 12 s, while the paths fail.
+    let run = perf(
+        pc,
+        &[
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=8",
+            "--size=32m",
+            "--time_based",
+            "--runtime=12",
+            "--verify=crc32c",
+            "--verify_backlog=64",
+            "--rate_iops=4000",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    kill(a);
+    std::thread::sleep(Duration::from_secs(2));
+    let (a, _) = backend(dir.path(), "a2", &file, pa);
+    wait_enabled(&csock, 2);
+    std::thread::sleep(Duration::from_secs(1));
+    kill(b);
+    std::thread::sleep(Duration::from_secs(2));
+    let (b, _) = backend(dir.path(), "b2", &file, pb);
+    let o = run.wait_with_output().unwrap();
+    let v = report(&o);
+    let j = &v["jobs"][0];
+    assert!(
+        o.status.success() && j["error"] == 0,
+        "pollux-perf failed through path loss: {}\n{j}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ios = j["write"]["total_ios"].as_u64().unwrap();
+    let reads = j["read"]["total_ios"].as_u64().unwrap();
+    assert!(
+        ios > 10_000 && reads > 10_000,
+        "{ios} writes, {reads} verify reads"
+    );
+    let stall_ms = j["write"]["clat_ns"]["max"].as_f64().unwrap() / 1e6;
+    eprintln!(
+        "multipath: {ios} writes and {reads} verify reads, zero errors; longest write (the failover stall) {stall_ms:.1} ms"
+    );
+    wait_enabled(&csock, 2);
+    let p = paths(&csock);
+    for c in &p {
+        assert!(c["stats"]["reconnects"].as_u64().unwrap() >= 1, "{c}");
+        assert!(c["stats"]["path_losses"].as_u64().unwrap() >= 1, "{c}");
+    }
+    let ctrl = &rpc(
+        &csock,
+        "bdev_nvme_get_controllers",
+        json!({"name": "Remote"}),
+    )[0];
+    assert!(
+        ctrl["io_retried_on_path_failure"].as_u64().is_some(),
+        "{ctrl}"
+    );
+
+    // Both targets gone: I/O fails with Host Pathing Error after fast_io_fail_timeout_sec
+    // (3 s), not hanging.
+    kill(a);
+    kill(b);
+    let t0 = Instant::now();
+    let run = perf(
+        pc,
+        &[
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=4",
+            "--size=4m",
+            "--runtime=2",
+        ],
+    );
+    let o = run.wait_with_output().unwrap();
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "I/O without a path succeeded");
+    assert!(err.contains("host pathing error"), "{err}");
+    assert!(took < Duration::from_secs(30), "failing took {took:?}");
+    eprintln!("no path: I/O failed with Host Pathing Error after {took:?}");
+    let p = paths(&csock);
+    assert!(p.iter().all(|c| c["state"] != "enabled"), "{p:?}");
+    // Past ctrlr_loss_timeout_sec (8 s) the paths are given up: "failed", and I/O fails
+    // at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !paths(&csock).iter().all(|c| c["state"] == "failed") {
+        assert!(
+            Instant::now() < deadline,
+            "paths not given up: {:?}",
+            paths(&csock)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = Instant::now();
+    let o = perf(
+        pc,
+        &[
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=4",
+            "--size=4m",
+            "--runtime=2",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("host pathing error"),
+        "{err}"
+    );
+    eprintln!(
+        "paths given up: I/O failed with Host Pathing Error after {:?}",
+        t0.elapsed()
+    );
+    // Detaching the controller removes its bdev: the front namespace goes with it.
+    rpc(
+        &csock,
+        "bdev_nvme_detach_controller",
+        json!({"name": "Remote"}),
+    );
+    assert_eq!(
+        rpc(&csock, "bdev_nvme_get_controllers", Value::Null),
+        json!([])
+    );
+    daemon::stop(c);
+}
