@@ -35,13 +35,19 @@ fn rpc(sock: &Path, method: &str, params: Value) -> Value {
 
 /// A backend target on `file`, listening on `port`.
 fn backend(dir: &Path, tag: &str, file: &Path, port: u16) -> (KillOnDrop, PathBuf) {
+    let bdevs = json!([
+        {"method": "bdev_uring_create", "params": {"name": "U0", "filename": file, "block_size": 4096}}]);
+    backend_with(dir, tag, bdevs, "U0", port)
+}
+
+/// A backend target exporting bdev `ns` of `bdevs`, listening on `port`.
+fn backend_with(dir: &Path, tag: &str, bdevs: Value, ns: &str, port: u16) -> (KillOnDrop, PathBuf) {
     let cfg = json!({"subsystems": [
-        {"subsystem": "bdev", "config": [
-            {"method": "bdev_uring_create", "params": {"name": "U0", "filename": file, "block_size": 4096}}]},
+        {"subsystem": "bdev", "config": bdevs},
         {"subsystem": "nvmf", "config": [
             {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
             {"method": "nvmf_create_subsystem", "params": {"nqn": BACK, "allow_any_host": true, "serial_number": "POLLUXMP"}},
-            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": BACK, "namespace": {"bdev_name": "U0", "nguid": NGUID}}},
+            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": BACK, "namespace": {"bdev_name": ns, "nguid": NGUID}}},
             {"method": "nvmf_subsystem_add_listener", "params": {"nqn": BACK, "listen_address":
                 {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}}]}
     ]});
@@ -277,5 +283,60 @@ fn io_survives_the_loss_of_each_path_in_turn_and_fails_cleanly_without_any() {
         rpc(&csock, "bdev_nvme_get_controllers", Value::Null),
         json!([])
     );
+    daemon::stop(c);
+}
+
+/// `action_on_timeout` abort: a read that a delay bdev holds for 4 s on the remote
+/// target outlives `timeout_us` (0.5 s); the path thread sends an Abort, the remote
+/// target aborts it, and the host sees Command Abort Requested, counted on the path.
+#[test]
+fn a_command_past_timeout_us_is_aborted_on_the_remote_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pc) = (free_port(), free_port());
+    let bdevs = json!([
+        {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 4096, "block_size": 4096}},
+        {"method": "bdev_delay_create", "params": {"base_bdev_name": "M0", "name": "D0",
+            "avg_read_latency": 4000000, "p99_read_latency": 4000000,
+            "avg_write_latency": 0, "p99_write_latency": 0}}]);
+    let (_a, _) = backend_with(dir.path(), "a", bdevs, "D0", pa);
+    let cfg = json!({"subsystems": [
+        {"subsystem": "bdev", "config": [
+            {"method": "bdev_nvme_set_options", "params": {"timeout_us": 500000, "action_on_timeout": "abort"}},
+            {"method": "bdev_nvme_attach_controller", "params": {
+                "name": "Remote", "trtype": "TCP", "traddr": "127.0.0.1",
+                "trsvcid": pa.to_string(), "subnqn": BACK}}]},
+        {"subsystem": "nvmf", "config": [
+            {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+            {"method": "nvmf_create_subsystem", "params": {"nqn": FRONT, "allow_any_host": true}},
+            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": FRONT, "namespace": {"bdev_name": "Remoten1"}}},
+            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": FRONT, "listen_address":
+                {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": pc.to_string()}}}]}
+    ]});
+    let cpath = dir.path().join("c.json");
+    std::fs::write(&cpath, cfg.to_string()).unwrap();
+    let csock = dir.path().join("c.sock");
+    let c = daemon::start(
+        env!("CARGO_BIN_EXE_polluxd"),
+        &["-m", "0x2", "--small-pools"],
+        &cpath,
+        &csock,
+        true,
+    );
+    let t0 = Instant::now();
+    let o = perf(pc, &["--rw=read", "--bs=4k", "--iodepth=1", "--size=4k"])
+        .wait_with_output()
+        .unwrap();
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("abort"), "{err}");
+    assert!(
+        took < Duration::from_secs(4),
+        "the read was not aborted: {took:?}"
+    );
+    let p = paths(&csock);
+    assert!(p[0]["stats"]["timeouts"].as_u64().unwrap() >= 1, "{p:?}");
+    assert!(p[0]["stats"]["aborts"].as_u64().unwrap() >= 1, "{p:?}");
+    assert_eq!(p[0]["state"], "enabled", "{p:?}");
+    eprintln!("timeout: read aborted after {took:?}");
     daemon::stop(c);
 }

@@ -10,7 +10,7 @@ use crate::bdev::fabric::{
 use pollux_nvme::fabrics::FabricOptions;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -93,17 +93,17 @@ pub(super) fn set_options(m: &serde_json::Map<String, Value>) -> Result<(), Stri
     Ok(())
 }
 
-/// `traddr` and `trsvcid` as a socket address (a host name is resolved).
+/// `traddr` (an IP address: a name would block the RPC thread in a resolver) and
+/// `trsvcid` as a socket address.
 pub(super) fn socket_addr(traddr: &str, trsvcid: Option<&str>) -> Result<SocketAddr, RpcError> {
     let port: u16 = trsvcid
         .unwrap_or("4420")
         .parse()
         .map_err(|_| RpcError::invalid_params(format!("trsvcid {trsvcid:?}: a port number")))?;
-    (traddr, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| RpcError::invalid_params(format!("traddr {traddr:?}: not an address")))
+    let ip: std::net::IpAddr = traddr.parse().map_err(|_| {
+        RpcError::invalid_params(format!("traddr {traddr:?}: an IPv4 or IPv6 address"))
+    })?;
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// `bdev_nvme_attach_controller`'s parameters that a fabrics controller uses.

@@ -89,6 +89,8 @@ impl RpcEnv {
     /// Undoes what an input did with `rpc`: its target stops (listeners, poll groups),
     /// and every bdev goes.
     pub fn reset(&self, rpc: &RpcServer) {
+        // Remote controllers an input attached (to this target's own listeners).
+        pollux_engine::bdev::fabric::shutdown_all();
         rpc.nvmf().shutdown(Duration::from_secs(5));
         for b in self.engine.bdevs().list() {
             self.engine.bdevs().remove(b.name());
