@@ -340,3 +340,71 @@ fn a_command_past_timeout_us_is_aborted_on_the_remote_target() {
     eprintln!("timeout: read aborted after {took:?}");
     daemon::stop(c);
 }
+
+/// Namespaces added to and removed from the remote subsystem reach the bdevs through
+/// the Namespace Attribute Changed event: a bdev appears, then goes.
+#[test]
+fn namespaces_added_and_removed_remotely_become_and_stop_being_bdevs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pa = free_port();
+    let bdevs = json!([
+        {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 2048, "block_size": 4096}},
+        {"method": "bdev_malloc_create", "params": {"name": "M1", "num_blocks": 1024, "block_size": 4096}}]);
+    let (_a, asock) = backend_with(dir.path(), "a", bdevs, "M0", pa);
+    let cfg = json!({"subsystems": [
+        {"subsystem": "bdev", "config": [
+            {"method": "bdev_nvme_attach_controller", "params": {
+                "name": "Remote", "trtype": "TCP", "traddr": "127.0.0.1",
+                "trsvcid": pa.to_string(), "subnqn": BACK}}]}]});
+    let cpath = dir.path().join("c.json");
+    std::fs::write(&cpath, cfg.to_string()).unwrap();
+    let csock = dir.path().join("c.sock");
+    let c = daemon::start(
+        env!("CARGO_BIN_EXE_polluxd"),
+        &["-m", "0x2", "--small-pools"],
+        &cpath,
+        &csock,
+        true,
+    );
+    let names = || -> Vec<String> {
+        rpc(&csock, "bdev_get_bdevs", Value::Null)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let wait_for = |want: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while names() != want {
+            assert!(
+                Instant::now() < deadline,
+                "bdevs {:?}, not {want:?}",
+                names()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(&["Remoten1"]);
+    rpc(
+        &asock,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": BACK, "namespace": {"bdev_name": "M1", "nsid": 2}}),
+    );
+    wait_for(&["Remoten1", "Remoten2"]);
+    let b = &rpc(&csock, "bdev_get_bdevs", json!({"name": "Remoten2"}))[0];
+    assert_eq!(b["num_blocks"], 1024, "{b}");
+    rpc(
+        &asock,
+        "nvmf_subsystem_remove_ns",
+        json!({"nqn": BACK, "nsid": 2}),
+    );
+    wait_for(&["Remoten1"]);
+    let ctrl = &rpc(
+        &csock,
+        "bdev_nvme_get_controllers",
+        json!({"name": "Remote"}),
+    )[0];
+    assert_eq!(ctrl["ctrlrs"][0]["bdevs"], json!(["Remoten1"]), "{ctrl}");
+    daemon::stop(c);
+}

@@ -134,7 +134,7 @@ impl Default for Timeouts {
 }
 
 /// Parameters of `bdev_nvme_attach_controller` for a fabrics controller.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FabricAttachOpts {
     /// The controller's name; its bdevs are `<name>n<nsid>`.
     pub name: String,
@@ -146,6 +146,21 @@ pub struct FabricAttachOpts {
     pub resiliency: Resiliency,
     /// Command timeouts.
     pub timeouts: Timeouts,
+    /// The engine whose bdev registry gains and loses bdevs when the controller
+    /// reports namespaces added or removed (an Asynchronous Event); `None`: only logged.
+    pub engine: Option<crate::reactor::EngineHandle>,
+}
+
+impl fmt::Debug for FabricAttachOpts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FabricAttachOpts")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("multipath", &self.multipath)
+            .field("resiliency", &self.resiliency)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A path's state, with SPDK's names.
@@ -303,7 +318,7 @@ pub struct FabricCtrlr {
     multipath: Multipath,
     resiliency: Resiliency,
     timeouts: Timeouts,
-    namespaces: Vec<NsInfo>,
+    namespaces: Mutex<Vec<NsInfo>>,
     oncs: u16,
     model: String,
     serial: String,
@@ -492,7 +507,7 @@ pub fn attach(opts: FabricAttachOpts) -> Result<(Arc<FabricCtrlr>, Vec<Arc<Bdev>
         let mut admin = AdminQueue::connect(&target)
             .map_err(|e| Error::Nvme(format!("{}: {e}", target.addr)))?;
         let ns = namespaces(&mut admin)?;
-        if !same_namespaces(&c.namespaces, &ns) {
+        if !same_namespaces(&c.namespaces.lock().unwrap(), &ns) {
             let _ = admin.shutdown();
             return Err(Error::InvalidParam {
                 what: "traddr".into(),
@@ -526,7 +541,7 @@ pub fn attach(opts: FabricAttachOpts) -> Result<(Arc<FabricCtrlr>, Vec<Arc<Bdev>
         multipath: opts.multipath,
         resiliency: opts.resiliency,
         timeouts: opts.timeouts,
-        namespaces: ns.clone(),
+        namespaces: Mutex::new(ns.clone()),
         oncs,
         model,
         serial,
@@ -561,7 +576,8 @@ pub fn attach(opts: FabricAttachOpts) -> Result<(Arc<FabricCtrlr>, Vec<Arc<Bdev>
         name: opts.name.clone(),
         resiliency: opts.resiliency,
         timeouts: opts.timeouts,
-        namespaces: ns,
+        ctrl: Arc::downgrade(&c),
+        engine: opts.engine.clone(),
         paths: vec![PathSlot::new(path, admin)],
     };
     let h = std::thread::Builder::new()
@@ -652,7 +668,11 @@ impl PathSlot {
         s
     }
 
-    fn connected(&mut self, admin: Box<AdminQueue>) {
+    fn connected(&mut self, mut admin: Box<AdminQueue>) {
+        // Namespace Attribute notices: namespaces added, removed or resized.
+        if let Err(e) = admin.enable_async_events(1 << 8) {
+            tracing::debug!(addr = %self.path.target.addr, error = %e, "no asynchronous events");
+        }
         self.free_qids = (1..=admin.io_queues()).rev().collect();
         self.path.cntlid.store(admin.cntlid(), Ordering::Relaxed);
         self.path
@@ -671,7 +691,9 @@ struct PathThread {
     name: String,
     resiliency: Resiliency,
     timeouts: Timeouts,
-    namespaces: Vec<NsInfo>,
+    ctrl: std::sync::Weak<FabricCtrlr>,
+    /// Where namespaces that appear or go are registered or removed as bdevs.
+    engine: Option<crate::reactor::EngineHandle>,
     paths: Vec<PathSlot>,
 }
 
@@ -795,6 +817,63 @@ impl PathThread {
         }
     }
 
+    /// The controller's namespaces are `now`: a bdev for each new one, none for each
+    /// one gone; a size change is logged (bdevs keep their size).
+    fn rescan(&mut self, now: Vec<NsInfo>) {
+        let Some(c) = self.ctrl.upgrade() else { return };
+        let old = std::mem::replace(&mut *c.namespaces.lock().unwrap(), now.clone());
+        if old == now {
+            return;
+        }
+        let name = |n: &NsInfo| format!("{}n{}", self.name, n.nsid);
+        for o in old.iter().filter(|o| !now.iter().any(|n| n.nsid == o.nsid)) {
+            let b = name(o);
+            c.bdevs.lock().unwrap().retain(|x| *x != b);
+            if let Some(e) = &self.engine {
+                e.bdevs().remove(&b);
+            }
+            tracing::info!(ctrlr = %self.name, nsid = o.nsid, bdev = %b, "namespace removed: bdev removed");
+        }
+        for n in &now {
+            match old.iter().find(|o| o.nsid == n.nsid) {
+                Some(o) if o.num_blocks != n.num_blocks || o.block_size != n.block_size => {
+                    tracing::warn!(ctrlr = %self.name, nsid = n.nsid, blocks = o.num_blocks, now = n.num_blocks, "namespace resized: the bdev keeps its size (Pollux bdevs do not resize); detach and attach to see the new size");
+                }
+                Some(_) => {}
+                None => {
+                    let b = Bdev::new(
+                        BdevParams {
+                            name: name(n),
+                            uuid: (n.nguid != [0; 16]).then(|| uuid::Uuid::from_bytes(n.nguid)),
+                            block_size: n.block_size,
+                            num_blocks: n.num_blocks,
+                            product_name: "NVMe disk",
+                        },
+                        Box::new(FabricBackend {
+                            ctrl: c.clone(),
+                            nsid: n.nsid,
+                            shift: n.block_size.trailing_zeros(),
+                        }),
+                    );
+                    let r = match (&self.engine, b) {
+                        (Some(e), Ok(b)) => e.bdevs().register(b),
+                        (None, Ok(_)) => Ok(()),
+                        (_, Err(e)) => Err(e),
+                    };
+                    match r {
+                        Ok(()) => {
+                            c.bdevs.lock().unwrap().push(name(n));
+                            tracing::info!(ctrlr = %self.name, nsid = n.nsid, bdev = %name(n), "namespace added: bdev created");
+                        }
+                        Err(e) => {
+                            tracing::error!(ctrlr = %self.name, nsid = n.nsid, error = %e, "namespace added: no bdev for it")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Path `i` is lost: its queue pairs are stale from now on, and it reconnects.
     fn lose(&mut self, i: usize, why: &str) {
         let s = &mut self.paths[i];
@@ -818,6 +897,26 @@ impl PathThread {
             if let Err(e) = a.keep_alive_if_due() {
                 let why = format!("keep alive: {e}");
                 self.lose(i, &why);
+                return;
+            }
+            let changed = match a.async_events() {
+                Ok(ev) => ev.iter().any(|e| e.namespaces_changed()),
+                Err(e) => {
+                    self.lose(i, &format!("asynchronous events: {e}"));
+                    return;
+                }
+            };
+            if changed {
+                let r = a
+                    .changed_namespaces()
+                    .map_err(|e| Error::Nvme(e.to_string()));
+                match r.and_then(|list| namespaces(a).map(|ns| (list, ns))) {
+                    Ok((list, ns)) => {
+                        tracing::info!(ctrlr = %self.name, changed = ?list, "namespaces changed");
+                        self.rescan(ns);
+                    }
+                    Err(e) => self.lose(i, &format!("after a namespace change: {e}")),
+                }
             }
             return;
         }
@@ -852,16 +951,13 @@ impl PathThread {
                 .map_err(|e| pollux_nvme::fabrics::Error::InvalidArgument(e.to_string()))?;
             Ok((a, ns))
         }) {
-            Ok((a, ns)) if same_namespaces(&self.namespaces, &ns) => {
+            Ok((a, ns)) => {
                 s.connected(Box::new(a));
+                // Namespaces that changed while the path was away.
+                self.rescan(ns);
+                let s = &mut self.paths[i];
                 s.path.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(ctrlr = %self.name, addr = %s.path.target.addr, after_ms = gone.as_millis() as u64, cntlid = s.path.cntlid(), "path reconnected");
-            }
-            Ok((a, _)) => {
-                let _ = a.shutdown();
-                tracing::error!(ctrlr = %self.name, addr = %s.path.target.addr, "reconnected to other namespaces than before: path not used");
-                s.path.set_state(PathState::ReconnectDelayed);
-                s.next_try = now + Duration::from_secs(r.reconnect_delay_sec.max(1));
             }
             Err(e) => {
                 tracing::debug!(ctrlr = %self.name, addr = %s.path.target.addr, error = %e, "reconnect failed");

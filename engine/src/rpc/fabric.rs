@@ -239,6 +239,7 @@ pub(super) fn attach_fabric(
         multipath,
         resiliency,
         timeouts: d.timeouts,
+        engine: Some(ctx.engine.clone()),
     })?;
     if let Some(pol) = policy {
         c.set_policy(pol);

@@ -185,14 +185,23 @@ impl<B: DataBuf> Link<B> {
         each!(self, c => c.fail(e))
     }
 
-    /// Blocks until the command tagged `tag` completes; other completions are dropped.
-    fn run(&mut self, tag: u64, what: &str, timeout: Duration) -> Result<Completion<B>, Error> {
+    /// Blocks until the command tagged `tag` completes; other completions go to
+    /// `other` (an Asynchronous Event Request's, say).
+    fn run(
+        &mut self,
+        tag: u64,
+        what: &str,
+        timeout: Duration,
+        other: &mut dyn FnMut(Completion<B>),
+    ) -> Result<Completion<B>, Error> {
         let deadline = Instant::now() + timeout;
         let mut got = None;
         loop {
             self.poll(0, &mut |c: Completion<B>| {
                 if c.tag == tag {
                     got = Some(c);
+                } else {
+                    other(c);
                 }
             })?;
             if let Some(c) = got.take() {
@@ -222,7 +231,7 @@ impl<B: DataBuf> Link<B> {
         let (qid, addr) = (self.qid(), self.addr());
         let (sqe, d) = connect_command(opts, qid, sqsize, kato_ms, cntlid);
         each!(self, c => c.send_connect(sqe, d.as_bytes(), TAG))?;
-        let c = self.run(TAG, "Connect", opts.timeout)?;
+        let c = self.run(TAG, "Connect", opts.timeout, &mut |_| {})?;
         connect_result(&c.cqe, qid, addr).map_err(|e| self.fail(e))
     }
 
@@ -426,6 +435,32 @@ pub struct AdminQueue {
     next_tag: u64,
     last_command: Instant,
     scratch: Vec<u8>,
+    /// Completed Asynchronous Event Requests not yet taken by [`Self::async_events`].
+    events: Vec<Cqe>,
+}
+
+/// The tag of the Asynchronous Event Request an admin queue keeps outstanding (other
+/// commands' tags stay below it).
+const AER_TAG: u64 = u64::MAX;
+
+/// An Asynchronous Event (base 5.2, completion dword 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AsyncEvent {
+    /// Asynchronous Event Type (0 error, 1 SMART/health, 2 notice, 6 I/O command set,
+    /// 7 vendor).
+    pub kind: u8,
+    /// Asynchronous Event Information (for notices: 0 Namespace Attribute Changed, 3
+    /// ANA Change, ...).
+    pub info: u8,
+    /// The log page to read to clear it.
+    pub log_page: u8,
+}
+
+impl AsyncEvent {
+    /// Namespace Attribute Changed (notice 00h): read the Changed Namespace List.
+    pub fn namespaces_changed(&self) -> bool {
+        self.kind == 2 && self.info == 0
+    }
 }
 
 impl fmt::Debug for AdminQueue {
@@ -468,6 +503,7 @@ impl AdminQueue {
             next_tag: 0,
             last_command: Instant::now(),
             scratch: Vec::new(),
+            events: Vec::new(),
         };
         a.cap = Cap::from(a.property_get_for(offset::CAP, "Property Get CAP")?);
         a.vs = a.property_get_for(offset::VS, "Property Get VS")? as u32;
@@ -660,7 +696,12 @@ impl AdminQueue {
                 },
             })?;
         let what = format!("admin command {:#04x}", sqe.opc);
-        let c = self.conn.run(tag, &what, self.opts.timeout)?;
+        let events = &mut self.events;
+        let c = self.conn.run(tag, &what, self.opts.timeout, &mut |c| {
+            if c.tag == AER_TAG {
+                events.push(c.cqe);
+            }
+        })?;
         self.last_command = Instant::now();
         if let Some(b) = c.buf {
             if let DataDir::ToHost(out) = data {
@@ -804,6 +845,64 @@ impl AdminQueue {
             DataDir::None,
         )?;
         self.check(cqe, "Keep Alive").map(|_| ())
+    }
+
+    /// Enables the Asynchronous Events in `config` (Set Features Asynchronous Event
+    /// Configuration; bit 8: Namespace Attribute notices, bit 11: ANA Change) and keeps
+    /// one Asynchronous Event Request outstanding from then on.
+    pub fn enable_async_events(&mut self, config: u32) -> Result<(), Error> {
+        let cqe = self.set_features(feature::ASYNC_EVENT_CONFIG, config)?;
+        self.check(cqe, "Set Features Asynchronous Event Configuration")?;
+        self.submit_aer()
+    }
+
+    fn submit_aer(&mut self) -> Result<(), Error> {
+        let sqe = Sqe {
+            opc: admin_opc::ASYNC_EVENT_REQUEST,
+            ..Default::default()
+        };
+        let addr = self.opts.addr;
+        self.conn
+            .submit(sqe, None, XferDir::None, AER_TAG)
+            .map_err(|e| Error::Dead {
+                addr,
+                why: format!("Asynchronous Event Request: {e}"),
+            })
+    }
+
+    /// The Asynchronous Events reported since the last call (never blocking); each
+    /// one's request is sent again. `Err` is a transport failure of the admin queue.
+    pub fn async_events(&mut self) -> Result<Vec<AsyncEvent>, Error> {
+        let mut got = std::mem::take(&mut self.events);
+        self.conn.poll(0, &mut |c: Completion<Vec<u8>>| {
+            if c.tag == AER_TAG {
+                got.push(c.cqe);
+            }
+        })?;
+        let mut out = Vec::new();
+        for cqe in got {
+            if !cqe.status().is_success() {
+                // Aborted (a reset) or refused: not re-armed.
+                continue;
+            }
+            let dw0 = cqe.dw0.get();
+            out.push(AsyncEvent {
+                kind: (dw0 & 0x7) as u8,
+                info: (dw0 >> 8) as u8,
+                log_page: (dw0 >> 16) as u8,
+            });
+            self.submit_aer()?;
+        }
+        Ok(out)
+    }
+
+    /// The Changed Namespace List (log page 04h), which also clears a Namespace
+    /// Attribute Changed event: the NSIDs, or `None` when more than 1024 changed.
+    pub fn changed_namespaces(&mut self) -> Result<Option<Vec<u32>>, Error> {
+        let mut l = crate::spec::log::ChangedNsList::default();
+        let cqe = self.get_log_page(log_id::CHANGED_NS_LIST, 0xffff_ffff, l.as_mut_bytes(), 0)?;
+        self.check(cqe, "Get Log Page Changed Namespace List")?;
+        Ok((!l.overflowed()).then(|| l.iter().collect()))
     }
 
     /// Sends Keep Alive if half the keep-alive timeout passed since the last admin

@@ -37,7 +37,7 @@ pub mod host;
 pub mod rdma;
 pub mod tcp;
 
-pub use host::{ADMIN_IN_CAPSULE, AdminQueue, FabricOptions, FabricQpair, Transport};
+pub use host::{ADMIN_IN_CAPSULE, AdminQueue, AsyncEvent, FabricOptions, FabricQpair, Transport};
 
 use crate::spec::cmd::{Cqe, Status};
 use crate::spec::tcp::Fes;
