@@ -15,6 +15,18 @@ fn rpc(sock: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// examples/quickstart.json in `dir`, on a free port: (port, config path).
+fn quickstart(dir: &Path) -> (u16, std::path::PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let port = pollux_tests::free_port();
+    let text = std::fs::read_to_string(root.join("examples/quickstart.json"))
+        .unwrap()
+        .replace("\"4420\"", &format!("\"{port}\""));
+    let cfg = dir.join("quickstart.json");
+    std::fs::write(&cfg, text).unwrap();
+    (port, cfg)
+}
+
 fn start(dir: &Path, extra: &[&str]) -> (KillOnDrop, std::path::PathBuf) {
     start_logging_to(dir, extra, None)
 }
@@ -478,13 +490,7 @@ fn metrics_endpoint_parses_as_prometheus_text_and_counts_io() {
     use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair};
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let port = pollux_tests::free_port();
-    let text = std::fs::read_to_string(root.join("examples/quickstart.json"))
-        .unwrap()
-        .replace("\"4420\"", &format!("\"{port}\""));
-    let cfg = dir.path().join("quickstart.json");
-    std::fs::write(&cfg, text).unwrap();
+    let (port, cfg) = quickstart(dir.path());
     let mport = pollux_tests::free_port();
     let maddr = format!("127.0.0.1:{mport}");
     let (child, sock) = start(
@@ -577,6 +583,7 @@ print(json.dumps(out))
     );
     assert!(val("pollux_reactor_loops_total|core=0") > 0.0);
     // docs/grafana-pollux.json asks only for what the scrape has.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dash = std::fs::read_to_string(root.join("docs/grafana-pollux.json")).unwrap();
     let names: std::collections::BTreeSet<&str> = m
         .as_object()
@@ -612,13 +619,7 @@ print(json.dumps(out))
 fn command_trace_logs_each_io_of_the_traced_subsystem_and_host() {
     use pollux_nvme::fabrics::{AdminQueue, FabricOptions, FabricQpair};
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let port = pollux_tests::free_port();
-    let text = std::fs::read_to_string(root.join("examples/quickstart.json"))
-        .unwrap()
-        .replace("\"4420\"", &format!("\"{port}\""));
-    let cfg = dir.path().join("quickstart.json");
-    std::fs::write(&cfg, text).unwrap();
+    let (port, cfg) = quickstart(dir.path());
     let log = dir.path().join("polluxd.log");
     let (child, sock) = start_logging_to(dir.path(), &["-c", cfg.to_str().unwrap()], Some(&log));
     let nqn = "nqn.2016-06.io.pollux:quickstart";

@@ -65,6 +65,31 @@ fn backend_with(dir: &Path, tag: &str, bdevs: Value, ns: &str, port: u16) -> (Ki
     (d, sock)
 }
 
+/// polluxd C: `bdevs` (config entries), and when `port` is given subsystem FRONT
+/// exporting Remoten1 there.
+fn front(dir: &Path, bdevs: Value, port: Option<u16>, quiet: bool) -> (KillOnDrop, PathBuf) {
+    let mut subsystems = vec![json!({"subsystem": "bdev", "config": bdevs})];
+    if let Some(pc) = port {
+        subsystems.push(json!({"subsystem": "nvmf", "config": [
+            {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
+            {"method": "nvmf_create_subsystem", "params": {"nqn": FRONT, "allow_any_host": true}},
+            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": FRONT, "namespace": {"bdev_name": "Remoten1"}}},
+            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": FRONT, "listen_address":
+                {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": pc.to_string()}}}]}));
+    }
+    let cpath = dir.join("c.json");
+    std::fs::write(&cpath, json!({ "subsystems": subsystems }).to_string()).unwrap();
+    let csock = dir.join("c.sock");
+    let c = daemon::start(
+        env!("CARGO_BIN_EXE_polluxd"),
+        &["-m", "0x2", "--small-pools"],
+        &cpath,
+        &csock,
+        quiet,
+    );
+    (c, csock)
+}
+
 fn kill(d: KillOnDrop) {
     let mut c = d.take();
     // SAFETY: kill(2) on our own child.
@@ -132,25 +157,7 @@ fn io_survives_the_loss_of_each_path_in_turn_and_fails_cleanly_without_any() {
             "trsvcid": port.to_string(), "subnqn": BACK, "multipath": "multipath",
             "ctrlr_loss_timeout_sec": 8, "reconnect_delay_sec": 1, "fast_io_fail_timeout_sec": 3}})
     };
-    let cfg = json!({"subsystems": [
-        {"subsystem": "bdev", "config": [attach(pa), attach(pb)]},
-        {"subsystem": "nvmf", "config": [
-            {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
-            {"method": "nvmf_create_subsystem", "params": {"nqn": FRONT, "allow_any_host": true}},
-            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": FRONT, "namespace": {"bdev_name": "Remoten1"}}},
-            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": FRONT, "listen_address":
-                {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": pc.to_string()}}}]}
-    ]});
-    let cpath = dir.path().join("c.json");
-    std::fs::write(&cpath, cfg.to_string()).unwrap();
-    let csock = dir.path().join("c.sock");
-    let c = daemon::start(
-        env!("CARGO_BIN_EXE_polluxd"),
-        &["-m", "0x2", "--small-pools"],
-        &cpath,
-        &csock,
-        false,
-    );
+    let (c, csock) = front(dir.path(), json!([attach(pa), attach(pb)]), Some(pc), false);
     let p = paths(&csock);
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(p.iter().all(|c| c["state"] == "enabled"), "{p:?}");
@@ -299,29 +306,12 @@ fn a_command_past_timeout_us_is_aborted_on_the_remote_target() {
             "avg_read_latency": 4000000, "p99_read_latency": 4000000,
             "avg_write_latency": 0, "p99_write_latency": 0}}]);
     let (_a, _) = backend_with(dir.path(), "a", bdevs, "D0", pa);
-    let cfg = json!({"subsystems": [
-        {"subsystem": "bdev", "config": [
-            {"method": "bdev_nvme_set_options", "params": {"timeout_us": 500000, "action_on_timeout": "abort"}},
-            {"method": "bdev_nvme_attach_controller", "params": {
-                "name": "Remote", "trtype": "TCP", "traddr": "127.0.0.1",
-                "trsvcid": pa.to_string(), "subnqn": BACK}}]},
-        {"subsystem": "nvmf", "config": [
-            {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
-            {"method": "nvmf_create_subsystem", "params": {"nqn": FRONT, "allow_any_host": true}},
-            {"method": "nvmf_subsystem_add_ns", "params": {"nqn": FRONT, "namespace": {"bdev_name": "Remoten1"}}},
-            {"method": "nvmf_subsystem_add_listener", "params": {"nqn": FRONT, "listen_address":
-                {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": pc.to_string()}}}]}
-    ]});
-    let cpath = dir.path().join("c.json");
-    std::fs::write(&cpath, cfg.to_string()).unwrap();
-    let csock = dir.path().join("c.sock");
-    let c = daemon::start(
-        env!("CARGO_BIN_EXE_polluxd"),
-        &["-m", "0x2", "--small-pools"],
-        &cpath,
-        &csock,
-        true,
-    );
+    let bdevs = json!([
+        {"method": "bdev_nvme_set_options", "params": {"timeout_us": 500000, "action_on_timeout": "abort"}},
+        {"method": "bdev_nvme_attach_controller", "params": {
+            "name": "Remote", "trtype": "TCP", "traddr": "127.0.0.1",
+            "trsvcid": pa.to_string(), "subnqn": BACK}}]);
+    let (c, csock) = front(dir.path(), bdevs, Some(pc), true);
     let t0 = Instant::now();
     let o = perf(pc, &["--rw=read", "--bs=4k", "--iodepth=1", "--size=4k"])
         .wait_with_output()
@@ -351,21 +341,11 @@ fn namespaces_added_and_removed_remotely_become_and_stop_being_bdevs() {
         {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 2048, "block_size": 4096}},
         {"method": "bdev_malloc_create", "params": {"name": "M1", "num_blocks": 1024, "block_size": 4096}}]);
     let (_a, asock) = backend_with(dir.path(), "a", bdevs, "M0", pa);
-    let cfg = json!({"subsystems": [
-        {"subsystem": "bdev", "config": [
-            {"method": "bdev_nvme_attach_controller", "params": {
-                "name": "Remote", "trtype": "TCP", "traddr": "127.0.0.1",
-                "trsvcid": pa.to_string(), "subnqn": BACK}}]}]});
-    let cpath = dir.path().join("c.json");
-    std::fs::write(&cpath, cfg.to_string()).unwrap();
-    let csock = dir.path().join("c.sock");
-    let c = daemon::start(
-        env!("CARGO_BIN_EXE_polluxd"),
-        &["-m", "0x2", "--small-pools"],
-        &cpath,
-        &csock,
-        true,
-    );
+    let bdevs = json!([
+        {"method": "bdev_nvme_attach_controller", "params": {
+            "name": "Remote", "trtype": "TCP", "traddr": "127.0.0.1",
+            "trsvcid": pa.to_string(), "subnqn": BACK}}]);
+    let (c, csock) = front(dir.path(), bdevs, None, true);
     let names = || -> Vec<String> {
         rpc(&csock, "bdev_get_bdevs", Value::Null)
             .as_array()

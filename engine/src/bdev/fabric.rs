@@ -1570,27 +1570,14 @@ impl FabricChannel {
     }
 }
 
-/// Copies the I/O's data from byte `off` into `out`.
-fn gather(bufs: &[crate::dma::DmaBuf], mut off: usize, out: &mut [u8]) {
-    let mut at = 0;
-    for b in bufs {
-        let s = b.as_slice();
-        if off >= s.len() {
-            off -= s.len();
-            continue;
-        }
-        let n = (s.len() - off).min(out.len() - at);
-        out[at..at + n].copy_from_slice(&s[off..off + n]);
-        at += n;
-        off = 0;
-        if at == out.len() {
-            break;
-        }
-    }
-}
-
-/// Copies `data` into the I/O's buffers from byte `off`.
-fn scatter(bufs: &mut [crate::dma::DmaBuf], mut off: usize, data: &[u8]) {
+/// Calls `f(span, at)` for each piece of the I/O's buffers holding its data bytes
+/// `off..off + len`: `at` is the piece's position in that range.
+fn spans(
+    bufs: &mut [crate::dma::DmaBuf],
+    mut off: usize,
+    len: usize,
+    mut f: impl FnMut(&mut [u8], usize),
+) {
     let mut at = 0;
     for b in bufs {
         let s = b.as_mut_slice();
@@ -1598,14 +1585,28 @@ fn scatter(bufs: &mut [crate::dma::DmaBuf], mut off: usize, data: &[u8]) {
             off -= s.len();
             continue;
         }
-        let n = (s.len() - off).min(data.len() - at);
-        s[off..off + n].copy_from_slice(&data[at..at + n]);
+        let n = (s.len() - off).min(len - at);
+        f(&mut s[off..off + n], at);
         at += n;
         off = 0;
-        if at == data.len() {
+        if at == len {
             break;
         }
     }
+}
+
+/// Copies the I/O's data from byte `off` into `out`.
+fn gather(bufs: &mut [crate::dma::DmaBuf], off: usize, out: &mut [u8]) {
+    spans(bufs, off, out.len(), |s, at| {
+        out[at..at + s.len()].copy_from_slice(s)
+    });
+}
+
+/// Copies `data` into the I/O's buffers from byte `off`.
+fn scatter(bufs: &mut [crate::dma::DmaBuf], off: usize, data: &[u8]) {
+    spans(bufs, off, data.len(), |s, at| {
+        s.copy_from_slice(&data[at..at + s.len()])
+    });
 }
 
 struct NsChannel {
