@@ -222,6 +222,29 @@ fn io_survives_the_loss_of_each_path_in_turn_and_fails_cleanly_without_any() {
         ctrl["io_retried_on_path_failure"].as_u64().is_some(),
         "{ctrl}"
     );
+    // bdev_nvme_reset_controller: both paths reconnect.
+    let before: u64 = p
+        .iter()
+        .map(|c| c["stats"]["reconnects"].as_u64().unwrap())
+        .sum();
+    rpc(
+        &csock,
+        "bdev_nvme_reset_controller",
+        json!({"name": "Remote"}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = paths(&csock);
+        let now: u64 = p
+            .iter()
+            .map(|c| c["stats"]["reconnects"].as_u64().unwrap())
+            .sum();
+        if now >= before + 2 && p.iter().all(|c| c["state"] == "enabled") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reset did not reconnect: {p:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Both targets gone: I/O fails with Host Pathing Error after fast_io_fail_timeout_sec
     // (3 s), not hanging.

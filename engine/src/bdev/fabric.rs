@@ -292,6 +292,8 @@ enum Req {
     },
     /// A reactor closed its queue pair `qid`: the ID may be used again.
     Release { path: u64, epoch: u64, qid: u16 },
+    /// `bdev_nvme_reset_controller`: every connected path reconnects.
+    Reset,
     /// A new path, connected.
     Add(Arc<FabricPath>, Box<AdminQueue>),
     /// Remove a path (its admin queue shuts down).
@@ -406,6 +408,12 @@ impl FabricCtrlr {
             self.retried.load(Ordering::Relaxed),
             self.path_failed.load(Ordering::Relaxed),
         )
+    }
+
+    /// Resets every connected path (disconnect, then reconnect at once), as
+    /// `bdev_nvme_reset_controller`; I/O moves to other paths or waits meanwhile.
+    pub fn reset(&self) {
+        let _ = self.tx.send(Req::Reset);
     }
 
     /// The attached fabrics controller called `name`.
@@ -803,6 +811,11 @@ impl PathThread {
                 }
             }
             Req::Add(path, admin) => self.paths.push(PathSlot::new(path, *admin)),
+            Req::Reset => {
+                for i in 0..self.paths.len() {
+                    self.lose(i, "reset (bdev_nvme_reset_controller)");
+                }
+            }
             Req::Remove(id) => {
                 if let Some(i) = self.slot(id) {
                     let mut s = self.paths.remove(i);

@@ -630,6 +630,11 @@ fn bdev_nvme_reset_controller(_ctx: &RpcContext, p: Option<Value>) -> Result<Val
         name: String,
     }
     let p: P = parse(p)?;
+    if let Some(c) = crate::bdev::fabric::FabricCtrlr::get(&p.name) {
+        // Every connected path disconnects and reconnects; its I/O moves meanwhile.
+        c.reset();
+        return Ok(json!(true));
+    }
     let c = crate::bdev::nvme::NvmeController::get(&p.name)
         .ok_or_else(|| RpcError::invalid_params(format!("no NVMe controller named {}", p.name)))?;
     c.ctrlr()
