@@ -563,21 +563,7 @@ pub fn attach(opts: FabricAttachOpts) -> Result<(Arc<FabricCtrlr>, Vec<Arc<Bdev>
     });
     let mut bdevs = Vec::new();
     for n in &ns {
-        let uuid = (n.nguid != [0; 16]).then(|| uuid::Uuid::from_bytes(n.nguid));
-        bdevs.push(Bdev::new(
-            BdevParams {
-                name: format!("{}n{}", opts.name, n.nsid),
-                uuid,
-                block_size: n.block_size,
-                num_blocks: n.num_blocks,
-                product_name: "NVMe disk",
-            },
-            Box::new(FabricBackend {
-                ctrl: c.clone(),
-                nsid: n.nsid,
-                shift: n.block_size.trailing_zeros(),
-            }),
-        )?);
+        bdevs.push(ns_bdev(&c, n)?);
     }
     *c.bdevs.lock().unwrap() = bdevs.iter().map(|b| b.name().to_owned()).collect();
     let mut pt = PathThread {
@@ -601,6 +587,24 @@ pub fn attach(opts: FabricAttachOpts) -> Result<(Arc<FabricCtrlr>, Vec<Arc<Bdev>
         .unwrap()
         .insert(opts.name.clone(), c.clone());
     Ok((c, bdevs))
+}
+
+/// The bdev `<name>n<nsid>` of namespace `n` of controller `c`.
+fn ns_bdev(c: &Arc<FabricCtrlr>, n: &NsInfo) -> Result<Arc<Bdev>, Error> {
+    Bdev::new(
+        BdevParams {
+            name: format!("{}n{}", c.name, n.nsid),
+            uuid: (n.nguid != [0; 16]).then(|| uuid::Uuid::from_bytes(n.nguid)),
+            block_size: n.block_size,
+            num_blocks: n.num_blocks,
+            product_name: "NVMe disk",
+        },
+        Box::new(FabricBackend {
+            ctrl: c.clone(),
+            nsid: n.nsid,
+            shift: n.block_size.trailing_zeros(),
+        }),
+    )
 }
 
 /// Whether two paths show the same namespaces: NSIDs and sizes, and NGUIDs where both
@@ -854,20 +858,7 @@ impl PathThread {
                 }
                 Some(_) => {}
                 None => {
-                    let b = Bdev::new(
-                        BdevParams {
-                            name: name(n),
-                            uuid: (n.nguid != [0; 16]).then(|| uuid::Uuid::from_bytes(n.nguid)),
-                            block_size: n.block_size,
-                            num_blocks: n.num_blocks,
-                            product_name: "NVMe disk",
-                        },
-                        Box::new(FabricBackend {
-                            ctrl: c.clone(),
-                            nsid: n.nsid,
-                            shift: n.block_size.trailing_zeros(),
-                        }),
-                    );
+                    let b = ns_bdev(&c, n);
                     let r = match (&self.engine, b) {
                         (Some(e), Ok(b)) => e.bdevs().register(b),
                         (None, Ok(_)) => Ok(()),
