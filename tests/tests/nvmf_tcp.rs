@@ -1498,3 +1498,151 @@ fn subsystem_controllers_qpairs_and_listeners_are_listed() {
     let c = d.call("nvmf_subsystem_get_controllers", json!({"nqn": NQN}));
     assert_eq!(c, json!([]));
 }
+
+/// A subsystem with `ana_reporting`: Identify shows the ANA capabilities and groups,
+/// the ANA log page lists each group's state and namespaces, a state set by
+/// `nvmf_subsystem_listener_set_ana_state` raises an ANA Change event, and I/O to an
+/// inaccessible group fails with Asymmetric Access Inaccessible while the other group
+/// still serves.
+#[test]
+fn ana_states_reach_the_log_page_the_event_and_the_io_status() {
+    use pollux_nvme::spec::admin::aec;
+    use pollux_nvme::spec::log::ana_state;
+    const ANA: &str = "nqn.2016-06.io.pollux:ana";
+    let d = Daemon::one_core(json!({"trtype": "TCP"}));
+    let port = pollux_tests::free_port();
+    let la = json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
+    d.call(
+        "nvmf_create_subsystem",
+        json!({"nqn": ANA, "allow_any_host": true, "ana_reporting": true,
+            "min_cntlid": 100, "max_cntlid": 199}),
+    );
+    for (name, grp) in [("A0", None), ("A1", Some(5))] {
+        d.call(
+            "bdev_malloc_create",
+            json!({"name": name, "num_blocks": 256, "block_size": 4096}),
+        );
+        let mut ns = json!({"bdev_name": name});
+        if let Some(g) = grp {
+            ns["anagrpid"] = json!(g);
+        }
+        d.call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": ANA, "namespace": ns}),
+        );
+    }
+    d.call(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": ANA, "listen_address": la}),
+    );
+    let mut o = FabricOptions::new(format!("127.0.0.1:{port}").parse().unwrap(), ANA);
+    o.io_queues = 1;
+    o.kato_ms = 60_000;
+    let mut admin = AdminQueue::connect(&o).unwrap();
+    let id = *admin.identify();
+    assert!(admin.reports_ana());
+    assert!((100..=199).contains(&admin.cntlid()), "{}", admin.cntlid());
+    assert_eq!((id.anatt, id.anacap & 0x7), (10, 0x7));
+    assert_eq!((id.anagrpmax.get(), id.nanagrpid.get()), (32, 32));
+    assert_ne!(id.oaes.get() & (1 << 11), 0);
+    let (count, groups) = admin.ana_log().unwrap();
+    assert_eq!(count, 0);
+    let g: Vec<(u32, u8, Vec<u32>)> = groups
+        .iter()
+        .map(|g| (g.anagrpid, g.state, g.nsids.clone()))
+        .collect();
+    assert_eq!(
+        g,
+        [
+            (1, ana_state::OPTIMIZED, vec![1]),
+            (5, ana_state::OPTIMIZED, vec![2])
+        ]
+    );
+    assert_eq!(admin.identify_namespace(2).unwrap().anagrpid.get(), 5);
+    admin
+        .enable_async_events(aec::ANA_CHANGE_NOTICES | aec::NS_ATTRIBUTE_NOTICES)
+        .unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 16).unwrap();
+
+    // Group 5 inaccessible through this listener.
+    d.call(
+        "nvmf_subsystem_listener_set_ana_state",
+        json!({"nqn": ANA, "listen_address": la, "ana_state": "inaccessible", "anagrpid": 5}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !admin
+        .async_events()
+        .unwrap()
+        .iter()
+        .any(|e| e.ana_changed())
+    {
+        assert!(Instant::now() < deadline, "no ANA Change event");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (count, groups) = admin.ana_log().unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(groups[1].state, ana_state::INACCESSIBLE);
+    assert_eq!(groups[1].chgcnt, 1);
+    assert_eq!(admin.identify_namespace(2).unwrap().nuse.get(), 0);
+    q.write(2, 0, 1, pattern(4096, 1), 1).unwrap();
+    let c = wait_one(&mut q);
+    assert_eq!(c.cqe.status(), Status::ANA_INACCESSIBLE);
+    q.write(1, 0, 1, pattern(4096, 2), 2).unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    let l = d.call("nvmf_subsystem_get_listeners", json!({"nqn": ANA}));
+    let states = l[0]["ana_states"].as_array().unwrap();
+    assert_eq!(states.len(), 32, "{l}");
+    assert_eq!(
+        states[4],
+        json!({"ana_group": 5, "ana_state": "inaccessible"})
+    );
+    assert_eq!(states[0]["ana_state"], "optimized");
+    // The saved config brings the state and the group back.
+    let saved = d.call("save_config", Value::Null).to_string();
+    assert!(
+        saved.contains(r#""anagrpid":5"#)
+            && saved.contains("nvmf_subsystem_listener_set_ana_state")
+            && saved.contains(r#""ana_reporting":true"#),
+        "{saved}"
+    );
+    // States that cannot be set, and subsystems without ANA, are refused.
+    for (nqn, st) in [
+        (ANA, "change"),
+        (ANA, "persistent_loss"),
+        (NQN, "optimized"),
+    ] {
+        let mut la = la.clone();
+        if nqn == NQN {
+            la["trsvcid"] = json!(d.addr.port().to_string());
+        }
+        let e = d
+            .rpc
+            .call(
+                "nvmf_subsystem_listener_set_ana_state",
+                Some(json!({"nqn": nqn, "listen_address": la, "ana_state": st})),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, -32602, "{nqn} {st}: {e:?}");
+    }
+    // Every group non-optimized, then optimized: I/O is served again.
+    for st in ["non_optimized", "optimized"] {
+        d.call(
+            "nvmf_subsystem_listener_set_ana_state",
+            json!({"nqn": ANA, "listen_address": la, "ana_state": st}),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        q.write(2, 0, 1, pattern(4096, 3), 3).unwrap();
+        if wait_one(&mut q).cqe.status().is_success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "group 5 not accessible again");
+    }
+    let (count, groups) = admin.ana_log().unwrap();
+    assert_eq!(count, 3);
+    assert!(groups.iter().all(|g| g.state == ana_state::OPTIMIZED));
+    drop(q);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+}

@@ -42,11 +42,24 @@ fn backend(dir: &Path, tag: &str, file: &Path, port: u16) -> (KillOnDrop, PathBu
 
 /// A backend target exporting bdev `ns` of `bdevs`, listening on `port`.
 fn backend_with(dir: &Path, tag: &str, bdevs: Value, ns: &str, port: u16) -> (KillOnDrop, PathBuf) {
+    let ss = json!({"nqn": BACK, "allow_any_host": true, "serial_number": "POLLUXMP"});
+    backend_ss(dir, tag, bdevs, ns, port, ss)
+}
+
+/// A backend target with subsystem parameters `ss`.
+fn backend_ss(
+    dir: &Path,
+    tag: &str,
+    bdevs: Value,
+    ns: &str,
+    port: u16,
+    ss: Value,
+) -> (KillOnDrop, PathBuf) {
     let cfg = json!({"subsystems": [
         {"subsystem": "bdev", "config": bdevs},
         {"subsystem": "nvmf", "config": [
             {"method": "nvmf_create_transport", "params": {"trtype": "TCP"}},
-            {"method": "nvmf_create_subsystem", "params": {"nqn": BACK, "allow_any_host": true, "serial_number": "POLLUXMP"}},
+            {"method": "nvmf_create_subsystem", "params": ss},
             {"method": "nvmf_subsystem_add_ns", "params": {"nqn": BACK, "namespace": {"bdev_name": ns, "nguid": NGUID}}},
             {"method": "nvmf_subsystem_add_listener", "params": {"nqn": BACK, "listen_address":
                 {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}}]}
@@ -409,5 +422,176 @@ fn namespaces_added_and_removed_remotely_become_and_stop_being_bdevs() {
         json!({"name": "Remote"}),
     )[0];
     assert_eq!(ctrl["ctrlrs"][0]["bdevs"], json!(["Remoten1"]), "{ctrl}");
+    daemon::stop(c);
+}
+
+/// Writes of bdev U0 on a backend so far.
+fn writes(sock: &Path) -> u64 {
+    rpc(sock, "bdev_get_iostat", json!({"name": "U0"}))["bdevs"][0]["num_write_ops"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Sets the ANA state of every group of a backend's listener.
+fn set_ana(sock: &Path, port: u16, state: &str) {
+    rpc(
+        sock,
+        "nvmf_subsystem_listener_set_ana_state",
+        json!({"nqn": BACK, "ana_state": state, "listen_address":
+            {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
+    );
+}
+
+/// Waits until C's paths show these ANA states for namespace 1 (in path order).
+fn wait_ana(csock: &Path, want: [&str; 2]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = paths(csock);
+        let got: Vec<String> = p
+            .iter()
+            .map(|c| {
+                c["ana_states"][0]["ana_state"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ANA states {got:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whose writes grow over a second: (A's, B's).
+fn growth(asock: &Path, bsock: &Path) -> (u64, u64) {
+    let (a0, b0) = (writes(asock), writes(bsock));
+    std::thread::sleep(Duration::from_secs(1));
+    (writes(asock) - a0, writes(bsock) - b0)
+}
+
+/// Two gateways with `ana_reporting` and their own controller ID ranges export one
+/// shared file; C attaches both as paths. I/O follows the ANA states the gateways
+/// report: to the optimized path only (even when it is the second), over to the other
+/// when a state changes (an ANA Change event re-reads the log page), and verify finds
+/// no error. With every path inaccessible, I/O fails with Host Pathing Error at once.
+#[test]
+fn io_follows_the_ana_states_the_targets_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.img");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let gateway = |tag: &str, port: u16, min: u16| {
+        let bdevs = json!([{"method": "bdev_uring_create", "params":
+            {"name": "U0", "filename": file, "block_size": 4096}}]);
+        let ss = json!({"nqn": BACK, "allow_any_host": true, "serial_number": "POLLUXANA",
+            "ana_reporting": true, "min_cntlid": min, "max_cntlid": min + 99});
+        backend_ss(dir.path(), tag, bdevs, "U0", port, ss)
+    };
+    let (_a, asock) = gateway("a", pa, 1);
+    let (_b, bsock) = gateway("b", pb, 100);
+    set_ana(&asock, pa, "non_optimized");
+    let attach = |port: u16| {
+        json!({"method": "bdev_nvme_attach_controller", "params": {
+            "name": "Remote", "trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1",
+            "trsvcid": port.to_string(), "subnqn": BACK, "multipath": "multipath"}})
+    };
+    let (c, csock) = front(dir.path(), json!([attach(pa), attach(pb)]), Some(pc), true);
+    let p = paths(&csock);
+    assert!(p[0]["cntlid"].as_u64().unwrap() < 100, "{p:?}");
+    assert!(p[1]["cntlid"].as_u64().unwrap() >= 100, "{p:?}");
+    wait_ana(&csock, ["non_optimized", "optimized"]);
+
+    let run = perf(
+        pc,
+        &[
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=8",
+            "--size=16m",
+            "--time_based",
+            "--runtime=9",
+            "--verify=crc32c",
+            "--verify_backlog=64",
+            "--rate_iops=3000",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ga, gb) = growth(&asock, &bsock);
+    assert!(
+        ga == 0 && gb > 0,
+        "A non-optimized, B optimized: writes {ga} on A, {gb} on B"
+    );
+    // A optimized, then B inaccessible: the writes move to A.
+    set_ana(&asock, pa, "optimized");
+    set_ana(&bsock, pb, "inaccessible");
+    let t0 = Instant::now();
+    wait_ana(&csock, ["optimized", "inaccessible"]);
+    eprintln!("ana: the host saw the new states after {:?}", t0.elapsed());
+    std::thread::sleep(Duration::from_millis(300));
+    let (ga, gb) = growth(&asock, &bsock);
+    assert!(
+        ga > 0 && gb == 0,
+        "B inaccessible: writes {ga} on A, {gb} on B"
+    );
+    // Both optimized: active-passive keeps to the first.
+    set_ana(&bsock, pb, "optimized");
+    wait_ana(&csock, ["optimized", "optimized"]);
+    // Round robin across the optimized paths.
+    rpc(
+        &csock,
+        "bdev_nvme_set_multipath_policy",
+        json!({"name": "Remoten1", "policy": "active_active"}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (ga, gb) = growth(&asock, &bsock);
+    assert!(
+        ga > 0 && gb > 0,
+        "active-active: writes {ga} on A, {gb} on B"
+    );
+    let o = run.wait_with_output().unwrap();
+    let v = report(&o);
+    let j = &v["jobs"][0];
+    assert!(
+        o.status.success() && j["error"] == 0,
+        "pollux-perf failed across ANA changes: {}\n{j}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!(
+        "ana: {} writes and {} verify reads across the ANA changes, zero errors; longest write {:.1} ms",
+        j["write"]["total_ios"],
+        j["read"]["total_ios"],
+        j["write"]["clat_ns"]["max"].as_f64().unwrap() / 1e6
+    );
+    // No accessible path: I/O fails at once, it does not wait.
+    set_ana(&asock, pa, "inaccessible");
+    set_ana(&bsock, pb, "inaccessible");
+    wait_ana(&csock, ["inaccessible", "inaccessible"]);
+    let t0 = Instant::now();
+    let o = perf(
+        pc,
+        &[
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=1",
+            "--size=4m",
+            "--runtime=1",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("host pathing error"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     daemon::stop(c);
 }

@@ -13,6 +13,12 @@
 //! retried on another path, or waits for one until `fast_io_fail_timeout_sec` has
 //! passed since the path was lost, then fails with Host Pathing Error. Nothing on the
 //! I/O path takes a lock: the path table is re-read only when its version changes.
+//!
+//! When the target reports Asymmetric Namespace Access, the path thread reads each
+//! path's ANA log page on connect and on every ANA Change event, and a namespace's I/O
+//! goes to its optimized paths, to non-optimized ones when none is optimized, never to
+//! an inaccessible one (as SPDK's bdev_nvme). An I/O failed with an ANA status goes
+//! again elsewhere at once, and the path's log page is read again.
 
 use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind, IoStatus};
 use crate::Error;
@@ -22,8 +28,9 @@ use pollux_nvme::fabrics::{
     AdminQueue, Completion, DataBuf, FabricOptions, FabricQpair, STATUS_ABORTED_BY_HOST,
     SubmitError, XferDir,
 };
-use pollux_nvme::spec::admin::nvm_opc;
+use pollux_nvme::spec::admin::{aec, nvm_opc};
 use pollux_nvme::spec::cmd::{Sqe, Status};
+use pollux_nvme::spec::log::ana_state;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -214,6 +221,9 @@ pub struct FabricPath {
     losses: AtomicU64,
     timeouts: AtomicU64,
     aborts: AtomicU64,
+    /// ANA state of each namespace through this path, by NSID (empty when the target
+    /// does not report ANA: every namespace is optimized).
+    ana: Mutex<Vec<(u32, u8)>>,
 }
 
 impl fmt::Debug for FabricPath {
@@ -262,6 +272,35 @@ impl FabricPath {
     fn set_state(&self, s: PathState) {
         self.state.store(s as u8, Ordering::Release);
     }
+
+    /// The ANA state of each namespace through this path (empty: the target does not
+    /// report ANA).
+    pub fn ana_states(&self) -> Vec<(u32, u8)> {
+        self.ana.lock().unwrap().clone()
+    }
+}
+
+/// The ANA state of namespace `nsid` in a path's list (optimized when the target does
+/// not report ANA, or does not list the namespace).
+fn ana_of(list: &[(u32, u8)], nsid: u32) -> u8 {
+    list.iter()
+        .find(|(n, _)| *n == nsid)
+        .map_or(ana_state::OPTIMIZED, |(_, s)| *s)
+}
+
+/// The ANA state of every namespace behind `admin`, by NSID (empty when its controller
+/// does not report ANA).
+fn read_ana(admin: &mut AdminQueue) -> Result<Vec<(u32, u8)>, pollux_nvme::fabrics::Error> {
+    if !admin.reports_ana() {
+        return Ok(Vec::new());
+    }
+    let (_, groups) = admin.ana_log()?;
+    let mut out: Vec<(u32, u8)> = groups
+        .iter()
+        .flat_map(|g| g.nsids.iter().map(move |&n| (n, g.state)))
+        .collect();
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// A namespace the bdevs stand for.
@@ -292,6 +331,8 @@ enum Req {
     },
     /// A reactor closed its queue pair `qid`: the ID may be used again.
     Release { path: u64, epoch: u64, qid: u16 },
+    /// A command on `path` failed with an ANA status: read its ANA log page again.
+    AnaCheck { path: u64 },
     /// `bdev_nvme_reset_controller`: every connected path reconnects.
     Reset,
     /// A new path, connected.
@@ -457,7 +498,12 @@ fn ascii(b: &[u8]) -> String {
     String::from_utf8_lossy(b).trim().to_owned()
 }
 
-fn new_path(id: u64, target: FabricOptions, admin: &AdminQueue) -> Arc<FabricPath> {
+fn new_path(
+    id: u64,
+    target: FabricOptions,
+    admin: &AdminQueue,
+    ana: Vec<(u32, u8)>,
+) -> Arc<FabricPath> {
     Arc::new(FabricPath {
         id,
         target,
@@ -470,6 +516,7 @@ fn new_path(id: u64, target: FabricOptions, admin: &AdminQueue) -> Arc<FabricPat
         losses: AtomicU64::new(0),
         timeouts: AtomicU64::new(0),
         aborts: AtomicU64::new(0),
+        ana: Mutex::new(ana),
     })
 }
 
@@ -525,7 +572,13 @@ pub fn attach(opts: FabricAttachOpts) -> Result<(Arc<FabricCtrlr>, Vec<Arc<Bdev>
                 ),
             });
         }
-        let p = new_path(c.next_path.fetch_add(1, Ordering::Relaxed), target, &admin);
+        let ana = read_ana(&mut admin).map_err(|e| Error::Nvme(format!("{}: {e}", target.addr)))?;
+        let p = new_path(
+            c.next_path.fetch_add(1, Ordering::Relaxed),
+            target,
+            &admin,
+            ana,
+        );
         c.paths.lock().unwrap().push(p.clone());
         c.version.fetch_add(1, Ordering::Release);
         let _ = c.tx.send(Req::Add(p, Box::new(admin)));
@@ -535,11 +588,12 @@ pub fn attach(opts: FabricAttachOpts) -> Result<(Arc<FabricCtrlr>, Vec<Arc<Bdev>
     let mut admin =
         AdminQueue::connect(&target).map_err(|e| Error::Nvme(format!("{}: {e}", target.addr)))?;
     let ns = namespaces(&mut admin)?;
+    let ana = read_ana(&mut admin).map_err(|e| Error::Nvme(format!("{}: {e}", target.addr)))?;
     let id = admin.identify();
     let (oncs, model, serial) = (id.oncs.get(), ascii(&id.mn), ascii(&id.sn));
     let (tx, rx) = crossbeam::channel::unbounded();
     let stop = Arc::new(AtomicBool::new(false));
-    let path = new_path(0, target.clone(), &admin);
+    let path = new_path(0, target.clone(), &admin, ana);
     let c = Arc::new(FabricCtrlr {
         name: opts.name.clone(),
         subnqn: target.subnqn.clone(),
@@ -681,8 +735,13 @@ impl PathSlot {
     }
 
     fn connected(&mut self, mut admin: Box<AdminQueue>) {
-        // Namespace Attribute notices: namespaces added, removed or resized.
-        if let Err(e) = admin.enable_async_events(1 << 8) {
+        // Namespace Attribute notices (namespaces added, removed or resized) and ANA
+        // Change notices.
+        let mut aec = aec::NS_ATTRIBUTE_NOTICES;
+        if admin.reports_ana() {
+            aec |= aec::ANA_CHANGE_NOTICES;
+        }
+        if let Err(e) = admin.enable_async_events(aec) {
             tracing::debug!(addr = %self.path.target.addr, error = %e, "no asynchronous events");
         }
         self.free_qids = (1..=admin.io_queues()).rev().collect();
@@ -814,6 +873,11 @@ impl PathThread {
                     }
                 }
             }
+            Req::AnaCheck { path } => {
+                if let Some(i) = self.slot(path) {
+                    self.reread_ana(i, "an I/O failed with an ANA status");
+                }
+            }
             Req::Add(path, admin) => self.paths.push(PathSlot::new(path, *admin)),
             Req::Reset => {
                 for i in 0..self.paths.len() {
@@ -878,6 +942,29 @@ impl PathThread {
         }
     }
 
+    /// Reads path `i`'s ANA log page again; channels re-read the states (even when
+    /// they did not change: it clears what a channel marked after an ANA status).
+    fn reread_ana(&mut self, i: usize, why: &str) {
+        let s = &mut self.paths[i];
+        let Some(a) = s.admin.as_mut() else { return };
+        match read_ana(a) {
+            Ok(now) => {
+                let old = std::mem::replace(&mut *s.path.ana.lock().unwrap(), now.clone());
+                if old != now {
+                    let states: Vec<String> = now
+                        .iter()
+                        .map(|(n, st)| format!("{n}:{}", ana_state::name(*st)))
+                        .collect();
+                    tracing::info!(ctrlr = %self.name, addr = %s.path.target.addr, why, states = %states.join(","), "ANA states changed");
+                }
+                if let Some(c) = self.ctrl.upgrade() {
+                    c.version.fetch_add(1, Ordering::Release);
+                }
+            }
+            Err(e) => self.lose(i, &format!("ANA log page: {e}")),
+        }
+    }
+
     /// Path `i` is lost: its queue pairs are stale from now on, and it reconnects.
     fn lose(&mut self, i: usize, why: &str) {
         let s = &mut self.paths[i];
@@ -903,12 +990,21 @@ impl PathThread {
                 self.lose(i, &why);
                 return;
             }
-            let changed = match a.async_events() {
-                Ok(ev) => ev.iter().any(|e| e.namespaces_changed()),
+            let (changed, ana) = match a.async_events() {
+                Ok(ev) => (
+                    ev.iter().any(|e| e.namespaces_changed()),
+                    ev.iter().any(|e| e.ana_changed()),
+                ),
                 Err(e) => {
                     self.lose(i, &format!("asynchronous events: {e}"));
                     return;
                 }
+            };
+            if ana {
+                self.reread_ana(i, "ANA Change event");
+            }
+            let Some(a) = self.paths[i].admin.as_mut() else {
+                return;
             };
             if changed {
                 let r = a
@@ -953,9 +1049,11 @@ impl PathThread {
         match AdminQueue::connect(&s.path.target).and_then(|mut a| {
             let ns = namespaces(&mut a)
                 .map_err(|e| pollux_nvme::fabrics::Error::InvalidArgument(e.to_string()))?;
-            Ok((a, ns))
+            let ana = read_ana(&mut a)?;
+            Ok((a, ns, ana))
         }) {
-            Ok((a, ns)) => {
+            Ok((a, ns, ana)) => {
+                *s.path.ana.lock().unwrap() = ana;
                 s.connected(Box::new(a));
                 // Namespaces that changed while the path was away.
                 self.rescan(ns);
@@ -1062,6 +1160,40 @@ struct ChPath {
     q: Option<FabricQpair<RemoteBuf>>,
     epoch: u64,
     asking: Option<Receiver<Result<SendQpair, String>>>,
+    /// The path's ANA states, as of the last refresh.
+    ana: Vec<(u32, u8)>,
+    /// Namespaces whose I/O failed here with an ANA status since: not used until the
+    /// path thread has read the log page again.
+    ana_stale: Vec<u32>,
+}
+
+impl ChPath {
+    fn new(path: Arc<FabricPath>) -> ChPath {
+        let ana = path.ana_states();
+        ChPath {
+            path,
+            q: None,
+            epoch: 0,
+            asking: None,
+            ana,
+            ana_stale: Vec::new(),
+        }
+    }
+
+    /// The ANA state of namespace `nsid` through this path as this thread knows it
+    /// (change while a re-read is pending).
+    fn ana(&self, nsid: u32) -> u8 {
+        if self.ana_stale.contains(&nsid) {
+            ana_state::CHANGE
+        } else {
+            ana_of(&self.ana, nsid)
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.q.as_ref().is_some_and(|q| !q.is_dead())
+            && self.epoch == self.path.epoch.load(Ordering::Acquire)
+    }
 }
 
 /// A thread's queue pairs on one controller's paths, shared by its namespaces.
@@ -1076,6 +1208,11 @@ pub struct FabricChannel {
     done: RefCell<VecDeque<(Box<BdevIo>, IoStatus)>>,
     rr: Cell<(usize, u32)>,
     next_check: Cell<Nanos>,
+    /// Completions of one poll (path index; whether the queue pair failed), overdue
+    /// commands of one poll, and the commands of one I/O: kept to reuse their memory.
+    got: RefCell<Vec<(Completion<RemoteBuf>, bool, usize)>>,
+    overdue: RefCell<Vec<(u64, u64, u16, u16)>>,
+    cmds: RefCell<Vec<Cmd>>,
 }
 
 impl IoDevice for FabricCtrlr {
@@ -1093,6 +1230,9 @@ impl IoDevice for FabricCtrlr {
             done: RefCell::new(VecDeque::new()),
             rr: Cell::new((0, 0)),
             next_check: Cell::new(0),
+            got: RefCell::new(Vec::new()),
+            overdue: RefCell::new(Vec::new()),
+            cmds: RefCell::new(Vec::new()),
         };
         ch.refresh();
         Ok(ch)
@@ -1158,13 +1298,13 @@ impl FabricChannel {
         let mut old: Vec<ChPath> = mine.drain(..).collect();
         for p in now {
             match old.iter().position(|c| Arc::ptr_eq(&c.path, &p)) {
-                Some(i) => mine.push(old.swap_remove(i)),
-                None => mine.push(ChPath {
-                    path: p,
-                    q: None,
-                    epoch: 0,
-                    asking: None,
-                }),
+                Some(i) => {
+                    let mut c = old.swap_remove(i);
+                    c.ana = c.path.ana_states();
+                    c.ana_stale.clear();
+                    mine.push(c);
+                }
+                None => mine.push(ChPath::new(p)),
             }
         }
         drop(mine);
@@ -1174,7 +1314,7 @@ impl FabricChannel {
                 let mut got = Vec::new();
                 q.drain_failed(|c| got.push(c));
                 for c in got {
-                    self.completed(c, true);
+                    self.completed(c, true, None);
                 }
             }
         }
@@ -1281,12 +1421,19 @@ impl FabricChannel {
         Ok(())
     }
 
-    /// The path for the next I/O: an index with a working queue pair, or `None`.
-    fn pick(&self, paths: &[ChPath]) -> Option<usize> {
-        let ready = |c: &ChPath| {
-            c.q.as_ref().is_some_and(|q| !q.is_dead())
-                && c.epoch == c.path.epoch.load(Ordering::Acquire)
+    /// The path for the next I/O to namespace `nsid`: an index with a working queue
+    /// pair, among the optimized paths, or the non-optimized ones when none is
+    /// optimized; `None` when there is neither.
+    fn pick(&self, paths: &[ChPath], nsid: u32) -> Option<usize> {
+        let best = if paths
+            .iter()
+            .any(|c| c.ready() && c.ana(nsid) == ana_state::OPTIMIZED)
+        {
+            ana_state::OPTIMIZED
+        } else {
+            ana_state::NON_OPTIMIZED
         };
+        let ready = |c: &ChPath| c.ready() && c.ana(nsid) == best;
         match self.ctrl.policy() {
             Policy::ActivePassive => paths.iter().position(ready),
             Policy::ActiveActive { rr_min_io } => {
@@ -1311,21 +1458,36 @@ impl FabricChannel {
         }
     }
 
-    /// Whether I/O without a usable path should fail now rather than wait: every path
-    /// is given up or past fast_io_fail_timeout_sec.
-    fn hopeless(&self, paths: &[ChPath]) -> bool {
-        paths.iter().all(|c| c.path.io_fail.load(Ordering::Relaxed))
+    /// Whether I/O to `nsid` without a usable path should fail now rather than wait:
+    /// every path is given up, past fast_io_fail_timeout_sec, or connected with the
+    /// namespace inaccessible (or lost) through it, as SPDK's bdev_nvme decides.
+    fn hopeless(&self, paths: &[ChPath], nsid: u32) -> bool {
+        paths.iter().all(|c| {
+            c.path.io_fail.load(Ordering::Relaxed)
+                || (c.ready()
+                    && matches!(
+                        c.ana(nsid),
+                        ana_state::INACCESSIBLE | ana_state::PERSISTENT_LOSS
+                    ))
+        })
     }
 
     /// Sends `w` on a path. `Err` gives it back: no path now, or the queue is full.
-    fn start(&self, mut w: Waiting) -> Result<(), Waiting> {
+    fn start(&self, w: Waiting) -> Result<(), Waiting> {
+        let mut cmds = std::mem::take(&mut *self.cmds.borrow_mut());
+        let r = self.start_with(w, &mut cmds);
+        cmds.clear();
+        *self.cmds.borrow_mut() = cmds;
+        r
+    }
+
+    fn start_with(&self, mut w: Waiting, cmds: &mut Vec<Cmd>) -> Result<(), Waiting> {
         let mut paths = self.paths.borrow_mut();
-        let Some(pi) = self.pick(&paths) else {
+        let Some(pi) = self.pick(&paths, w.nsid) else {
             return Err(w);
         };
         let max_xfer = paths[pi].path.max_transfer.load(Ordering::Relaxed);
-        let mut cmds = Vec::new();
-        if let Err(st) = Self::plan(&mut w.io, w.nsid, w.shift, max_xfer, &mut cmds) {
+        if let Err(st) = Self::plan(&mut w.io, w.nsid, w.shift, max_xfer, cmds) {
             drop(paths);
             self.done.borrow_mut().push_back((w.io, st));
             return Ok(());
@@ -1363,7 +1525,7 @@ impl FabricChannel {
         };
         let mut sent = 0;
         let mut retry = false;
-        for c in cmds {
+        for c in cmds.drain(..) {
             match q.submit(c.sqe, c.buf, c.dir, slot as u64) {
                 Ok(()) => sent += 1,
                 Err(SubmitError::Invalid { why, .. }) => {
@@ -1399,13 +1561,26 @@ impl FabricChannel {
         Ok(())
     }
 
-    /// A command of slot `c.tag` completed (`failed`: its queue pair failed under it).
-    fn completed(&self, c: Completion<RemoteBuf>, failed: bool) {
+    /// A command of slot `c.tag` completed on path `path` (`failed`: its queue pair
+    /// failed under it).
+    fn completed(&self, c: Completion<RemoteBuf>, failed: bool, path: Option<usize>) {
         let st = if failed {
             STATUS_ABORTED_BY_HOST
         } else {
             c.cqe.status()
         };
+        if let Some(pi) = path.filter(|_| st.is_ana_error()) {
+            // The path's ANA state changed before its log page said so: stop using it
+            // for the namespace until the path thread has read the page again.
+            let nsid = self.slots.borrow()[c.tag as usize].nsid;
+            let mut paths = self.paths.borrow_mut();
+            if let Some(p) = paths.get_mut(pi) {
+                if !p.ana_stale.contains(&nsid) {
+                    p.ana_stale.push(nsid);
+                    let _ = self.ctrl.tx.send(Req::AnaCheck { path: p.path.id });
+                }
+            }
+        }
         let finished = {
             let mut slots = self.slots.borrow_mut();
             let s = &mut slots[c.tag as usize];
@@ -1449,8 +1624,8 @@ impl FabricChannel {
 
     fn poll_paths(&self) -> bool {
         let mut busy = false;
-        let mut got: Vec<(Completion<RemoteBuf>, bool)> = Vec::new();
-        let mut overdue: Vec<(u64, u64, u16, u16)> = Vec::new();
+        let mut got = std::mem::take(&mut *self.got.borrow_mut());
+        let mut overdue = std::mem::take(&mut *self.overdue.borrow_mut());
         let check = self.ctrl.timeouts.io.filter(|_| {
             let now = self.thread.now();
             let due = now >= self.next_check.get();
@@ -1461,7 +1636,7 @@ impl FabricChannel {
         });
         {
             let mut paths = self.paths.borrow_mut();
-            for c in paths.iter_mut() {
+            for (pi, c) in paths.iter_mut().enumerate() {
                 let epoch = c.path.epoch.load(Ordering::Acquire);
                 let stale = c.q.as_ref().is_some_and(|q| q.is_dead())
                     || (c.q.is_some() && c.epoch != epoch);
@@ -1474,7 +1649,7 @@ impl FabricChannel {
                             why: format!("I/O queue {} failed", q.qid()),
                         });
                     }
-                    q.drain_failed(|x| got.push((x, true)));
+                    q.drain_failed(|x| got.push((x, true, pi)));
                     busy = true;
                 }
                 if let Some(rx) = &c.asking {
@@ -1514,7 +1689,7 @@ impl FabricChannel {
                     if q.outstanding() > 0 {
                         busy = true;
                     }
-                    let _ = q.poll(0, |x| got.push((x, false)));
+                    let _ = q.poll(0, |x| got.push((x, false, pi)));
                     if let Some(t) = check {
                         let (id, ep, qid) = (c.path.id, c.epoch, q.qid());
                         q.overdue(t, |cid, _| overdue.push((id, ep, qid, cid)));
@@ -1523,10 +1698,10 @@ impl FabricChannel {
             }
         }
         busy |= !got.is_empty();
-        for (c, failed) in got {
-            self.completed(c, failed);
+        for (c, failed, pi) in got.drain(..) {
+            self.completed(c, failed, Some(pi));
         }
-        for (path, epoch, sqid, cid) in overdue {
+        for (path, epoch, sqid, cid) in overdue.drain(..) {
             let _ = self.ctrl.tx.send(Req::Timeout {
                 path,
                 epoch,
@@ -1534,6 +1709,9 @@ impl FabricChannel {
                 cid,
             });
         }
+        // The buffers go back for the next poll (no allocation per poll).
+        *self.got.borrow_mut() = got;
+        *self.overdue.borrow_mut() = overdue;
         busy
     }
 
@@ -1549,7 +1727,7 @@ impl FabricChannel {
             match self.start(w) {
                 Ok(()) => {}
                 Err(w) => {
-                    if self.hopeless(&self.paths.borrow()) {
+                    if self.hopeless(&self.paths.borrow(), w.nsid) {
                         self.ctrl.path_failed.fetch_add(1, Ordering::Relaxed);
                         self.done.borrow_mut().push_back((w.io, NO_PATH));
                         continue;
@@ -1636,7 +1814,7 @@ impl BackendChannel for NsChannel {
         match c.start(w) {
             Ok(()) => Ok(()),
             Err(w) => {
-                let no_path = c.pick(&c.paths.borrow()).is_none();
+                let no_path = c.pick(&c.paths.borrow(), self.nsid).is_none();
                 if no_path {
                     // Waits for a path (or fails on a later poll when none comes).
                     c.waiting.borrow_mut().push_back(w);

@@ -19,7 +19,9 @@ use pollux_nvme::spec::fabrics::{FabricsCmd, PropertyFields, fctype};
 use pollux_nvme::spec::identify::{
     self as id, IdentifyController, IdentifyNamespace, NsList, cntrltype,
 };
-use pollux_nvme::spec::log::{DiscoveryLogEntry, DiscoveryLogHeader};
+use pollux_nvme::spec::log::{
+    ANA_LSP_RGO, AnaGroup, DiscoveryLogEntry, DiscoveryLogHeader, ana_log_encode, ana_state,
+};
 use pollux_nvme::spec::regs::offset;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -43,6 +45,9 @@ const INVALID_LOG_PAGE: Status = Status::specific(0x09);
 const AER_LIMIT_EXCEEDED: Status = Status::specific(0x05);
 /// Status: Feature Identifier Not Saveable (command specific 0Dh).
 const NOT_SAVEABLE: Status = Status::specific(0x0d);
+/// ANA Transition Time reported (seconds): states change at once here, but a host
+/// waits this long in the change state before it gives up on a path.
+const ANATT_SECS: u8 = 10;
 /// Status: Invalid Queue Identifier (command specific 01h), for Abort of a bad SQID.
 const FEATURE_NOT_CHANGEABLE: Status = Status::specific(0x0e);
 
@@ -105,6 +110,7 @@ pub(crate) struct Ctrlr {
     aers: Vec<(u16, u16)>,
     events: VecDeque<u32>,
     ns_notice_masked: bool,
+    ana_notice_masked: bool,
     changed: Vec<u32>,
     changed_overflow: bool,
     queues_set: bool,
@@ -132,6 +138,13 @@ impl Ctrlr {
         // Temperature threshold: 343 K (70 C) over-temperature (base 5.27.1.4).
         features[feature::TEMPERATURE_THRESHOLD as usize] = 343;
         features[feature::VOLATILE_WRITE_CACHE as usize] = admin::VWC_WCE;
+        // ANA Change notices are on from the start when the subsystem reports ANA, as
+        // on SPDK's target.
+        let aec = if subsys.ana_reporting {
+            admin::aec::ANA_CHANGE_NOTICES
+        } else {
+            0
+        };
         Ctrlr {
             shared,
             subsys,
@@ -142,10 +155,11 @@ impl Ctrlr {
             last_ka: now,
             cc: 0,
             csts: 0,
-            aec: 0,
+            aec,
             aers: Vec::with_capacity(AER_MAX),
             events: VecDeque::new(),
             ns_notice_masked: false,
+            ana_notice_masked: false,
             changed: Vec::new(),
             changed_overflow: false,
             queues_set: false,
@@ -325,11 +339,29 @@ impl Ctrlr {
             return None;
         }
         self.ns_notice_masked = true;
-        let dw0 = admin::aer_dw0(
+        self.raise(admin::aer_dw0(
             aer_type::NOTICE,
             aer_notice::NS_ATTRIBUTE_CHANGED,
             log_id::CHANGED_NS_LIST,
-        );
+        ))
+    }
+
+    /// The ANA states this controller sees changed: raises the ANA Change event when
+    /// the host asked for it. Returns the held AER to complete now, with its dword 0.
+    pub(crate) fn ana_changed(&mut self) -> Option<(u16, u32)> {
+        if self.aec & admin::aec::ANA_CHANGE_NOTICES == 0 || self.ana_notice_masked {
+            return None;
+        }
+        self.ana_notice_masked = true;
+        self.raise(admin::aer_dw0(
+            aer_type::NOTICE,
+            aer_notice::ANA_CHANGE,
+            log_id::ANA,
+        ))
+    }
+
+    /// An event: completes a held AER with it, or queues it for the next one.
+    fn raise(&mut self, dw0: u32) -> Option<(u16, u32)> {
         if self.aers.is_empty() {
             self.events.push_back(dw0);
             return None;
@@ -358,7 +390,14 @@ impl Ctrlr {
                 }
                 // An inactive NSID reads as zeroes (base 5.17.2.1).
                 if let Some(ns) = subsys.namespaces.get(&nsid) {
-                    let n = identify_namespace(ns);
+                    let mut n = identify_namespace(ns);
+                    if subsys.ana_reporting {
+                        n.anagrpid = U32::new(ns.anagrpid);
+                        let st = subsys.ana_state(&self.shared.listener, ns.anagrpid);
+                        if matches!(st, ana_state::INACCESSIBLE | ana_state::PERSISTENT_LOSS) {
+                            n.nuse = U64::new(0);
+                        }
+                    }
                     out.copy_from_slice(n.as_bytes());
                 }
             }
@@ -444,6 +483,16 @@ impl Ctrlr {
             c.oncs = U16::new(id::oncs::COMPARE | id::oncs::DSM | id::oncs::WRITE_ZEROES);
             c.vwc = id::vwc::PRESENT;
             c.ioccsz = U32::new((64 + self.opts.in_capsule_data_size) / 16);
+            if subsys.ana_reporting {
+                c.cmic |= id::cmic::ANA_REPORTING;
+                c.oaes = U32::new(c.oaes.get() | id::oaes::ANA_CHANGE_NOTICES);
+                c.anatt = ANATT_SECS;
+                // Optimized, non-optimized and inaccessible states; ANAGRPID does not
+                // change while the namespace is attached (bit 6).
+                c.anacap = 0b0100_0111;
+                c.anagrpmax = U32::new(subsys.max_namespaces);
+                c.nanagrpid = U32::new(subsys.max_namespaces);
+            }
         }
         c
     }
@@ -494,6 +543,30 @@ impl Ctrlr {
                     self.ns_notice_masked = false;
                 }
                 v
+            }
+            log_id::ANA => {
+                let Some(ss) = tgt
+                    .subsystem_by_id(self.shared.subsys_id)
+                    .filter(|s| s.ana_reporting)
+                else {
+                    return done(INVALID_LOG_PAGE);
+                };
+                let l = &self.shared.listener;
+                let count = ss.ana.get(l).map_or(0, |a| a.change_count);
+                let groups: Vec<AnaGroup> = ss
+                    .ana_groups()
+                    .into_iter()
+                    .map(|(anagrpid, nsids)| AnaGroup {
+                        anagrpid,
+                        chgcnt: count,
+                        state: ss.ana_state(l, anagrpid),
+                        nsids,
+                    })
+                    .collect();
+                if !g.rae {
+                    self.ana_notice_masked = false;
+                }
+                ana_log_encode(count, &groups, g.lsp & ANA_LSP_RGO != 0)
             }
             _ => return done(INVALID_LOG_PAGE),
         };
@@ -639,6 +712,15 @@ impl CtrlrShared {
             .filter(|t| seen.insert(t.id().0))
             .map(|t| (t.clone(), tgt.clone()))
             .collect()
+    }
+}
+
+/// The status of a command to a namespace in ANA state `st` (not an accessible one).
+pub(crate) fn ana_status(st: u8) -> Status {
+    match st {
+        ana_state::PERSISTENT_LOSS => Status::ANA_PERSISTENT_LOSS,
+        ana_state::CHANGE => Status::ANA_TRANSITION,
+        _ => Status::ANA_INACCESSIBLE,
     }
 }
 

@@ -35,6 +35,7 @@ use crate::bdev::Bdev;
 use crate::reactor::EngineHandle;
 use crate::thread::ThreadHandle;
 use pollux_nvme::spec::fabrics::{DISCOVERY_NQN, validate_nqn};
+use pollux_nvme::spec::log::ana_state;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
@@ -473,6 +474,51 @@ pub struct Namespace {
     pub nguid: Option<[u8; 16]>,
     /// IEEE Extended Unique Identifier, if given.
     pub eui64: Option<[u8; 8]>,
+    /// ANA group (its NSID unless given).
+    pub anagrpid: u32,
+}
+
+/// What `nvmf_subsystem_add_ns` may give besides the bdev.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NsOpts {
+    /// Namespace ID (0: the lowest free one).
+    pub nsid: u32,
+    /// Namespace UUID (the bdev's unless given).
+    pub uuid: Option<uuid::Uuid>,
+    /// NGUID.
+    pub nguid: Option<[u8; 16]>,
+    /// EUI-64.
+    pub eui64: Option<[u8; 8]>,
+    /// ANA group (0: the NSID).
+    pub anagrpid: u32,
+}
+
+/// A listener's ANA states, as a subsystem reports them to controllers that connected
+/// through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerAna {
+    /// State of each ANA group, indexed by ANAGRPID - 1 (see
+    /// `pollux_nvme::spec::log::ana_state`).
+    pub states: Vec<u8>,
+    /// Changes since the listener was added (the ANA log page's Change Count).
+    pub change_count: u64,
+}
+
+impl ListenerAna {
+    fn new(groups: u32, state: u8) -> ListenerAna {
+        ListenerAna {
+            states: vec![state; groups as usize],
+            change_count: 0,
+        }
+    }
+
+    /// The state of group `anagrpid`.
+    pub fn state(&self, anagrpid: u32) -> u8 {
+        (anagrpid as usize)
+            .checked_sub(1)
+            .and_then(|i| self.states.get(i).copied())
+            .unwrap_or(ana_state::INACCESSIBLE)
+    }
 }
 
 /// What a subsystem is.
@@ -515,6 +561,10 @@ pub struct Subsystem {
     pub namespaces: BTreeMap<u32, Namespace>,
     /// Where it listens.
     pub listeners: BTreeSet<ListenAddr>,
+    /// Whether it reports Asymmetric Namespace Access (SPDK's `ana_reporting`).
+    pub ana_reporting: bool,
+    /// ANA states of each listener (kept with or without `ana_reporting`).
+    pub ana: BTreeMap<ListenAddr, ListenerAna>,
     next_cntlid: u16,
 }
 
@@ -522,6 +572,26 @@ impl Subsystem {
     /// Whether `hostnqn` may connect.
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
         self.allow_any_host || self.hosts.contains(hostnqn)
+    }
+
+    /// The ANA state of namespace group `anagrpid` through listener `l`: optimized when
+    /// the subsystem does not report ANA.
+    pub fn ana_state(&self, l: &ListenAddr, anagrpid: u32) -> u8 {
+        if !self.ana_reporting {
+            return ana_state::OPTIMIZED;
+        }
+        self.ana
+            .get(l)
+            .map_or(ana_state::INACCESSIBLE, |a| a.state(anagrpid))
+    }
+
+    /// The ANA groups that have namespaces, with those namespaces, in increasing order.
+    pub fn ana_groups(&self) -> BTreeMap<u32, Vec<u32>> {
+        let mut g: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for ns in self.namespaces.values() {
+            g.entry(ns.anagrpid).or_default().push(ns.nsid);
+        }
+        g
     }
 }
 
@@ -544,6 +614,8 @@ pub struct SubsysParams {
     pub max_cntlid: u16,
     /// The limits it reports to hosts.
     pub limits: IoLimits,
+    /// Report Asymmetric Namespace Access.
+    pub ana_reporting: bool,
 }
 
 /// Limits a subsystem reports in the NVM Command Set specific Identify Controller data
@@ -568,6 +640,9 @@ pub struct CtrlrShared {
     pub subsys_id: u32,
     /// The subsystem's NQN.
     pub subnqn: String,
+    /// The listener its admin queue connected through (its I/O queues must too when
+    /// the subsystem reports ANA; its ANA states are this listener's).
+    pub listener: ListenAddr,
     /// The host's NQN.
     pub hostnqn: String,
     /// The host's identifier.
@@ -710,6 +785,8 @@ impl Target {
                 trace: None,
                 namespaces: BTreeMap::new(),
                 listeners: BTreeSet::new(),
+                ana_reporting: false,
+                ana: BTreeMap::new(),
                 next_cntlid: 1,
             },
         );
@@ -863,6 +940,8 @@ impl Target {
                 trace: None,
                 namespaces: BTreeMap::new(),
                 listeners: BTreeSet::new(),
+                ana_reporting: p.ana_reporting,
+                ana: BTreeMap::new(),
                 next_cntlid: min_cntlid,
             },
         );
@@ -911,15 +990,14 @@ impl Target {
     }
 
     /// Adds a namespace; returns its ID.
-    pub fn add_ns(
-        &self,
-        nqn: &str,
-        bdev: Arc<Bdev>,
-        nsid: u32,
-        uuid: Option<uuid::Uuid>,
-        nguid: Option<[u8; 16]>,
-        eui64: Option<[u8; 8]>,
-    ) -> Result<u32, NvmfError> {
+    pub fn add_ns(&self, nqn: &str, bdev: Arc<Bdev>, o: NsOpts) -> Result<u32, NvmfError> {
+        let NsOpts {
+            nsid,
+            uuid,
+            nguid,
+            eui64,
+            anagrpid,
+        } = o;
         let forced: Vec<(Trtype, TransportOpts)> = lock(&self.state)
             .transports
             .iter()
@@ -964,18 +1042,25 @@ impl Target {
                     o.nsid
                 ));
             }
+            if anagrpid > ss.max_namespaces {
+                return err(format!(
+                    "anagrpid {anagrpid} is beyond the subsystem's max_namespaces {}",
+                    ss.max_namespaces
+                ));
+            }
             let ns = Namespace {
                 nsid,
                 uuid: uuid.unwrap_or_else(|| bdev.uuid()),
                 bdev,
                 nguid,
                 eui64,
+                anagrpid: if anagrpid == 0 { nsid } else { anagrpid },
             };
             ss.namespaces.insert(nsid, ns.clone());
             (ss.id, ns)
         };
         let nsid = ns.nsid;
-        self.broadcast(move |pg| pg.set_ns(id, nsid, Some(ns.bdev.clone())));
+        self.broadcast(move |pg| pg.set_ns(id, nsid, Some((ns.bdev.clone(), ns.anagrpid))));
         self.notify_ns_change(id, nsid);
         Ok(nsid)
     }
@@ -1027,6 +1112,9 @@ impl Target {
         }
         let ss = s.subsystems.get_mut(nqn).expect("checked above");
         ss.listeners.insert(addr);
+        let groups = ss.max_namespaces;
+        ss.ana
+            .insert(addr, ListenerAna::new(groups, ana_state::OPTIMIZED));
         s.discovery_genctr += 1;
         Ok(())
     }
@@ -1043,11 +1131,83 @@ impl Target {
             if !ss.listeners.remove(&addr) {
                 return err(format!("{nqn} does not listen on {addr}"));
             }
+            ss.ana.remove(&addr);
             s.discovery_genctr += 1;
             Self::release_listener(&mut s, addr)
         };
         if let Some(l) = stop {
             l.stop();
+        }
+        Ok(())
+    }
+
+    /// Sets the ANA state of group `anagrpid` (0: every group) seen through listener
+    /// `addr` (SPDK's `nvmf_subsystem_listener_set_ana_state`). Controllers connected
+    /// through it get an ANA Change event, and their I/O queues follow at once.
+    pub fn set_ana_state(
+        &self,
+        nqn: &str,
+        addr: ListenAddr,
+        state: u8,
+        anagrpid: u32,
+    ) -> Result<(), NvmfError> {
+        if !matches!(
+            state,
+            ana_state::OPTIMIZED | ana_state::NON_OPTIMIZED | ana_state::INACCESSIBLE
+        ) {
+            return err(format!(
+                "ANA state {} cannot be set (optimized, non_optimized or inaccessible)",
+                ana_state::name(state)
+            ));
+        }
+        let (sid, states, ctrlrs) = {
+            let mut s = lock(&self.state);
+            let ss = Self::subsys_mut(&mut s, nqn)?;
+            if !ss.ana_reporting {
+                return err(format!(
+                    "{nqn} does not report ANA (create it with ana_reporting)"
+                ));
+            }
+            if anagrpid > ss.max_namespaces {
+                return err(format!(
+                    "anagrpid {anagrpid} is beyond the subsystem's max_namespaces {}",
+                    ss.max_namespaces
+                ));
+            }
+            let sid = ss.id;
+            let a = ss
+                .ana
+                .get_mut(&addr)
+                .ok_or_else(|| NvmfError(format!("{nqn} does not listen on {addr}")))?;
+            if anagrpid != 0 && a.state(anagrpid) == state {
+                return Ok(());
+            }
+            for (i, st) in a.states.iter_mut().enumerate() {
+                if anagrpid == 0 || i as u32 + 1 == anagrpid {
+                    *st = state;
+                }
+            }
+            a.change_count += 1;
+            let states = a.states.clone();
+            let ctrlrs: Vec<Arc<CtrlrShared>> = s
+                .ctrlrs
+                .values()
+                .filter(|c| c.subsys_id == sid && c.listener == addr)
+                .cloned()
+                .collect();
+            (sid, states, ctrlrs)
+        };
+        tracing::info!(nqn, %addr, anagrpid, state = ana_state::name(state), "ANA state set");
+        let states = Arc::new(states);
+        self.broadcast(move |pg| pg.set_ana(sid, addr, &states));
+        for c in ctrlrs {
+            let tgt = self.self_arc();
+            let cntlid = c.cntlid;
+            let _ = c.admin_thread.send_msg(move || {
+                if let Some(pg) = PollGroup::current(&tgt) {
+                    pg.ana_changed(sid, cntlid);
+                }
+            });
         }
         Ok(())
     }
@@ -1287,6 +1447,7 @@ impl Target {
                 cntlid,
                 subsys_id: id,
                 subnqn: req.subnqn.to_owned(),
+                listener: req.local,
                 hostnqn: req.hostnqn.to_owned(),
                 hostid: req.hostid,
                 admin_thread: thread.clone(),
@@ -1315,6 +1476,11 @@ impl Target {
         drop(s);
         if c.hostnqn != req.hostnqn {
             return Err(ConnectRefusal::InvalidData(OFF_HOSTNQN));
+        }
+        // With ANA, a controller's queues share its listener and so its ANA states (as
+        // on SPDK's target).
+        if subsys.ana_reporting && c.listener != req.local {
+            return Err(ConnectRefusal::InvalidCmd(OFF_QID));
         }
         if !c.enabled.load(Ordering::Acquire) {
             return Err(ConnectRefusal::InvalidCmd(OFF_QID));

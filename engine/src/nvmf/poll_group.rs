@@ -21,15 +21,24 @@ const HOUSEKEEPING_PERIOD_NS: u64 = 50_000_000;
 /// A namespace as a poll group sees it: the bdev and this thread's channel to it.
 pub(crate) struct PgNs {
     pub(crate) bdev: Arc<Bdev>,
+    /// Its ANA group.
+    pub(crate) anagrpid: u32,
     pub(crate) ch: IoChannel<Bdev>,
     /// This thread's cache of the device's own buffer pool (an NVMe CMB), if any.
     pub(crate) dev_iobuf: Option<IoChannel<crate::dma::Iobuf>>,
 }
 
+/// ANA states of one listener on this thread, indexed by ANAGRPID - 1; the I/O queues
+/// of controllers that connected through it share them.
+pub(crate) type PgAna = Rc<RefCell<Vec<u8>>>;
+
 /// A subsystem's namespaces on this thread, indexed by NSID - 1.
 #[derive(Default)]
 pub(crate) struct PgSubsys {
     pub(crate) ns: RefCell<Vec<Option<Rc<PgNs>>>>,
+    /// Whether the subsystem reports ANA (then I/O checks the states below).
+    ana_reporting: bool,
+    ana: RefCell<HashMap<super::ListenAddr, PgAna>>,
 }
 
 impl PgSubsys {
@@ -39,7 +48,23 @@ impl PgSubsys {
         self.ns.borrow().get(i).cloned().flatten()
     }
 
-    fn set(&self, nsid: u32, bdev: Option<Arc<Bdev>>) {
+    /// The ANA states an I/O queue that connected through `l` checks, if the subsystem
+    /// reports ANA.
+    pub(crate) fn ana_of(&self, l: super::ListenAddr) -> Option<PgAna> {
+        if !self.ana_reporting {
+            return None;
+        }
+        Some(self.ana.borrow_mut().entry(l).or_default().clone())
+    }
+
+    fn set_ana(&self, l: super::ListenAddr, states: &[u8]) {
+        let a = self.ana.borrow_mut().entry(l).or_default().clone();
+        let mut a = a.borrow_mut();
+        a.clear();
+        a.extend_from_slice(states);
+    }
+
+    fn set(&self, nsid: u32, bdev: Option<(Arc<Bdev>, u32)>) {
         let i = nsid as usize - 1;
         let mut v = self.ns.borrow_mut();
         if v.len() <= i {
@@ -47,11 +72,12 @@ impl PgSubsys {
         }
         v[i] = match bdev {
             None => None,
-            Some(b) => match b.channel() {
+            Some((b, anagrpid)) => match b.channel() {
                 Ok(ch) => {
                     let dev_iobuf = b.preferred_iobuf().and_then(|p| p.channel().ok());
                     Some(Rc::new(PgNs {
                         bdev: b,
+                        anagrpid,
                         ch,
                         dev_iobuf,
                     }))
@@ -365,20 +391,33 @@ impl PollGroup {
         if let Some(s) = self.inner.borrow().subsys.get(&sid) {
             return s.clone();
         }
-        let table = Rc::new(PgSubsys::default());
+        let mut table = PgSubsys::default();
         if let Some(ss) = self.tgt.subsystem_by_id(sid) {
+            table.ana_reporting = ss.ana_reporting;
+            for (l, a) in &ss.ana {
+                table.set_ana(*l, &a.states);
+            }
             for ns in ss.namespaces.values() {
-                table.set(ns.nsid, Some(ns.bdev.clone()));
+                table.set(ns.nsid, Some((ns.bdev.clone(), ns.anagrpid)));
             }
         }
+        let table = Rc::new(table);
         self.inner.borrow_mut().subsys.insert(sid, table.clone());
         table
     }
 
-    pub(crate) fn set_ns(&self, sid: u32, nsid: u32, bdev: Option<Arc<Bdev>>) {
+    pub(crate) fn set_ns(&self, sid: u32, nsid: u32, bdev: Option<(Arc<Bdev>, u32)>) {
         let t = self.inner.borrow().subsys.get(&sid).cloned();
         if let Some(t) = t {
             t.set(nsid, bdev);
+        }
+    }
+
+    /// Listener `l` of subsystem `sid` has new ANA states.
+    pub(crate) fn set_ana(&self, sid: u32, l: super::ListenAddr, states: &[u8]) {
+        let t = self.inner.borrow().subsys.get(&sid).cloned();
+        if let Some(t) = t {
+            t.set_ana(l, states);
         }
     }
 
@@ -406,6 +445,15 @@ impl PollGroup {
         if let Some(c) = self.admin_conn(sid, cntlid) {
             let mut c = c.borrow_mut();
             c.queue().ns_changed(nsid);
+            c.send_done(self);
+        }
+    }
+
+    /// The ANA states controller `cntlid` sees changed.
+    pub(crate) fn ana_changed(&self, sid: u32, cntlid: u16) {
+        if let Some(c) = self.admin_conn(sid, cntlid) {
+            let mut c = c.borrow_mut();
+            c.queue().ana_changed();
             c.send_done(self);
         }
     }

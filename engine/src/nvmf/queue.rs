@@ -22,6 +22,7 @@ use pollux_nvme::spec::cmd::{Sqe, Status};
 use pollux_nvme::spec::fabrics::{
     ConnectData, ConnectFields, FabricsCmd, NQN_LEN_MAX, OPC_FABRICS, fctype, nqn_str,
 };
+use pollux_nvme::spec::log::ana_state;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -197,6 +198,8 @@ pub(crate) enum Role {
         ctrlr: Arc<CtrlrShared>,
         qid: u16,
         subsys: Rc<PgSubsys>,
+        /// The ANA states of its controller's listener, when the subsystem reports ANA.
+        ana: Option<super::poll_group::PgAna>,
     },
 }
 
@@ -652,7 +655,7 @@ impl Queue {
     }
 
     pub(crate) fn io_cmd(&mut self, pg: &PollGroup, slot: u16) {
-        let Role::Io { subsys, .. } = &self.role else {
+        let Role::Io { subsys, ana, .. } = &self.role else {
             unreachable!("io_cmd() on an I/O queue");
         };
         let r = &mut self.reqs[slot as usize];
@@ -661,6 +664,16 @@ impl Queue {
             self.finish(slot, Status::INVALID_NAMESPACE, 0);
             return;
         };
+        if let Some(a) = ana {
+            // A group a listener never had a state for is optimized (new listeners
+            // start so, and every change brings the whole list).
+            let i = (ns.anagrpid as usize).wrapping_sub(1);
+            let st = a.borrow().get(i).copied().unwrap_or(ana_state::OPTIMIZED);
+            if !ana_state::accessible(st) {
+                self.finish(slot, ctrlr::ana_status(st), 0);
+                return;
+            }
+        }
         let bs = ns.bdev.block_size();
         let plan = ctrlr::plan_io(&sqe, bs, ns.bdev.num_blocks(), r.len);
         let mut io = r.io.take().expect("an executing command owns its I/O");
@@ -1021,10 +1034,12 @@ impl Queue {
             });
         } else {
             let subsys = pg.subsys(shared.subsys_id);
+            let ana = subsys.ana_of(shared.listener);
             self.role = Role::Io {
                 ctrlr: shared,
                 qid,
                 subsys,
+                ana,
             };
             pg.bump(|s| {
                 s.io_qpairs += 1;
@@ -1041,6 +1056,16 @@ impl Queue {
             return;
         };
         if let Some((slot, dw0)) = ctrlr.ns_changed(nsid) {
+            self.finish(slot, Status::SUCCESS, dw0);
+        }
+    }
+
+    /// The ANA states this admin queue's controller sees changed.
+    pub(crate) fn ana_changed(&mut self) {
+        let Role::Admin(ctrlr) = &mut self.role else {
+            return;
+        };
+        if let Some((slot, dw0)) = ctrlr.ana_changed() {
             self.finish(slot, Status::SUCCESS, dw0);
         }
     }

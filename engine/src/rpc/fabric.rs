@@ -329,6 +329,11 @@ pub(super) fn describe_fabric(c: &FabricCtrlr) -> Value {
             "model_number": model,
             "serial_number": serial,
             "bdevs": c.bdev_names(),
+            // The namespaces' ANA states through this path (empty: the target does
+            // not report ANA).
+            "ana_states": p.ana_states().iter().map(|(nsid, st)| {
+                json!({"nsid": nsid, "ana_state": pollux_nvme::spec::log::ana_state::name(*st)})
+            }).collect::<Vec<_>>(),
             "stats": {
                 "reconnects": p.reconnects(),
                 "path_losses": p.losses(),

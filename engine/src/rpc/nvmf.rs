@@ -5,8 +5,9 @@
 use super::methods::parse;
 use super::{RpcContext, RpcError, RpcServer};
 use crate::nvmf::{
-    IoLimits, ListenAddr, NvmfError, SubsysParams, SubsysType, TransportOpts, Trtype,
+    IoLimits, ListenAddr, NsOpts, NvmfError, SubsysParams, SubsysType, TransportOpts, Trtype,
 };
+use pollux_nvme::spec::log::ana_state;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -51,19 +52,35 @@ pub(super) fn register(s: &mut RpcServer) {
     s.register("nvmf_subsystem_get_listeners", |ctx, p| {
         let nqn = existing_nqn(ctx, p)?;
         let info = ctx.nvmf.info();
-        let ss = info.subsystems.iter().find(|s| s.nqn == nqn);
-        // Without ANA reporting every listener is optimized for the one ANA group.
+        let Some(ss) = info.subsystems.iter().find(|s| s.nqn == nqn) else {
+            return Ok(json!([]));
+        };
         let list: Vec<Value> = ss
-            .into_iter()
-            .flat_map(|s| s.listeners.iter())
+            .listeners
+            .iter()
             .map(|l| {
-                json!({"address": listen_json(l), "ana_state": "optimized",
-                    "ana_states": [{"ana_group": 1, "ana_state": "optimized"}]})
+                if !ss.ana_reporting {
+                    // Without ANA reporting every listener is optimized for the one
+                    // ANA group.
+                    return json!({"address": listen_json(l), "ana_state": "optimized",
+                        "ana_states": [{"ana_group": 1, "ana_state": "optimized"}]});
+                }
+                // As SPDK: every group the subsystem may have, 1 to max_namespaces.
+                let states: Vec<Value> = (1..=ss.max_namespaces)
+                    .map(|g| {
+                        json!({"ana_group": g, "ana_state": ana_state::name(ss.ana_state(l, g))})
+                    })
+                    .collect();
+                json!({"address": listen_json(l), "ana_states": states})
             })
             .collect();
         Ok(Value::Array(list))
     });
     s.register("nvmf_subsystem_add_ns", nvmf_subsystem_add_ns);
+    s.register(
+        "nvmf_subsystem_listener_set_ana_state",
+        nvmf_subsystem_listener_set_ana_state,
+    );
     s.register("nvmf_subsystem_remove_ns", nvmf_subsystem_remove_ns);
     s.register("nvmf_subsystem_add_listener", |c, p| listener(c, p, true));
     s.register("nvmf_subsystem_remove_listener", |c, p| {
@@ -556,7 +573,6 @@ fn nvmf_create_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
     let p: P = parse(p)?;
     no_tgt_name(&p.tgt_name)?;
     for (on, what) in [
-        (p.ana_reporting, "ana_reporting: ANA reporting is"),
         (p.passthrough, "passthrough: NVMe passthrough is"),
         (p.enable_nssr, "enable_nssr: NVM Subsystem Reset is"),
     ] {
@@ -599,6 +615,7 @@ fn nvmf_create_subsystem(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
         min_cntlid: p.min_cntlid,
         max_cntlid: p.max_cntlid,
         limits,
+        ana_reporting: p.ana_reporting,
     })?;
     tracing::info!(nqn = %p.nqn, "subsystem created");
     Ok(json!(true))
@@ -680,6 +697,7 @@ fn nvmf_get_subsystems(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcE
             m.insert("max_cntlid".into(), json!(ss.max_cntlid));
             m.insert("dmrsl".into(), json!(ss.limits.dmrsl));
             m.insert("wzsl".into(), json!(ss.limits.wzsl));
+            m.insert("ana_reporting".into(), json!(ss.ana_reporting));
             let ns: Vec<Value> = ss
                 .namespaces
                 .values()
@@ -695,6 +713,9 @@ fn nvmf_get_subsystems(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcE
                     }
                     if let Some(e) = n.eui64 {
                         j["eui64"] = json!(hex_upper(&e));
+                    }
+                    if ss.ana_reporting {
+                        j["anagrpid"] = json!(n.anagrpid);
                     }
                     j
                 })
@@ -746,7 +767,6 @@ fn nvmf_subsystem_add_ns(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
             "ptpl_file and no_auto_visible are not supported by Pollux",
         ));
     }
-    let _ = ns.anagrpid;
     let bdev =
         ctx.engine.bdevs().get(&ns.bdev_name).ok_or_else(|| {
             RpcError::invalid_params(format!("bdev {} does not exist", ns.bdev_name))
@@ -769,7 +789,17 @@ fn nvmf_subsystem_add_ns(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
                 .map_err(|_| RpcError::invalid_params(format!("uuid {s:?} is not a UUID")))
         })
         .transpose()?;
-    let nsid = ctx.nvmf.add_ns(&p.nqn, bdev, ns.nsid, uuid, nguid, eui64)?;
+    if ns.anagrpid == Some(0) {
+        return Err(RpcError::invalid_params("anagrpid 0 is not an ANA group"));
+    }
+    let o = NsOpts {
+        nsid: ns.nsid,
+        uuid,
+        nguid,
+        eui64,
+        anagrpid: ns.anagrpid.unwrap_or(0),
+    };
+    let nsid = ctx.nvmf.add_ns(&p.nqn, bdev, o)?;
     tracing::info!(nqn = %p.nqn, nsid, bdev = %ns.bdev_name, "namespace added");
     Ok(json!(nsid))
 }
@@ -820,19 +850,7 @@ fn listener(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcE
     }
     let p: P = parse(p)?;
     no_tgt_name(&p.tgt_name)?;
-    match p.ana_state.as_deref() {
-        None | Some("optimized") => {}
-        Some(s @ ("non_optimized" | "inaccessible")) => {
-            return Err(RpcError::invalid_params(format!(
-                "ana_state {s}: ANA states other than optimized are not supported by Pollux"
-            )));
-        }
-        Some(s) => {
-            return Err(RpcError::invalid_params(format!(
-                "ana_state {s:?}: one of optimized, non_optimized, inaccessible"
-            )));
-        }
-    }
+    let ana = p.ana_state.as_deref().map(settable_ana_state).transpose()?;
     if let Some(i) = p.sock_impl.as_deref().filter(|i| *i != "posix") {
         return Err(RpcError::invalid_params(format!(
             "sock_impl {i:?}: Pollux's listeners are plain sockets (posix); TLS (ssl) is not supported"
@@ -853,9 +871,66 @@ fn listener(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcE
     let nqn = resolve_nqn(&p.nqn);
     if add {
         ctx.nvmf.add_listener(nqn, addr)?;
+        // Listeners start optimized; another first state applies to every group, and
+        // needs ANA reporting (as SPDK).
+        if let Some(st) = ana.filter(|&s| s != ana_state::OPTIMIZED) {
+            if let Err(e) = ctx.nvmf.set_ana_state(nqn, addr, st, 0) {
+                let _ = ctx.nvmf.remove_listener(nqn, addr);
+                return Err(e.into());
+            }
+        }
     } else {
         ctx.nvmf.remove_listener(nqn, addr)?;
     }
+    Ok(json!(true))
+}
+
+/// An ANA state a listener may be set to, by SPDK's name.
+fn settable_ana_state(s: &str) -> Result<u8, RpcError> {
+    match ana_state::parse(s) {
+        Some(st @ (ana_state::OPTIMIZED | ana_state::NON_OPTIMIZED | ana_state::INACCESSIBLE)) => {
+            Ok(st)
+        }
+        _ => Err(RpcError::invalid_params(format!(
+            "ana_state {s:?}: one of optimized, non_optimized, inaccessible"
+        ))),
+    }
+}
+
+/// SPDK's `nvmf_subsystem_listener_set_ana_state`.
+fn nvmf_subsystem_listener_set_ana_state(
+    ctx: &RpcContext,
+    p: Option<Value>,
+) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct La {
+        trtype: String,
+        adrfam: Option<String>,
+        traddr: String,
+        trsvcid: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        nqn: String,
+        listen_address: La,
+        ana_state: String,
+        #[serde(default)]
+        anagrpid: u32,
+        tgt_name: Option<String>,
+    }
+    let p: P = parse(p)?;
+    no_tgt_name(&p.tgt_name)?;
+    let st = settable_ana_state(&p.ana_state)?;
+    let la = &p.listen_address;
+    let addr = ListenAddr::parse(
+        &la.trtype,
+        la.adrfam.as_deref(),
+        &la.traddr,
+        la.trsvcid.as_deref().unwrap_or("4420"),
+    )?;
+    ctx.nvmf.set_ana_state(&p.nqn, addr, st, p.anagrpid)?;
     Ok(json!(true))
 }
 
@@ -944,13 +1019,24 @@ pub(super) fn saved_config(ctx: &RpcContext) -> Vec<Value> {
             "max_namespaces": ss.max_namespaces,
             "min_cntlid": ss.min_cntlid,
             "max_cntlid": ss.max_cntlid,
-            "ana_reporting": false,
+            "ana_reporting": ss.ana_reporting,
             "dmrsl": ss.limits.dmrsl,
             "wzsl": ss.limits.wzsl,
         }}));
         for l in &ss.listeners {
             out.push(json!({"method": "nvmf_subsystem_add_listener", "params": {
                 "nqn": ss.nqn, "listen_address": listen_json_saved(l)}}));
+            // States other than the first one (optimized), group by group.
+            for g in (1..=ss.max_namespaces).filter(|_| ss.ana_reporting) {
+                let st = ss.ana_state(l, g);
+                if st != ana_state::OPTIMIZED {
+                    out.push(
+                        json!({"method": "nvmf_subsystem_listener_set_ana_state", "params": {
+                        "nqn": ss.nqn, "listen_address": listen_json_saved(l),
+                        "ana_state": ana_state::name(st), "anagrpid": g}}),
+                    );
+                }
+            }
         }
         for h in &ss.hosts {
             out.push(
@@ -965,6 +1051,9 @@ pub(super) fn saved_config(ctx: &RpcContext) -> Vec<Value> {
             }
             if let Some(e) = n.eui64 {
                 ns["eui64"] = json!(hex_upper(&e));
+            }
+            if ss.ana_reporting {
+                ns["anagrpid"] = json!(n.anagrpid);
             }
             out.push(json!({"method": "nvmf_subsystem_add_ns", "params": {"nqn": ss.nqn, "namespace": ns}}));
         }

@@ -461,6 +461,11 @@ impl AsyncEvent {
     pub fn namespaces_changed(&self) -> bool {
         self.kind == 2 && self.info == 0
     }
+
+    /// Asymmetric Namespace Access Change (notice 03h): read the ANA log page.
+    pub fn ana_changed(&self) -> bool {
+        self.kind == 2 && self.info == crate::spec::admin::aer_notice::ANA_CHANGE
+    }
 }
 
 impl fmt::Debug for AdminQueue {
@@ -903,6 +908,32 @@ impl AdminQueue {
         let cqe = self.get_log_page(log_id::CHANGED_NS_LIST, 0xffff_ffff, l.as_mut_bytes(), 0)?;
         self.check(cqe, "Get Log Page Changed Namespace List")?;
         Ok((!l.overflowed()).then(|| l.iter().collect()))
+    }
+
+    /// Whether the controller reports Asymmetric Namespace Access (CMIC bit 3).
+    pub fn reports_ana(&self) -> bool {
+        self.identify.cmic & crate::spec::identify::cmic::ANA_REPORTING != 0
+    }
+
+    /// The ANA log page (0Ch), which also clears an ANA Change event: the change
+    /// count and every group with its state and namespaces. Sized by the controller's
+    /// NANAGRPID and MNAN (NN when MNAN is 0), as Linux sizes it.
+    pub fn ana_log(&mut self) -> Result<(u64, Vec<crate::spec::log::AnaGroup>), Error> {
+        let id = &self.identify;
+        let groups = id.nanagrpid.get().min(4096) as usize;
+        let nsids = match id.mnan.get() {
+            0 => id.nn.get(),
+            m => m,
+        }
+        .min(1 << 16) as usize;
+        let mut page = vec![0u8; 16 + groups * 32 + nsids * 4];
+        let cqe = self.get_log_page(log_id::ANA, 0xffff_ffff, &mut page, 0)?;
+        self.check(cqe, "Get Log Page Asymmetric Namespace Access")?;
+        let addr = self.opts.addr;
+        crate::spec::log::ana_log_decode(&page).map_err(|why| Error::Controller {
+            addr,
+            why: format!("sent a malformed ANA log page: {why}"),
+        })
     }
 
     /// Sends Keep Alive if half the keep-alive timeout passed since the last admin

@@ -242,6 +242,30 @@ impl Status {
         }
     }
 
+    /// A Path Related Status (SCT 3), Do Not Retry clear: the command may succeed on
+    /// another path (base 4.2.3.2.4).
+    pub const fn path(sc: u8) -> Status {
+        Status {
+            sct: 3,
+            sc,
+            more: false,
+            dnr: false,
+        }
+    }
+
+    /// Asymmetric Access Persistent Loss (SCT 3h, SC 01h).
+    pub const ANA_PERSISTENT_LOSS: Status = Status::path(0x01);
+    /// Asymmetric Access Inaccessible (SCT 3h, SC 02h).
+    pub const ANA_INACCESSIBLE: Status = Status::path(0x02);
+    /// Asymmetric Access Transition (SCT 3h, SC 03h).
+    pub const ANA_TRANSITION: Status = Status::path(0x03);
+
+    /// Whether this is one of the three ANA statuses: the path's ANA state no longer
+    /// allows the command, and the host should read the ANA log page.
+    pub fn is_ana_error(self) -> bool {
+        self.sct == 3 && (0x01..=0x03).contains(&self.sc)
+    }
+
     /// Whether this is Successful Completion.
     pub fn is_success(self) -> bool {
         self.sct == 0 && self.sc == 0

@@ -1,5 +1,6 @@
 //! Log pages (base 5.16.1): Supported Log Pages, Error Information, SMART / Health,
-//! Firmware Slot, Changed Namespace List, Commands Supported and Effects, and the
+//! Firmware Slot, Changed Namespace List, Commands Supported and Effects, Asymmetric
+//! Namespace Access, and the
 //! Discovery log page of NVMe over Fabrics (base 5.16.1.23; fabrics 5.4) with its entry
 //! values and transport specific address subtypes.
 
@@ -277,6 +278,177 @@ impl ChangedNsList {
             .map(|v| v.get())
             .take_while(move |&id| id != 0 && !skip)
     }
+}
+
+/// ANA states (base 8.1.3, and the ANA Group Descriptor's ANA State, base 5.16.1.13).
+pub mod ana_state {
+    /// ANA Optimized.
+    pub const OPTIMIZED: u8 = 0x01;
+    /// ANA Non-Optimized.
+    pub const NON_OPTIMIZED: u8 = 0x02;
+    /// ANA Inaccessible.
+    pub const INACCESSIBLE: u8 = 0x03;
+    /// ANA Persistent Loss.
+    pub const PERSISTENT_LOSS: u8 = 0x04;
+    /// ANA Change (in transition).
+    pub const CHANGE: u8 = 0x0f;
+
+    /// SPDK's name of a state (`optimized`, `non_optimized`, `inaccessible`,
+    /// `persistent_loss`, `change`).
+    pub fn name(s: u8) -> &'static str {
+        match s {
+            OPTIMIZED => "optimized",
+            NON_OPTIMIZED => "non_optimized",
+            INACCESSIBLE => "inaccessible",
+            PERSISTENT_LOSS => "persistent_loss",
+            CHANGE => "change",
+            _ => "unknown",
+        }
+    }
+
+    /// The state SPDK's `name` stands for.
+    pub fn parse(name: &str) -> Option<u8> {
+        [
+            OPTIMIZED,
+            NON_OPTIMIZED,
+            INACCESSIBLE,
+            PERSISTENT_LOSS,
+            CHANGE,
+        ]
+        .into_iter()
+        .find(|&s| self::name(s) == name)
+    }
+
+    /// Whether commands to a namespace in this state are processed (optimized and
+    /// non-optimized; the others fail with an ANA status).
+    pub fn accessible(s: u8) -> bool {
+        s == OPTIMIZED || s == NON_OPTIMIZED
+    }
+}
+
+/// The Asymmetric Namespace Access log page's header (base 5.16.1.13, 16 bytes).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct AnaLogHeader {
+    /// Change Count: changes to the page since the controller was reset.
+    pub chgcnt: U64,
+    /// Number of ANA Group Descriptors.
+    pub ngrps: U16,
+    /// Reserved.
+    pub rsvd: [u8; 6],
+}
+assert_size!(AnaLogHeader, 16);
+
+/// An ANA Group Descriptor (base 5.16.1.13, 32 bytes), followed in the page by its
+/// `nnsids` NSIDs.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct AnaGroupDescHeader {
+    /// ANA Group ID.
+    pub anagrpid: U32,
+    /// Number of NSID Values listed after the descriptor.
+    pub nnsids: U32,
+    /// Change Count of this group.
+    pub chgcnt: U64,
+    /// ANA State (bits 3:0), see [`ana_state`].
+    pub state: u8,
+    /// Reserved.
+    pub rsvd: [u8; 15],
+}
+assert_size!(AnaGroupDescHeader, 32);
+
+/// One ANA group of the page, decoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AnaGroup {
+    /// ANA Group ID.
+    pub anagrpid: u32,
+    /// Change Count.
+    pub chgcnt: u64,
+    /// ANA state, see [`ana_state`].
+    pub state: u8,
+    /// The active namespaces of the group (none when the page was read with Return
+    /// Groups Only).
+    pub nsids: Vec<u32>,
+}
+
+/// Log Specific Parameter of the ANA log page: Return Groups Only (bit 0).
+pub const ANA_LSP_RGO: u8 = 1 << 0;
+
+/// The ANA log page for `groups`; with `rgo` (Return Groups Only) no NSIDs are listed.
+pub fn ana_log_encode(chgcnt: u64, groups: &[AnaGroup], rgo: bool) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + groups.len() * 32);
+    let h = AnaLogHeader {
+        chgcnt: U64::new(chgcnt),
+        ngrps: U16::new(groups.len().min(u16::MAX as usize) as u16),
+        rsvd: [0; 6],
+    };
+    v.extend_from_slice(h.as_bytes());
+    for g in groups.iter().take(u16::MAX as usize) {
+        let n = if rgo { 0 } else { g.nsids.len() };
+        let d = AnaGroupDescHeader {
+            anagrpid: U32::new(g.anagrpid),
+            nnsids: U32::new(n as u32),
+            chgcnt: U64::new(g.chgcnt),
+            state: g.state & 0x0f,
+            rsvd: [0; 15],
+        };
+        v.extend_from_slice(d.as_bytes());
+        for id in &g.nsids[..n] {
+            v.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    v
+}
+
+/// The change count and groups of an ANA log page; `Err` names what is malformed (a
+/// descriptor or NSID list running past the data read).
+pub fn ana_log_decode(page: &[u8]) -> Result<(u64, Vec<AnaGroup>), &'static str> {
+    let (h, mut rest) =
+        AnaLogHeader::read_from_prefix(page).map_err(|_| "shorter than its header")?;
+    let mut groups = Vec::with_capacity(h.ngrps.get() as usize);
+    for _ in 0..h.ngrps.get() {
+        let (d, r) = AnaGroupDescHeader::read_from_prefix(rest)
+            .map_err(|_| "a group descriptor runs past the page")?;
+        let n = d.nnsids.get() as usize;
+        let ids = r
+            .get(..n.checked_mul(4).ok_or("NSID count overflows")?)
+            .ok_or("a group's NSID list runs past the page")?;
+        groups.push(AnaGroup {
+            anagrpid: d.anagrpid.get(),
+            chgcnt: d.chgcnt.get(),
+            state: d.state & 0x0f,
+            nsids: ids
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        });
+        rest = &r[n * 4..];
+    }
+    Ok((h.chgcnt.get(), groups))
 }
 
 /// The Commands Supported and Effects log page (base 5.16.1.6).
@@ -646,6 +818,43 @@ pub fn read_discovery_log(buf: &[u8]) -> Option<(DiscoveryLogHeader, Vec<Discove
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ana_log_round_trip_and_bytes() {
+        let groups = vec![
+            AnaGroup {
+                anagrpid: 1,
+                chgcnt: 7,
+                state: ana_state::OPTIMIZED,
+                nsids: vec![1, 3],
+            },
+            AnaGroup {
+                anagrpid: 2,
+                chgcnt: 7,
+                state: ana_state::INACCESSIBLE,
+                nsids: vec![2],
+            },
+        ];
+        let p = ana_log_encode(7, &groups, false);
+        assert_eq!(p.len(), 16 + 32 + 8 + 32 + 4);
+        assert_eq!(p[0], 7);
+        assert_eq!(u16::from_le_bytes([p[8], p[9]]), 2);
+        assert_eq!(u32::from_le_bytes([p[16], p[17], p[18], p[19]]), 1);
+        assert_eq!(u32::from_le_bytes([p[20], p[21], p[22], p[23]]), 2);
+        assert_eq!(p[32], ana_state::OPTIMIZED);
+        assert_eq!(ana_log_decode(&p), Ok((7, groups.clone())));
+        let g = ana_log_encode(7, &groups, true);
+        assert_eq!(g.len(), 16 + 64);
+        let (_, d) = ana_log_decode(&g).unwrap();
+        assert!(d.iter().all(|g| g.nsids.is_empty()));
+        assert!(ana_log_decode(&p[..p.len() - 2]).is_err());
+        assert!(ana_log_decode(&p[..10]).is_err());
+        assert_eq!(
+            ana_state::parse("non_optimized"),
+            Some(ana_state::NON_OPTIMIZED)
+        );
+        assert_eq!(ana_state::parse("bogus"), None);
+    }
 
     #[test]
     fn error_log_entry_bytes() {
