@@ -1646,3 +1646,45 @@ fn ana_states_reach_the_log_page_the_event_and_the_io_status() {
     admin.shutdown().unwrap();
     d.wait_idle();
 }
+
+/// A namespace's bdev resized (`bdev_null_resize`): hosts get Namespace Attribute
+/// Changed with the NSID in the Changed Namespace List, Identify Namespace shows the
+/// new size, and I/O reaches the new blocks.
+#[test]
+fn a_resized_bdev_raises_namespace_attribute_changed() {
+    use pollux_nvme::spec::admin::aec;
+    let d = Daemon::one_core(json!({"trtype": "TCP"}));
+    d.call(
+        "bdev_null_create",
+        json!({"name": "N0", "num_blocks": 256, "block_size": 4096}),
+    );
+    d.call(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "N0", "nsid": 4}}),
+    );
+    let mut admin = AdminQueue::connect(&d.opts()).unwrap();
+    admin
+        .enable_async_events(aec::NS_ATTRIBUTE_NOTICES)
+        .unwrap();
+    let mut q: FabricQpair<Vec<u8>> = admin.create_io_qpair(1, 8).unwrap();
+    q.write(4, 300, 1, pattern(4096, 9), 1).unwrap();
+    assert_eq!(wait_one(&mut q).cqe.status(), Status::LBA_OUT_OF_RANGE);
+    d.call("bdev_null_resize", json!({"name": "N0", "new_size": 2}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !admin
+        .async_events()
+        .unwrap()
+        .iter()
+        .any(|e| e.namespaces_changed())
+    {
+        assert!(Instant::now() < deadline, "no Namespace Attribute Changed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(admin.changed_namespaces().unwrap(), Some(vec![4]));
+    assert_eq!(admin.identify_namespace(4).unwrap().nsze.get(), 512);
+    q.write(4, 300, 1, pattern(4096, 9), 2).unwrap();
+    assert!(wait_one(&mut q).cqe.status().is_success());
+    drop(q);
+    admin.shutdown().unwrap();
+    d.wait_idle();
+}

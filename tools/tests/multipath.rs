@@ -367,8 +367,8 @@ fn a_command_past_timeout_us_is_aborted_on_the_remote_target() {
     daemon::stop(c);
 }
 
-/// Namespaces added to and removed from the remote subsystem reach the bdevs through
-/// the Namespace Attribute Changed event: a bdev appears, then goes.
+/// Namespaces added to, removed from and resized in the remote subsystem reach the
+/// bdevs through the Namespace Attribute Changed event: a bdev appears, goes, grows.
 #[test]
 fn namespaces_added_and_removed_remotely_become_and_stop_being_bdevs() {
     let dir = tempfile::tempdir().unwrap();
@@ -422,6 +422,44 @@ fn namespaces_added_and_removed_remotely_become_and_stop_being_bdevs() {
         json!({"name": "Remote"}),
     )[0];
     assert_eq!(ctrl["ctrlrs"][0]["bdevs"], json!(["Remoten1"]), "{ctrl}");
+    // A namespace resized remotely (bdev_null_resize on the target): the bdev follows.
+    rpc(
+        &asock,
+        "bdev_null_create",
+        json!({"name": "N0", "num_blocks": 2048, "block_size": 4096}),
+    );
+    rpc(
+        &asock,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": BACK, "namespace": {"bdev_name": "N0", "nsid": 3}}),
+    );
+    wait_for(&["Remoten1", "Remoten3"]);
+    rpc(
+        &asock,
+        "bdev_null_resize",
+        json!({"name": "N0", "new_size": 16}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let b = &rpc(&csock, "bdev_get_bdevs", json!({"name": "Remoten3"}))[0];
+        if b["num_blocks"] == 4096 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Remoten3 not resized: {b}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Shrinking a null bdev is refused, as SPDK does.
+    let o = Command::new(env!("CARGO_BIN_EXE_pollux-rpc"))
+        .arg("-s")
+        .arg(&asock)
+        .args([
+            "bdev_null_resize",
+            "--json",
+            r#"{"name": "N0", "new_size": 1}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "shrinking was accepted");
     daemon::stop(c);
 }
 
@@ -556,6 +594,24 @@ fn io_follows_the_ana_states_the_targets_report() {
         ga > 0 && gb > 0,
         "active-active: writes {ga} on A, {gb} on B"
     );
+    // The queue-depth selector: the path with the fewest commands outstanding.
+    rpc(
+        &csock,
+        "bdev_nvme_set_multipath_policy",
+        json!({"name": "Remoten1", "policy": "active_active", "selector": "queue_depth"}),
+    );
+    let ctrl = &rpc(
+        &csock,
+        "bdev_nvme_get_controllers",
+        json!({"name": "Remote"}),
+    )[0];
+    assert_eq!(
+        ctrl["multipath_policy"]["selector"], "queue_depth",
+        "{ctrl}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (ga, gb) = growth(&asock, &bsock);
+    assert!(ga > 0 && gb > 0, "queue_depth: writes {ga} on A, {gb} on B");
     let o = run.wait_with_output().unwrap();
     let v = report(&o);
     let j = &v["jobs"][0];

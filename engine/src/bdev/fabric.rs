@@ -105,7 +105,14 @@ pub enum Policy {
         /// I/Os sent on one path before the next.
         rr_min_io: u32,
     },
+    /// Every usable path, each I/O on the one with the fewest commands outstanding from
+    /// this thread (active-active with SPDK's `queue_depth` selector).
+    QueueDepth,
 }
+
+/// `policy`'s value for the queue-depth selector (0 is active-passive, others
+/// `rr_min_io`).
+const POLICY_QUEUE_DEPTH: u32 = u32::MAX;
 
 /// What a command that outlives its timeout causes (`action_on_timeout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -424,6 +431,7 @@ impl FabricCtrlr {
     pub fn policy(&self) -> Policy {
         match self.policy.load(Ordering::Relaxed) {
             0 => Policy::ActivePassive,
+            POLICY_QUEUE_DEPTH => Policy::QueueDepth,
             n => Policy::ActiveActive { rr_min_io: n },
         }
     }
@@ -432,7 +440,8 @@ impl FabricCtrlr {
     pub fn set_policy(&self, p: Policy) {
         let v = match p {
             Policy::ActivePassive => 0,
-            Policy::ActiveActive { rr_min_io } => rr_min_io.max(1),
+            Policy::ActiveActive { rr_min_io } => rr_min_io.clamp(1, POLICY_QUEUE_DEPTH - 1),
+            Policy::QueueDepth => POLICY_QUEUE_DEPTH,
         };
         self.policy.store(v, Ordering::Relaxed);
     }
@@ -899,7 +908,7 @@ impl PathThread {
     }
 
     /// The controller's namespaces are `now`: a bdev for each new one, none for each
-    /// one gone; a size change is logged (bdevs keep their size).
+    /// one gone, the new size for each resized one (its block size must stay).
     fn rescan(&mut self, now: Vec<NsInfo>) {
         let Some(c) = self.ctrl.upgrade() else { return };
         let old = std::mem::replace(&mut *c.namespaces.lock().unwrap(), now.clone());
@@ -917,8 +926,22 @@ impl PathThread {
         }
         for n in &now {
             match old.iter().find(|o| o.nsid == n.nsid) {
-                Some(o) if o.num_blocks != n.num_blocks || o.block_size != n.block_size => {
-                    tracing::warn!(ctrlr = %self.name, nsid = n.nsid, blocks = o.num_blocks, now = n.num_blocks, "namespace resized: the bdev keeps its size (Pollux bdevs do not resize); detach and attach to see the new size");
+                Some(o) if o.block_size != n.block_size => {
+                    tracing::error!(ctrlr = %self.name, nsid = n.nsid, was = o.block_size, now = n.block_size, "namespace reformatted to another block size: its bdev keeps the old one and fails I/O; detach and attach again");
+                }
+                Some(o) if o.num_blocks != n.num_blocks => {
+                    let r = self
+                        .engine
+                        .as_ref()
+                        .map(|e| e.bdevs().resize(&name(n), n.num_blocks));
+                    match r {
+                        Some(Err(e)) => {
+                            tracing::error!(ctrlr = %self.name, nsid = n.nsid, error = %e, "namespace resized: the bdev could not follow")
+                        }
+                        _ => {
+                            tracing::info!(ctrlr = %self.name, nsid = n.nsid, blocks = o.num_blocks, now = n.num_blocks, "namespace resized: bdev resized")
+                        }
+                    }
                 }
                 Some(_) => {}
                 None => {
@@ -1436,6 +1459,12 @@ impl FabricChannel {
         let ready = |c: &ChPath| c.ready() && c.ana(nsid) == best;
         match self.ctrl.policy() {
             Policy::ActivePassive => paths.iter().position(ready),
+            Policy::QueueDepth => paths
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| ready(c))
+                .min_by_key(|(_, c)| c.q.as_ref().map_or(0, |q| q.outstanding()))
+                .map(|(i, _)| i),
             Policy::ActiveActive { rr_min_io } => {
                 let (mut at, mut sent) = self.rr.get();
                 for _ in 0..paths.len() {

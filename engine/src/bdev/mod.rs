@@ -36,6 +36,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Buffers one [`BdevIo`] carries at most.
@@ -370,7 +371,8 @@ pub struct Bdev {
     name: String,
     uuid: uuid::Uuid,
     block_size: u32,
-    num_blocks: u64,
+    /// Changes only through [`BdevRegistry::resize`].
+    num_blocks: AtomicU64,
     product_name: &'static str,
     backend: Box<dyn BdevBackend>,
     stats: Arc<iostat::BdevStats>,
@@ -382,7 +384,7 @@ impl fmt::Debug for Bdev {
             .field("name", &self.name)
             .field("uuid", &self.uuid)
             .field("block_size", &self.block_size)
-            .field("num_blocks", &self.num_blocks)
+            .field("num_blocks", &self.num_blocks())
             .field("product_name", &self.product_name)
             .finish()
     }
@@ -414,7 +416,7 @@ impl Bdev {
             name: params.name,
             uuid: params.uuid.unwrap_or_else(uuid::Uuid::new_v4),
             block_size: bs,
-            num_blocks: params.num_blocks,
+            num_blocks: AtomicU64::new(params.num_blocks),
             product_name: params.product_name,
             backend,
             stats: Arc::default(),
@@ -438,7 +440,7 @@ impl Bdev {
 
     /// Number of blocks.
     pub fn num_blocks(&self) -> u64 {
-        self.num_blocks
+        self.num_blocks.load(Ordering::Relaxed)
     }
 
     /// The module's product name.
@@ -494,7 +496,7 @@ impl Bdev {
             _ => {}
         }
         match end {
-            Some(end) if end <= self.num_blocks => {}
+            Some(end) if end <= self.num_blocks() => {}
             _ => return IoStatus::LbaOutOfRange,
         }
         if matches!(io.kind, IoKind::Read | IoKind::Write) {
@@ -576,9 +578,22 @@ impl IoChannel<Bdev> {
 
 /// The bdevs of an engine, by name (control path), with the configuration entry that
 /// recreates each one, in creation order, for `save_config`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct BdevRegistry {
     inner: Mutex<RegistryInner>,
+    /// Told the name of each bdev [`BdevRegistry::resize`] resized.
+    resize_watchers: Mutex<Vec<ResizeWatcher>>,
+}
+
+/// What is told of a resized bdev (its name).
+pub type ResizeWatcher = Box<dyn Fn(&str) + Send + Sync>;
+
+impl fmt::Debug for BdevRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BdevRegistry")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -752,6 +767,41 @@ impl BdevRegistry {
     pub fn retain_configs(&self, keep: impl Fn(&str, &str, &serde_json::Value) -> bool) {
         let mut g = self.inner.lock().unwrap();
         g.configs.retain(|(n, m, p)| keep(n, m, p));
+    }
+
+    /// Calls `f` with the name of every bdev resized from now on (the NVMe-oF target
+    /// raises Namespace Attribute Changed for namespaces on it).
+    pub fn on_resize(&self, f: ResizeWatcher) {
+        self.resize_watchers.lock().unwrap().push(f);
+    }
+
+    /// Sets bdev `name`'s size to `num_blocks` (its module changed it: a remote
+    /// namespace resized, `bdev_null_resize`); I/O checks the new bound at once, and
+    /// the watchers are told. The saved entry's `num_blocks`, if it has one, follows.
+    pub fn resize(&self, name: &str, num_blocks: u64) -> Result<(), Error> {
+        let b = self.get(name).ok_or_else(|| Error::NotFound {
+            what: format!("bdev {name}"),
+        })?;
+        if num_blocks == 0 {
+            return Err(Error::InvalidParam {
+                what: "num_blocks".into(),
+                why: "a bdev needs at least one block".into(),
+            });
+        }
+        let old = b.num_blocks.swap(num_blocks, Ordering::Relaxed);
+        {
+            let mut g = self.inner.lock().unwrap();
+            if let Some(e) = g.configs.iter_mut().find(|(n, _, _)| n == name) {
+                if let Some(v) = e.2.get_mut("num_blocks") {
+                    *v = serde_json::json!(num_blocks);
+                }
+            }
+        }
+        tracing::info!(bdev = name, old, num_blocks, "bdev resized");
+        for w in self.resize_watchers.lock().unwrap().iter() {
+            w(name);
+        }
+        Ok(())
     }
 
     /// The (method, params) entries that recreate the bdevs, oldest first.

@@ -790,7 +790,7 @@ impl Target {
                 next_cntlid: 1,
             },
         );
-        Arc::new_cyclic(|me| Target {
+        let tgt = Arc::new_cyclic(|me| Target {
             me: me.clone(),
             engine,
             state: Mutex::new(TargetState {
@@ -804,7 +804,34 @@ impl Target {
                 next_pg: 0,
                 qpairs_accepted: 0,
             }),
-        })
+        });
+        // A namespace's bdev that changes size: its hosts get Namespace Attribute
+        // Changed (as SPDK's target on a bdev resize event).
+        let me = Arc::downgrade(&tgt);
+        tgt.engine.bdevs().on_resize(Box::new(move |name| {
+            if let Some(t) = me.upgrade() {
+                t.bdev_resized(name);
+            }
+        }));
+        tgt
+    }
+
+    /// Bdev `name` changed size: every namespace on it is changed.
+    fn bdev_resized(&self, name: &str) {
+        let hit: Vec<(u32, u32)> = lock(&self.state)
+            .subsystems
+            .values()
+            .flat_map(|ss| {
+                ss.namespaces
+                    .values()
+                    .filter(|n| n.bdev.name() == name)
+                    .map(|n| (ss.id, n.nsid))
+            })
+            .collect();
+        for (sid, nsid) in hit {
+            tracing::info!(bdev = name, nsid, "namespace resized: hosts are told");
+            self.notify_ns_change(sid, nsid);
+        }
     }
 
     /// The engine it runs on.

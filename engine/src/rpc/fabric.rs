@@ -145,11 +145,9 @@ fn policy_of(
                 rr_min_io: n.min(u32::MAX as u64) as u32,
             })
         }
-        ("active_active", Some("queue_depth")) => Err(RpcError::invalid_params(
-            "selector queue_depth is not supported by Pollux (round_robin is)",
-        )),
+        ("active_active", Some("queue_depth")) => Ok(Policy::QueueDepth),
         (p, s) => Err(RpcError::invalid_params(format!(
-            "policy {p:?} selector {s:?}: policy active_passive or active_active, selector round_robin"
+            "policy {p:?} selector {s:?}: policy active_passive or active_active, selector round_robin or queue_depth"
         ))),
     }
 }
@@ -357,6 +355,9 @@ pub(super) fn describe_fabric(c: &FabricCtrlr) -> Value {
     };
     let policy = match c.policy() {
         Policy::ActivePassive => json!({"policy": "active_passive"}),
+        Policy::QueueDepth => {
+            json!({"policy": "active_active", "selector": "queue_depth"})
+        }
         Policy::ActiveActive { rr_min_io } => {
             json!({"policy": "active_active", "selector": "round_robin", "rr_min_io": rr_min_io})
         }

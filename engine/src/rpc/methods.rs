@@ -32,6 +32,7 @@ pub(super) fn register(s: &mut RpcServer) {
     s.register("framework_get_reactors", framework_get_reactors);
     s.register("bdev_malloc_create", bdev_malloc_create);
     s.register("bdev_null_create", bdev_null_create);
+    s.register("bdev_null_resize", bdev_null_resize);
     s.register("bdev_uring_create", bdev_uring_create);
     for m in [
         "bdev_malloc_delete",
@@ -305,6 +306,39 @@ fn bdev_null_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcErro
             latency: std::time::Duration::ZERO,
         })
     })
+}
+
+/// SPDK's `bdev_null_resize`: `new_size` in MiB, never smaller than now.
+fn bdev_null_resize(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        name: String,
+        new_size: u64,
+    }
+    let p: P = parse(p)?;
+    let b = ctx
+        .engine
+        .bdevs()
+        .get(&p.name)
+        .filter(|b| b.product_name() == "Null disk")
+        .ok_or_else(|| RpcError::invalid_params(format!("no null bdev {}", p.name)))?;
+    let blocks = p
+        .new_size
+        .checked_mul(1 << 20)
+        .map(|bytes| bytes / b.block_size() as u64)
+        .ok_or_else(|| RpcError::invalid_params("new_size overflows"))?;
+    if blocks < b.num_blocks() {
+        return Err(RpcError::invalid_params(format!(
+            "new_size {} MiB is smaller than {}'s size now ({} blocks of {} bytes)",
+            p.new_size,
+            p.name,
+            b.num_blocks(),
+            b.block_size()
+        )));
+    }
+    ctx.engine.bdevs().resize(&p.name, blocks)?;
+    Ok(json!(true))
 }
 
 fn bdev_uring_create(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcError> {
