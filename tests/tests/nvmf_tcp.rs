@@ -1688,3 +1688,118 @@ fn a_resized_bdev_raises_namespace_attribute_changed() {
     admin.shutdown().unwrap();
     d.wait_idle();
 }
+
+/// Persistent Reservations between two hosts on one namespace: host 1 registers and
+/// takes Write Exclusive; host 2's writes meet Reservation Conflict while its reads
+/// pass; the report (extended) lists both; host 2 preempts host 1 and then writes;
+/// Reservation Persistence is refused without a ptpl_file.
+#[test]
+fn reservations_fence_another_hosts_writes() {
+    use pollux_nvme::fabrics::XferDir;
+    use pollux_nvme::spec::admin::nvm_opc;
+    use pollux_nvme::spec::resv::{ResvDw, report_decode, rtype};
+    let d = Daemon::start();
+    let resv = |q: &mut FabricQpair<Vec<u8>>, opc: u8, dw: ResvDw, keys: &[u64]| {
+        let data: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+        let sqe = Sqe {
+            opc,
+            nsid: U32::new(1),
+            cdw10: dw.to_dw(),
+            ..Default::default()
+        };
+        q.submit(sqe, Some(data), XferDir::HostToCtrl, 7).unwrap();
+        wait_one(q).cqe.status()
+    };
+    let report = |q: &mut FabricQpair<Vec<u8>>, eds: bool| {
+        let sqe = Sqe {
+            opc: nvm_opc::RESERVATION_REPORT,
+            nsid: U32::new(1),
+            cdw10: U32::new(4096 / 4 - 1),
+            cdw11: U32::new(eds as u32),
+            ..Default::default()
+        };
+        q.submit(sqe, Some(vec![0; 4096]), XferDir::CtrlToHost, 8)
+            .unwrap();
+        let c = wait_one(q);
+        (c.cqe.status(), c.buf.unwrap())
+    };
+    let connect = || {
+        let mut a = AdminQueue::connect(&d.opts()).unwrap();
+        let q: FabricQpair<Vec<u8>> = a.create_io_qpair(1, 8).unwrap();
+        (a, q)
+    };
+    let (mut a1, mut q1) = connect();
+    let (a2, mut q2) = connect();
+    let id = a1.identify_namespace(1).unwrap();
+    assert_eq!(
+        id.rescap, 0xfe,
+        "all six types and IEKEY, no PTPL without a file"
+    );
+    assert_ne!(a1.identify().oncs.get() & (1 << 5), 0);
+    let reg = ResvDw::default();
+    let we = ResvDw {
+        rtype: rtype::WRITE_EXCLUSIVE,
+        ..Default::default()
+    };
+    assert!(resv(&mut q1, nvm_opc::RESERVATION_REGISTER, reg, &[0, 0xa1]).is_success());
+    assert!(resv(&mut q2, nvm_opc::RESERVATION_REGISTER, reg, &[0, 0xb2]).is_success());
+    assert!(resv(&mut q1, nvm_opc::RESERVATION_ACQUIRE, we, &[0xa1, 0]).is_success());
+    q2.write(1, 0, 1, pattern(4096, 1), 1).unwrap();
+    assert_eq!(wait_one(&mut q2).cqe.status(), Status::RESERVATION_CONFLICT);
+    q2.read(1, 0, 1, vec![0; 4096], 2).unwrap();
+    assert!(wait_one(&mut q2).cqe.status().is_success());
+    q1.write(1, 0, 1, pattern(4096, 2), 3).unwrap();
+    assert!(wait_one(&mut q1).cqe.status().is_success());
+    // The report needs EDS on fabrics (128-bit host identifiers).
+    assert_eq!(
+        report(&mut q2, false).0,
+        Status::HOST_ID_INCONSISTENT_FORMAT
+    );
+    let (st, data) = report(&mut q2, true);
+    assert!(st.is_success());
+    let (gen_, t, _, regs) = report_decode(&data, true).unwrap();
+    assert_eq!((gen_, t, regs.len()), (2, rtype::WRITE_EXCLUSIVE, 2));
+    let holder = regs.iter().find(|r| r.holds).unwrap();
+    assert_eq!(holder.rkey, 0xa1);
+    // Host 2 preempts host 1: host 1's writes now conflict, host 2's pass.
+    let preempt = ResvDw { action: 1, ..we };
+    assert!(
+        resv(
+            &mut q2,
+            nvm_opc::RESERVATION_ACQUIRE,
+            preempt,
+            &[0xb2, 0xa1]
+        )
+        .is_success()
+    );
+    q1.write(1, 0, 1, pattern(4096, 3), 4).unwrap();
+    assert_eq!(wait_one(&mut q1).cqe.status(), Status::RESERVATION_CONFLICT);
+    q2.write(1, 0, 1, pattern(4096, 4), 5).unwrap();
+    assert!(wait_one(&mut q2).cqe.status().is_success());
+    // Host 1 is no registrant any more: its Acquire conflicts.
+    assert_eq!(
+        resv(&mut q1, nvm_opc::RESERVATION_ACQUIRE, we, &[0xa1, 0]),
+        Status::RESERVATION_CONFLICT
+    );
+    // No ptpl_file: Persist Through Power Loss cannot be set.
+    let sf = Sqe {
+        opc: admin_opc::SET_FEATURES,
+        nsid: U32::new(1),
+        cdw10: U32::new(feature::RESERVATION_PERSISTENCE as u32),
+        cdw11: U32::new(1),
+        ..Default::default()
+    };
+    let c = a1.command(sf, pollux_nvme::fabrics::DataDir::None).unwrap();
+    assert_eq!(c.status(), Status::INVALID_FIELD);
+    let clear = ResvDw {
+        action: 1,
+        ..Default::default()
+    };
+    assert!(resv(&mut q2, nvm_opc::RESERVATION_RELEASE, clear, &[0xb2]).is_success());
+    q1.write(1, 0, 1, pattern(4096, 5), 6).unwrap();
+    assert!(wait_one(&mut q1).cqe.status().is_success());
+    drop((q1, q2));
+    a1.shutdown().unwrap();
+    a2.shutdown().unwrap();
+    d.wait_idle();
+}

@@ -297,8 +297,8 @@ impl Ctrlr {
                 self.aers.push((slot, sqe.cid.get()));
                 AdminOutcome::Held
             }
-            admin_opc::SET_FEATURES => self.set_features(sqe, data),
-            admin_opc::GET_FEATURES => self.get_features(sqe, data),
+            admin_opc::SET_FEATURES => self.set_features(tgt, sqe, data),
+            admin_opc::GET_FEATURES => self.get_features(tgt, sqe, data),
             admin_opc::ABORT if !discovery => {
                 let a = AbortDw::from_sqe(sqe);
                 if a.sqid != 0 {
@@ -391,6 +391,10 @@ impl Ctrlr {
                 // An inactive NSID reads as zeroes (base 5.17.2.1).
                 if let Some(ns) = subsys.namespaces.get(&nsid) {
                     let mut n = identify_namespace(ns);
+                    n.rescap = pollux_nvme::spec::resv::RESCAP_ALL_TYPES_IEKEY;
+                    if ns.resv.ptpl_file().is_some() {
+                        n.rescap |= pollux_nvme::spec::resv::RESCAP_PTPL;
+                    }
                     if subsys.ana_reporting {
                         n.anagrpid = U32::new(ns.anagrpid);
                         let st = subsys.ana_state(&self.shared.listener, ns.anagrpid);
@@ -480,7 +484,9 @@ impl Ctrlr {
             c.frmw = 0b11;
             c.nn = U32::new(subsys.max_namespaces);
             c.mnan = U32::new(subsys.max_namespaces);
-            c.oncs = U16::new(id::oncs::COMPARE | id::oncs::DSM | id::oncs::WRITE_ZEROES);
+            c.oncs = U16::new(
+                id::oncs::COMPARE | id::oncs::DSM | id::oncs::WRITE_ZEROES | id::oncs::RESERVATIONS,
+            );
             c.vwc = id::vwc::PRESENT;
             c.ioccsz = U32::new((64 + self.opts.in_capsule_data_size) / 16);
             if subsys.ana_reporting {
@@ -591,7 +597,18 @@ impl Ctrlr {
         ok(0)
     }
 
-    fn set_features(&mut self, sqe: &Sqe, data: Option<&mut [u8]>) -> AdminOutcome {
+    /// Namespace `nsid`'s reservations, for the Reservation Persistence feature.
+    fn resv_of(&self, tgt: &Arc<Target>, nsid: u32) -> Option<Arc<super::resv::Reservations>> {
+        let ss = tgt.subsystem_by_id(self.shared.subsys_id)?;
+        ss.namespaces.get(&nsid).map(|n| n.resv.clone())
+    }
+
+    fn set_features(
+        &mut self,
+        tgt: &Arc<Target>,
+        sqe: &Sqe,
+        data: Option<&mut [u8]>,
+    ) -> AdminOutcome {
         let _ = data;
         let fid = admin::features_fid(sqe);
         let v = sqe.cdw11.get();
@@ -641,6 +658,10 @@ impl Ctrlr {
                 ok(0)
             }
             feature::HOST_IDENTIFIER => done(Status::COMMAND_SEQUENCE_ERROR),
+            feature::RESERVATION_PERSISTENCE => match self.resv_of(tgt, sqe.nsid.get()) {
+                Some(r) => done(r.set_ptpl(v & 1 != 0)),
+                None => done(Status::INVALID_NAMESPACE),
+            },
             feature::INTERRUPT_COALESCING | feature::INTERRUPT_VECTOR_CONFIG => {
                 done(Status::INVALID_FIELD)
             }
@@ -649,7 +670,12 @@ impl Ctrlr {
         }
     }
 
-    fn get_features(&mut self, sqe: &Sqe, data: Option<&mut [u8]>) -> AdminOutcome {
+    fn get_features(
+        &mut self,
+        tgt: &Arc<Target>,
+        sqe: &Sqe,
+        data: Option<&mut [u8]>,
+    ) -> AdminOutcome {
         let fid = admin::features_fid(sqe);
         let s = admin::get_features_sel(sqe);
         let supported = |changeable: bool| {
@@ -678,6 +704,10 @@ impl Ctrlr {
             | feature::WRITE_ATOMICITY
             | feature::VOLATILE_WRITE_CACHE => (self.features[fid as usize], true),
             feature::POWER_MANAGEMENT => (0, true),
+            feature::RESERVATION_PERSISTENCE => match self.resv_of(tgt, sqe.nsid.get()) {
+                Some(r) => (r.ptpl() as u32, r.ptpl_file().is_some()),
+                None => return done(Status::INVALID_NAMESPACE),
+            },
             feature::HOST_IDENTIFIER => {
                 // 128-bit host identifier only (EXHID, CDW11 bit 0).
                 if sqe.cdw11.get() & 1 == 0 {

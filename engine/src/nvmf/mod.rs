@@ -27,6 +27,7 @@ pub mod ctrlr;
 mod poll_group;
 mod queue;
 pub mod rdma;
+pub mod resv;
 pub mod tcp;
 
 pub use poll_group::{PgTransportStats, PollGroup, PollGroupStats};
@@ -476,10 +477,12 @@ pub struct Namespace {
     pub eui64: Option<[u8; 8]>,
     /// ANA group (its NSID unless given).
     pub anagrpid: u32,
+    /// Its reservations.
+    pub resv: Arc<resv::Reservations>,
 }
 
 /// What `nvmf_subsystem_add_ns` may give besides the bdev.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct NsOpts {
     /// Namespace ID (0: the lowest free one).
     pub nsid: u32,
@@ -491,6 +494,9 @@ pub struct NsOpts {
     pub eui64: Option<[u8; 8]>,
     /// ANA group (0: the NSID).
     pub anagrpid: u32,
+    /// Where reservations persist through power loss when a host asks (SPDK's
+    /// `ptpl_file`).
+    pub ptpl_file: Option<std::path::PathBuf>,
 }
 
 /// A listener's ANA states, as a subsystem reports them to controllers that connected
@@ -1024,7 +1030,9 @@ impl Target {
             nguid,
             eui64,
             anagrpid,
+            ptpl_file,
         } = o;
+        let resv = Arc::new(resv::Reservations::new(ptpl_file)?);
         let forced: Vec<(Trtype, TransportOpts)> = lock(&self.state)
             .transports
             .iter()
@@ -1082,12 +1090,13 @@ impl Target {
                 nguid,
                 eui64,
                 anagrpid: if anagrpid == 0 { nsid } else { anagrpid },
+                resv,
             };
             ss.namespaces.insert(nsid, ns.clone());
             (ss.id, ns)
         };
         let nsid = ns.nsid;
-        self.broadcast(move |pg| pg.set_ns(id, nsid, Some((ns.bdev.clone(), ns.anagrpid))));
+        self.broadcast(move |pg| pg.set_ns(id, nsid, Some(ns.clone())));
         self.notify_ns_change(id, nsid);
         Ok(nsid)
     }

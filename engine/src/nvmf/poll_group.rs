@@ -23,9 +23,30 @@ pub(crate) struct PgNs {
     pub(crate) bdev: Arc<Bdev>,
     /// Its ANA group.
     pub(crate) anagrpid: u32,
+    resv: Arc<super::resv::Reservations>,
+    /// This thread's copy of the reservations, with their version.
+    resv_view: RefCell<(u64, super::resv::ResvView)>,
     pub(crate) ch: IoChannel<Bdev>,
     /// This thread's cache of the device's own buffer pool (an NVMe CMB), if any.
     pub(crate) dev_iobuf: Option<IoChannel<crate::dma::Iobuf>>,
+}
+
+impl PgNs {
+    /// Whether host `host` may read (`write` false) or change the namespace under its
+    /// reservations; takes a new copy of them only when they changed.
+    pub(crate) fn resv_allows(&self, host: &[u8; 16], write: bool) -> bool {
+        let v = self.resv.version();
+        let mut c = self.resv_view.borrow_mut();
+        if c.0 != v {
+            *c = (v, self.resv.view());
+        }
+        c.1.allows(host, write)
+    }
+
+    /// Its reservations.
+    pub(crate) fn resv(&self) -> &super::resv::Reservations {
+        &self.resv
+    }
 }
 
 /// ANA states of one listener on this thread, indexed by ANAGRPID - 1; the I/O queues
@@ -64,20 +85,23 @@ impl PgSubsys {
         a.extend_from_slice(states);
     }
 
-    fn set(&self, nsid: u32, bdev: Option<(Arc<Bdev>, u32)>) {
+    fn set(&self, nsid: u32, ns: Option<super::Namespace>) {
         let i = nsid as usize - 1;
         let mut v = self.ns.borrow_mut();
         if v.len() <= i {
             v.resize_with(i + 1, || None);
         }
-        v[i] = match bdev {
+        v[i] = match ns {
             None => None,
-            Some((b, anagrpid)) => match b.channel() {
+            Some(ns) => match ns.bdev.channel() {
                 Ok(ch) => {
+                    let b = ns.bdev;
                     let dev_iobuf = b.preferred_iobuf().and_then(|p| p.channel().ok());
                     Some(Rc::new(PgNs {
                         bdev: b,
-                        anagrpid,
+                        anagrpid: ns.anagrpid,
+                        resv_view: RefCell::new((0, Default::default())),
+                        resv: ns.resv,
                         ch,
                         dev_iobuf,
                     }))
@@ -398,7 +422,7 @@ impl PollGroup {
                 table.set_ana(*l, &a.states);
             }
             for ns in ss.namespaces.values() {
-                table.set(ns.nsid, Some((ns.bdev.clone(), ns.anagrpid)));
+                table.set(ns.nsid, Some(ns.clone()));
             }
         }
         let table = Rc::new(table);
@@ -406,10 +430,10 @@ impl PollGroup {
         table
     }
 
-    pub(crate) fn set_ns(&self, sid: u32, nsid: u32, bdev: Option<(Arc<Bdev>, u32)>) {
+    pub(crate) fn set_ns(&self, sid: u32, nsid: u32, ns: Option<super::Namespace>) {
         let t = self.inner.borrow().subsys.get(&sid).cloned();
         if let Some(t) = t {
-            t.set(nsid, bdev);
+            t.set(nsid, ns);
         }
     }
 

@@ -655,9 +655,13 @@ impl Queue {
     }
 
     pub(crate) fn io_cmd(&mut self, pg: &PollGroup, slot: u16) {
-        let Role::Io { subsys, ana, .. } = &self.role else {
+        let Role::Io {
+            subsys, ana, ctrlr, ..
+        } = &self.role
+        else {
             unreachable!("io_cmd() on an I/O queue");
         };
+        let host = ctrlr.hostid;
         let r = &mut self.reqs[slot as usize];
         let sqe = r.sqe;
         let Some(ns) = subsys.get(sqe.nsid.get()) else {
@@ -673,6 +677,36 @@ impl Queue {
                 self.finish(slot, ctrlr::ana_status(st), 0);
                 return;
             }
+        }
+        use pollux_nvme::spec::admin::nvm_opc;
+        match sqe.opc {
+            nvm_opc::RESERVATION_REGISTER
+            | nvm_opc::RESERVATION_REPORT
+            | nvm_opc::RESERVATION_ACQUIRE
+            | nvm_opc::RESERVATION_RELEASE => {
+                let len = r.len as usize;
+                let io = r.io.as_mut().expect("an executing command owns its I/O");
+                let mut data = [0u8; 16];
+                if sqe.opc != nvm_opc::RESERVATION_REPORT {
+                    copy_from_bufs(io.bufs(), &mut data[..len.min(16)]);
+                }
+                let mut out = Vec::new();
+                let st = ns
+                    .resv()
+                    .command(&sqe, &host, &data[..len.min(16)], &mut out);
+                if st.is_success() && sqe.opc == nvm_opc::RESERVATION_REPORT {
+                    out.resize(len, 0);
+                    copy_to_bufs(io.bufs_mut(), &out);
+                }
+                self.finish(slot, st, 0);
+                return;
+            }
+            _ => {}
+        }
+        let write = !matches!(sqe.opc, nvm_opc::READ | nvm_opc::COMPARE);
+        if !ns.resv_allows(&host, write) {
+            self.finish(slot, Status::RESERVATION_CONFLICT, 0);
+            return;
         }
         let bs = ns.bdev.block_size();
         let plan = ctrlr::plan_io(&sqe, bs, ns.bdev.num_blocks(), r.len);
@@ -1075,6 +1109,34 @@ impl Queue {
             Role::Io { qid, .. } => *qid,
             _ => 0,
         }
+    }
+}
+
+/// The first `out.len()` bytes of a command's data buffers.
+fn copy_from_bufs(bufs: &[crate::dma::DmaBuf], out: &mut [u8]) {
+    let mut at = 0;
+    for b in bufs {
+        let s = b.as_slice();
+        let n = s.len().min(out.len() - at);
+        out[at..at + n].copy_from_slice(&s[..n]);
+        at += n;
+        if at == out.len() {
+            break;
+        }
+    }
+}
+
+/// `data` into a command's data buffers, from their start.
+fn copy_to_bufs(bufs: &mut [crate::dma::DmaBuf], data: &[u8]) {
+    let mut at = 0;
+    for b in bufs {
+        if at == data.len() {
+            break;
+        }
+        let s = b.as_mut_slice();
+        let n = s.len().min(data.len() - at);
+        s[..n].copy_from_slice(&data[at..at + n]);
+        at += n;
     }
 }
 

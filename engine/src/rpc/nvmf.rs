@@ -717,6 +717,9 @@ fn nvmf_get_subsystems(ctx: &RpcContext, p: Option<Value>) -> Result<Value, RpcE
                     if ss.ana_reporting {
                         j["anagrpid"] = json!(n.anagrpid);
                     }
+                    if let Some(f) = n.resv.ptpl_file() {
+                        j["ptpl_file"] = json!(f);
+                    }
                     j
                 })
                 .collect();
@@ -762,9 +765,9 @@ fn nvmf_subsystem_add_ns(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
     let p: P = parse(p)?;
     no_tgt_name(&p.tgt_name)?;
     let ns = p.namespace;
-    if ns.ptpl_file.is_some() || ns.no_auto_visible == Some(true) {
+    if ns.no_auto_visible == Some(true) {
         return Err(RpcError::invalid_params(
-            "ptpl_file and no_auto_visible are not supported by Pollux",
+            "no_auto_visible is not supported by Pollux",
         ));
     }
     let bdev =
@@ -798,6 +801,7 @@ fn nvmf_subsystem_add_ns(ctx: &RpcContext, p: Option<Value>) -> Result<Value, Rp
         nguid,
         eui64,
         anagrpid: ns.anagrpid.unwrap_or(0),
+        ptpl_file: ns.ptpl_file.map(Into::into),
     };
     let nsid = ctx.nvmf.add_ns(&p.nqn, bdev, o)?;
     tracing::info!(nqn = %p.nqn, nsid, bdev = %ns.bdev_name, "namespace added");
@@ -1054,6 +1058,9 @@ pub(super) fn saved_config(ctx: &RpcContext) -> Vec<Value> {
             }
             if ss.ana_reporting {
                 ns["anagrpid"] = json!(n.anagrpid);
+            }
+            if let Some(f) = n.resv.ptpl_file() {
+                ns["ptpl_file"] = json!(f);
             }
             out.push(json!({"method": "nvmf_subsystem_add_ns", "params": {"nqn": ss.nqn, "namespace": ns}}));
         }

@@ -253,6 +253,11 @@ impl Status {
         }
     }
 
+    /// Reservation Conflict (SCT 0h, SC 83h).
+    pub const RESERVATION_CONFLICT: Status = Status::generic(0x83, false);
+    /// Host Identifier Inconsistent Format (SCT 0h, SC 18h).
+    pub const HOST_ID_INCONSISTENT_FORMAT: Status = Status::generic(0x18, true);
+
     /// Asymmetric Access Persistent Loss (SCT 3h, SC 01h).
     pub const ANA_PERSISTENT_LOSS: Status = Status::path(0x01);
     /// Asymmetric Access Inaccessible (SCT 3h, SC 02h).

@@ -16,13 +16,15 @@
 //!   Namespace Identification Descriptor list, the Active Namespace ID list, and the
 //!   helpers that fill their ASCII and NQN fields.
 //! - [`log`]: log pages: Supported Log Pages, Error Information, SMART / Health,
-//!   Firmware Slot, Changed Namespace List, Commands Supported and Effects, and the
+//!   Firmware Slot, Changed Namespace List, Commands Supported and Effects, ANA, and the
 //!   Discovery log page with its entry values.
 //! - [`regs`]: controller registers (CAP, CC, CSTS, AQA, CMBLOC, CMBSZ, CMBMSC...),
 //!   MMIO offsets on PCIe and property offsets on Fabrics.
 //! - [`fabrics`]: Fabrics commands: Connect and its data, Property Get/Set, Disconnect.
 //! - [`tcp`]: NVMe/TCP PDUs, their validation and digests: the one codec that the
 //!   target's transport and the host's queue pairs both use.
+//! - [`resv`]: Reservations: Register, Acquire and Release dwords, the types, the
+//!   Reservation Status data structure.
 //! - [`rdma`]: the NVMe/RDMA connection manager's private data (request, accept,
 //!   reject), likewise shared by target and host.
 
@@ -33,6 +35,7 @@ pub mod identify;
 pub mod log;
 pub mod rdma;
 pub mod regs;
+pub mod resv;
 pub mod tcp;
 
 /// Checks a field's offset inside a struct at compile time.

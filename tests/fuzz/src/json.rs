@@ -98,6 +98,11 @@ pub const STRINGS: &[&str] = &[
     "p99_read",
     "avg_write",
     "p99_write",
+    "optimized",
+    "non_optimized",
+    "inaccessible",
+    "change",
+    "queue_depth",
 ];
 
 /// Object keys: every parameter name the engine's methods read (SPDK's), and the
@@ -153,6 +158,9 @@ pub const KEYS: &[&str] = &[
     "min_cntlid",
     "max_cntlid",
     "ana_reporting",
+    "ana_state",
+    "new_size",
+    "selector",
     "namespace",
     "bdev_name",
     "nsid",

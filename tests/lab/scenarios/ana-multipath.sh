@@ -5,8 +5,12 @@
 # sees one subsystem with two paths and their ANA states (sysfs, nvme list-subsys);
 # fio randwrite with crc32c verify runs while gateway A's path is set inaccessible,
 # then while gateway B is killed (SIGKILL) and started again: the kernel moves the I/O
-# each time and fio finds every block.
-# lab-timeout: 300
+# each time and fio finds every block. Then nvme-cli's Persistent Reservations on
+# gateway A's controller: register (with Persist Through Power Loss), acquire Write
+# Exclusive, report; another host's (pollux-perf's) write meets Reservation Conflict
+# while its read passes; the reservation survives a restart of gateway A (its
+# ptpl_file); release and unregister free the writes again.
+# lab-timeout: 360
 . /lab/lib.sh
 
 NQN=nqn.2016-06.io.pollux:lab-ana
@@ -36,7 +40,7 @@ gateway() {
     "serial_number": "POLLUXANA0001", "model_number": "Pollux ANA gateway",
     "ana_reporting": true, "min_cntlid": $3, "max_cntlid": $(($3 + 99))}},
   {"method": "nvmf_subsystem_add_ns", "params": {"nqn": "$NQN", "namespace":
-    {"bdev_name": "U0", "nsid": 1, "uuid": "$UUID", "nguid": "$NGUID"}}},
+    {"bdev_name": "U0", "nsid": 1, "uuid": "$UUID", "nguid": "$NGUID", "ptpl_file": "/tmp/ana-$1.ptpl"}}},
   {"method": "nvmf_subsystem_add_listener", "params": {"nqn": "$NQN",
     "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "$ADDR", "trsvcid": "$2"}}}
  ]}
@@ -186,6 +190,47 @@ if fio_verify both-paths "$DEV"; then
 else
     lab_fail both-paths "fio verify with both paths failed"
 fi
+# ---- Persistent Reservations with nvme-cli, on gateway A ----
+CA=$(basename "$(dirname "$(path_of $PA)")")
+other() { # other RW: pollux-perf, another host, does one 4 KiB RW on gateway A
+    pollux-perf --name=other --ioengine=nvmf --rw="$1" --bs=4k --size=4k --iodepth=1 \
+        --target="trtype:tcp adrfam:ipv4 traddr:$ADDR trsvcid:$PA subnqn:$NQN ns:1" >"$LAB_ART/perf-$1-$2.txt" 2>&1
+}
+report() { nvme resv-report "/dev/$CA" -n 1 --eds -o json >"$LAB_ART/resv-report-$1.json" 2>&1; cat "$LAB_ART/resv-report-$1.json"; }
+holds() { # holds TAG: the report shows a Write Exclusive reservation held with key 0xabc
+    report "$1" >/dev/null && grep -Eq '"rtype" *: *1' "$LAB_ART/resv-report-$1.json" &&
+        grep -Eq '"rkey" *: *2748' "$LAB_ART/resv-report-$1.json"
+}
+lab_run nvme resv-register "/dev/$CA" -n 1 --nrkey=0xabc --rrega=0 --cptpl=3 &&
+    lab_run nvme resv-acquire "/dev/$CA" -n 1 --crkey=0xabc --rtype=1 --racqa=0
+report taken
+if holds taken; then
+    lab_pass resv-acquire "nvme resv-register (PTPL on) and resv-acquire Write Exclusive on /dev/$CA (gateway A): resv-report shows type 1, key 0xabc"
+else
+    lab_fail resv-acquire "resv-report does not show the reservation (see resv-report-taken.json)"
+fi
+if ! other write conflict && grep -q "reservation conflict" "$LAB_ART/perf-write-conflict.txt" && other read ok; then
+    lab_pass resv-conflict "another host (pollux-perf) meets Reservation Conflict on a write, its read passes; the holder's writes pass"
+else
+    lab_fail resv-conflict "other host: $(tail -2 "$LAB_ART/perf-write-conflict.txt") / read: $(tail -1 "$LAB_ART/perf-read-ok.txt")"
+fi
+kill -TERM "$PID_a"
+lab_wait 20 eval '! lab_alive $PID_a'
+gateway a $PA 1 0x1 || lab_fail resv-ptpl "gateway A did not start again"
+if lab_wait 60 live $PA && holds restarted; then
+    lab_pass resv-ptpl "gateway A restarted: the reservation is back from its ptpl_file (Persist Through Power Loss)"
+else
+    lab_fail resv-ptpl "after the restart: $(head -c 300 "$LAB_ART/resv-report-restarted.json")"
+fi
+lab_run nvme resv-release "/dev/$CA" -n 1 --crkey=0xabc --rtype=1 --rrela=0
+lab_run nvme resv-register "/dev/$CA" -n 1 --crkey=0xabc --rrega=1
+report released
+if other write free && ! grep -Eq '"rtype" *: *1' "$LAB_ART/resv-report-released.json"; then
+    lab_pass resv-release "nvme resv-release and unregister: no reservation left, the other host writes again"
+else
+    lab_fail resv-release "$(tail -2 "$LAB_ART/perf-write-free.txt")"
+fi
+
 lab_run timeout 60 nvme disconnect -n "$NQN"
 lab_wait 20 no_ctrl "$NQN"
 kill -TERM "$PID_a" "$PID_b"
