@@ -128,6 +128,29 @@ fn perf(port: u16, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
+/// A short read through C, which must fail with Host Pathing Error: how long it took.
+fn read_fails_without_path(pc: u16) -> Duration {
+    let t0 = Instant::now();
+    let o = perf(
+        pc,
+        &[
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=4",
+            "--size=4m",
+            "--runtime=2",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("host pathing error"),
+        "I/O without a path: {err}"
+    );
+    t0.elapsed()
+}
+
 fn report(o: &Output) -> Value {
     let text = String::from_utf8_lossy(&o.stdout);
     let start = text
@@ -263,22 +286,7 @@ fn io_survives_the_loss_of_each_path_in_turn_and_fails_cleanly_without_any() {
     // (3 s), not hanging.
     kill(a);
     kill(b);
-    let t0 = Instant::now();
-    let run = perf(
-        pc,
-        &[
-            "--rw=randread",
-            "--bs=4k",
-            "--iodepth=4",
-            "--size=4m",
-            "--runtime=2",
-        ],
-    );
-    let o = run.wait_with_output().unwrap();
-    let took = t0.elapsed();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "I/O without a path succeeded");
-    assert!(err.contains("host pathing error"), "{err}");
+    let took = read_fails_without_path(pc);
     assert!(took < Duration::from_secs(30), "failing took {took:?}");
     eprintln!("no path: I/O failed with Host Pathing Error after {took:?}");
     let p = paths(&csock);
@@ -294,28 +302,8 @@ fn io_survives_the_loss_of_each_path_in_turn_and_fails_cleanly_without_any() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let t0 = Instant::now();
-    let o = perf(
-        pc,
-        &[
-            "--rw=randread",
-            "--bs=4k",
-            "--iodepth=4",
-            "--size=4m",
-            "--runtime=2",
-        ],
-    )
-    .wait_with_output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("host pathing error"),
-        "{err}"
-    );
-    eprintln!(
-        "paths given up: I/O failed with Host Pathing Error after {:?}",
-        t0.elapsed()
-    );
+    let took = read_fails_without_path(pc);
+    eprintln!("paths given up: I/O failed with Host Pathing Error after {took:?}");
     // Detaching the controller removes its bdev: the front namespace goes with it.
     rpc(
         &csock,
@@ -630,24 +618,7 @@ fn io_follows_the_ana_states_the_targets_report() {
     set_ana(&asock, pa, "inaccessible");
     set_ana(&bsock, pb, "inaccessible");
     wait_ana(&csock, ["inaccessible", "inaccessible"]);
-    let t0 = Instant::now();
-    let o = perf(
-        pc,
-        &[
-            "--rw=randread",
-            "--bs=4k",
-            "--iodepth=1",
-            "--size=4m",
-            "--runtime=1",
-        ],
-    )
-    .wait_with_output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("host pathing error"),
-        "{err}"
-    );
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let took = read_fails_without_path(pc);
+    assert!(took < Duration::from_secs(5), "{took:?}");
     daemon::stop(c);
 }

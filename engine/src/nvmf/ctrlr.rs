@@ -109,8 +109,9 @@ pub(crate) struct Ctrlr {
     /// Held AERs: (transport slot, CID).
     aers: Vec<(u16, u16)>,
     events: VecDeque<u32>,
-    ns_notice_masked: bool,
-    ana_notice_masked: bool,
+    /// Notices raised and not yet cleared by reading their log page, as AEC bits: no
+    /// second event of a kind until then (base 5.2).
+    masked: u32,
     changed: Vec<u32>,
     changed_overflow: bool,
     queues_set: bool,
@@ -158,8 +159,7 @@ impl Ctrlr {
             aec,
             aers: Vec::with_capacity(AER_MAX),
             events: VecDeque::new(),
-            ns_notice_masked: false,
-            ana_notice_masked: false,
+            masked: 0,
             changed: Vec::new(),
             changed_overflow: false,
             queues_set: false,
@@ -335,29 +335,31 @@ impl Ctrlr {
                 self.changed.push(nsid);
             }
         }
-        if self.aec & admin::aec::NS_ATTRIBUTE_NOTICES == 0 || self.ns_notice_masked {
-            return None;
-        }
-        self.ns_notice_masked = true;
-        self.raise(admin::aer_dw0(
-            aer_type::NOTICE,
+        self.notice(
+            admin::aec::NS_ATTRIBUTE_NOTICES,
             aer_notice::NS_ATTRIBUTE_CHANGED,
             log_id::CHANGED_NS_LIST,
-        ))
+        )
     }
 
     /// The ANA states this controller sees changed: raises the ANA Change event when
     /// the host asked for it. Returns the held AER to complete now, with its dword 0.
     pub(crate) fn ana_changed(&mut self) -> Option<(u16, u32)> {
-        if self.aec & admin::aec::ANA_CHANGE_NOTICES == 0 || self.ana_notice_masked {
-            return None;
-        }
-        self.ana_notice_masked = true;
-        self.raise(admin::aer_dw0(
-            aer_type::NOTICE,
+        self.notice(
+            admin::aec::ANA_CHANGE_NOTICES,
             aer_notice::ANA_CHANGE,
             log_id::ANA,
-        ))
+        )
+    }
+
+    /// A notice of the kind AEC bit `bit` enables, cleared by log page `lid`: raised
+    /// when the host asked for it and none of its kind is pending.
+    fn notice(&mut self, bit: u32, info: u8, lid: u8) -> Option<(u16, u32)> {
+        if self.aec & bit == 0 || self.masked & bit != 0 {
+            return None;
+        }
+        self.masked |= bit;
+        self.raise(admin::aer_dw0(aer_type::NOTICE, info, lid))
     }
 
     /// An event: completes a held AER with it, or queues it for the next one.
@@ -546,7 +548,7 @@ impl Ctrlr {
                 if !g.rae {
                     self.changed.clear();
                     self.changed_overflow = false;
-                    self.ns_notice_masked = false;
+                    self.masked &= !admin::aec::NS_ATTRIBUTE_NOTICES;
                 }
                 v
             }
@@ -570,7 +572,7 @@ impl Ctrlr {
                     })
                     .collect();
                 if !g.rae {
-                    self.ana_notice_masked = false;
+                    self.masked &= !admin::aec::ANA_CHANGE_NOTICES;
                 }
                 ana_log_encode(count, &groups, g.lsp & ANA_LSP_RGO != 0)
             }

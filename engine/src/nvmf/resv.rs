@@ -284,10 +284,7 @@ impl Reservations {
             return Status::INVALID_FIELD;
         }
         let mut s = self.lock();
-        let Some(me) = s.registrants.iter().find(|r| r.hostid == *host).copied() else {
-            return Status::RESERVATION_CONFLICT;
-        };
-        if !d.iekey && me.rkey != crkey {
+        if !registered_with(&s, host, d.iekey, crkey) {
             return Status::RESERVATION_CONFLICT;
         }
         if d.action == racqa::ACQUIRE {
@@ -347,10 +344,7 @@ impl Reservations {
             return Status::INVALID_FIELD;
         }
         let mut s = self.lock();
-        let Some(me) = s.registrants.iter().find(|r| r.hostid == *host).copied() else {
-            return Status::RESERVATION_CONFLICT;
-        };
-        if !d.iekey && me.rkey != crkey {
+        if !registered_with(&s, host, d.iekey, crkey) {
             return Status::RESERVATION_CONFLICT;
         }
         if d.action == rrela::CLEAR {
@@ -374,6 +368,14 @@ impl Reservations {
         s.rtype = 0;
         self.changed(&s)
     }
+}
+
+/// Whether `host` is a registrant whose key is `crkey` (any key with `iekey`): what
+/// Acquire and Release ask first.
+fn registered_with(s: &State, host: &[u8; 16], iekey: bool, crkey: u64) -> bool {
+    s.registrants
+        .iter()
+        .any(|r| r.hostid == *host && (iekey || r.rkey == crkey))
 }
 
 /// The holder went away (unregistered or preempted): a single-holder reservation goes

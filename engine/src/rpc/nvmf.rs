@@ -832,16 +832,28 @@ fn resolve_nqn(nqn: &str) -> &str {
     }
 }
 
-fn listener(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcError> {
-    // SPDK decodes the address strictly and the rest leniently.
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct La {
-        trtype: String,
-        adrfam: Option<String>,
-        traddr: String,
-        trsvcid: Option<String>,
+/// A `listen_address` (SPDK decodes it strictly, the rest of the call leniently).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct La {
+    trtype: String,
+    adrfam: Option<String>,
+    traddr: String,
+    trsvcid: Option<String>,
+}
+
+impl La {
+    fn addr(&self) -> Result<ListenAddr, NvmfError> {
+        ListenAddr::parse(
+            &self.trtype,
+            self.adrfam.as_deref(),
+            &self.traddr,
+            self.trsvcid.as_deref().unwrap_or("4420"),
+        )
     }
+}
+
+fn listener(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     struct P {
         nqn: String,
@@ -865,13 +877,7 @@ fn listener(ctx: &RpcContext, p: Option<Value>, add: bool) -> Result<Value, RpcE
             "secure_channel (TLS) is not supported by Pollux",
         ));
     }
-    let la = &p.listen_address;
-    let addr = ListenAddr::parse(
-        &la.trtype,
-        la.adrfam.as_deref(),
-        &la.traddr,
-        la.trsvcid.as_deref().unwrap_or("4420"),
-    )?;
+    let addr = p.listen_address.addr()?;
     let nqn = resolve_nqn(&p.nqn);
     if add {
         ctx.nvmf.add_listener(nqn, addr)?;
@@ -908,14 +914,6 @@ fn nvmf_subsystem_listener_set_ana_state(
 ) -> Result<Value, RpcError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct La {
-        trtype: String,
-        adrfam: Option<String>,
-        traddr: String,
-        trsvcid: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     struct P {
         nqn: String,
         listen_address: La,
@@ -927,13 +925,7 @@ fn nvmf_subsystem_listener_set_ana_state(
     let p: P = parse(p)?;
     no_tgt_name(&p.tgt_name)?;
     let st = settable_ana_state(&p.ana_state)?;
-    let la = &p.listen_address;
-    let addr = ListenAddr::parse(
-        &la.trtype,
-        la.adrfam.as_deref(),
-        &la.traddr,
-        la.trsvcid.as_deref().unwrap_or("4420"),
-    )?;
+    let addr = p.listen_address.addr()?;
     ctx.nvmf.set_ana_state(&p.nqn, addr, st, p.anagrpid)?;
     Ok(json!(true))
 }

@@ -328,17 +328,7 @@ pub mod ana_state {
 
 /// The Asymmetric Namespace Access log page's header (base 5.16.1.13, 16 bytes).
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
 #[repr(C)]
 pub struct AnaLogHeader {
@@ -354,17 +344,7 @@ assert_size!(AnaLogHeader, 16);
 /// An ANA Group Descriptor (base 5.16.1.13, 32 bytes), followed in the page by its
 /// `nnsids` NSIDs.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]
 #[repr(C)]
 pub struct AnaGroupDescHeader {
