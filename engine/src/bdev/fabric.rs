@@ -22,6 +22,7 @@
 
 use super::{BackendChannel, Bdev, BdevBackend, BdevIo, BdevParams, IoKind, IoStatus};
 use crate::Error;
+use crate::dma::{gather, scatter};
 use crate::thread::{IoChannel, IoDevice, Nanos, PollStatus, Thread};
 use crossbeam::channel::{Receiver, Sender, TryRecvError};
 use pollux_nvme::fabrics::{
@@ -1779,45 +1780,6 @@ impl FabricChannel {
             PollStatus::Idle
         }
     }
-}
-
-/// Calls `f(span, at)` for each piece of the I/O's buffers holding its data bytes
-/// `off..off + len`: `at` is the piece's position in that range.
-fn spans(
-    bufs: &mut [crate::dma::DmaBuf],
-    mut off: usize,
-    len: usize,
-    mut f: impl FnMut(&mut [u8], usize),
-) {
-    let mut at = 0;
-    for b in bufs {
-        let s = b.as_mut_slice();
-        if off >= s.len() {
-            off -= s.len();
-            continue;
-        }
-        let n = (s.len() - off).min(len - at);
-        f(&mut s[off..off + n], at);
-        at += n;
-        off = 0;
-        if at == len {
-            break;
-        }
-    }
-}
-
-/// Copies the I/O's data from byte `off` into `out`.
-fn gather(bufs: &mut [crate::dma::DmaBuf], off: usize, out: &mut [u8]) {
-    spans(bufs, off, out.len(), |s, at| {
-        out[at..at + s.len()].copy_from_slice(s)
-    });
-}
-
-/// Copies `data` into the I/O's buffers from byte `off`.
-fn scatter(bufs: &mut [crate::dma::DmaBuf], off: usize, data: &[u8]) {
-    spans(bufs, off, data.len(), |s, at| {
-        s.copy_from_slice(&data[at..at + s.len()])
-    });
 }
 
 struct NsChannel {

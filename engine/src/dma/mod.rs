@@ -36,3 +36,37 @@ pub use map::{
 pub use pool::{DmaBuf, Iobuf, IobufCache, IobufOpts, IobufPoolStats};
 pub use rdma::{RdmaInitiator, RdmaLocal, RdmaMapper, RdmaRemote};
 pub use region::{Backing, DmaRegion, HostMem, HugepagePolicy, hugepages_free};
+
+/// Calls `f(span, at)` for each piece of a command's buffers holding its data bytes
+/// `off..off + len`: `at` is the piece's position in that range.
+fn spans(bufs: &mut [DmaBuf], mut off: usize, len: usize, mut f: impl FnMut(&mut [u8], usize)) {
+    let mut at = 0;
+    for b in bufs {
+        let s = b.as_mut_slice();
+        if off >= s.len() {
+            off -= s.len();
+            continue;
+        }
+        let n = (s.len() - off).min(len - at);
+        f(&mut s[off..off + n], at);
+        at += n;
+        off = 0;
+        if at == len {
+            break;
+        }
+    }
+}
+
+/// Copies a command's data from byte `off` into `out`.
+pub(crate) fn gather(bufs: &mut [DmaBuf], off: usize, out: &mut [u8]) {
+    spans(bufs, off, out.len(), |s, at| {
+        out[at..at + s.len()].copy_from_slice(s)
+    });
+}
+
+/// Copies `data` into a command's buffers from byte `off`.
+pub(crate) fn scatter(bufs: &mut [DmaBuf], off: usize, data: &[u8]) {
+    spans(bufs, off, data.len(), |s, at| {
+        s.copy_from_slice(&data[at..at + s.len()])
+    });
+}

@@ -688,7 +688,7 @@ impl Queue {
                 let io = r.io.as_mut().expect("an executing command owns its I/O");
                 let mut data = [0u8; 16];
                 if sqe.opc != nvm_opc::RESERVATION_REPORT {
-                    copy_from_bufs(io.bufs(), &mut data[..len.min(16)]);
+                    crate::dma::gather(io.bufs_mut(), 0, &mut data[..len.min(16)]);
                 }
                 let mut out = Vec::new();
                 let st = ns
@@ -696,7 +696,7 @@ impl Queue {
                     .command(&sqe, &host, &data[..len.min(16)], &mut out);
                 if st.is_success() && sqe.opc == nvm_opc::RESERVATION_REPORT {
                     out.resize(len, 0);
-                    copy_to_bufs(io.bufs_mut(), &out);
+                    crate::dma::scatter(io.bufs_mut(), 0, &out);
                 }
                 self.finish(slot, st, 0);
                 return;
@@ -1109,34 +1109,6 @@ impl Queue {
             Role::Io { qid, .. } => *qid,
             _ => 0,
         }
-    }
-}
-
-/// The first `out.len()` bytes of a command's data buffers.
-fn copy_from_bufs(bufs: &[crate::dma::DmaBuf], out: &mut [u8]) {
-    let mut at = 0;
-    for b in bufs {
-        let s = b.as_slice();
-        let n = s.len().min(out.len() - at);
-        out[at..at + n].copy_from_slice(&s[..n]);
-        at += n;
-        if at == out.len() {
-            break;
-        }
-    }
-}
-
-/// `data` into a command's data buffers, from their start.
-fn copy_to_bufs(bufs: &mut [crate::dma::DmaBuf], data: &[u8]) {
-    let mut at = 0;
-    for b in bufs {
-        if at == data.len() {
-            break;
-        }
-        let s = b.as_mut_slice();
-        let n = s.len().min(data.len() - at);
-        s[..n].copy_from_slice(&data[at..at + n]);
-        at += n;
     }
 }
 
